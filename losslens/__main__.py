@@ -1,0 +1,5 @@
+import sys
+
+from losslens.cli import main
+
+sys.exit(main())

@@ -1,0 +1,333 @@
+"""Loading and validating a study config: YAML -> typed dataclasses, with errors that name file and field.
+
+The dataclasses themselves live beside the stage they configure (``losslens.train.config``,
+``losslens.evaluate.config``); this module composes them into :class:`StudyConfig`, applies
+``key=value`` overrides, and turns every mistake into a :class:`ConfigError` such as::
+
+    configs/tiny.yaml: train.glbal_batch: unknown key (did you mean 'global_batch'?)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from losslens.errors import ConfigError
+from losslens.evaluate.config import EvalConfig
+from losslens.train.config import (
+    CheckpointConfig,
+    DataConfig,
+    ModelConfig,
+    ModelSize,
+    TrainConfig,
+)
+
+_SUFFIXES = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
+_COUNT_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)\s*([KMBGT]?)\s*$", re.IGNORECASE)
+
+
+def parse_count(value: Any) -> int:
+    """An integer count, also written ``4M``, ``500K``, ``1.5B`` or ``2e6``. Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a count")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        m = _COUNT_RE.match(value)
+        if m:
+            number = float(m.group(1)) * _SUFFIXES.get(m.group(2).upper(), 1)
+            if number.is_integer():
+                return int(number)
+    raise ValueError(f"expected an integer (e.g. 2048, 4M, 1.5B), got {value!r}")
+
+
+def format_count(n: int) -> str:
+    """Short label for a token count: 4000000 -> '4M', 1500000 -> '1.5M', 512 -> '512'."""
+    for suffix, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= scale and (n * 100) % scale == 0:
+            return f"{n / scale:g}{suffix}"
+    return str(n)
+
+
+@dataclass
+class StudyConfig:
+    """One study: a grid of model sizes x data budgets trained on one token stream."""
+
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    budgets: list[int]  # training tokens per run
+    out_dir: str = ""  # default: checkpoints/<name>
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: str = ""  # the file it was read from (not part of the YAML)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.out_dir or f"checkpoints/{self.name}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def hash(self, *, sections: tuple[str, ...] = ("model", "data", "budgets", "seed", "train")) -> str:
+        """Hash of what determines the trained weights (not the output folder, cadence or eval)."""
+        d = self.to_dict()
+        blob = json.dumps({k: d[k] for k in sections}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- generic dataclass builder
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return f"mapping of {_type_name(get_args(tp)[1])}"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, where: str, file: str) -> Any:
+    def fail(why: str = "") -> typing.NoReturn:
+        raise ConfigError(f"{file}: {where}: {why or f'expected {_type_name(tp)}, got {value!r}'}")
+
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where, file)
+            except ConfigError:
+                continue
+        fail()
+    if origin is Literal:
+        if value not in get_args(tp):
+            fail(f"expected one of {', '.join(repr(a) for a in get_args(tp))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            fail()
+        (item,) = get_args(tp)
+        return [_convert(item, v, f"{where}[{i}]", file) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            fail()
+        _, item = get_args(tp)
+        return {str(k): _convert(item, v, f"{where}.{k}", file) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            fail()
+        return build_dataclass(tp, value, where, file)
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if tp is int:
+        try:
+            return parse_count(value)
+        except ValueError as e:
+            fail(str(e))
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            fail()
+        try:
+            return float(value)
+        except ValueError:
+            fail()
+    if tp is str:
+        if not isinstance(value, str):
+            fail()
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {where}")
+
+
+def build_dataclass(cls: type, data: dict, where: str, file: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys and types; ``where`` is the dotted path."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(fields)})"
+            raise ConfigError(f"{file}: {path}: unknown key{hint}")
+        kwargs[key] = _convert(hints[key], value, path, file)
+    missing = [
+        name for name, f in fields.items()
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{file}: {where + '.' if where else ''}{missing[0]}: required key is missing")
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
+    """``["train.lr=1e-3", "budgets=[1M,2M]"]`` -> [(dotted key, YAML-parsed value)]."""
+    parsed = []
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.global_batch=64")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({e.problem})") from None
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
+    """Read, override, type-check and validate a study config."""
+    path = Path(path)
+    file = str(path)
+    if not path.is_file():
+        raise ConfigError(f"{file}: study config not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{file}:{where}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file}: not a UTF-8 text file") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: expected a mapping at the top level, got {type(raw).__name__}")
+    for key, value in parse_overrides(overrides):
+        _set_dotted(raw, key, value)
+    study = build_dataclass(StudyConfig, raw, "", file)
+    study.source = file
+    resolve_paths(study, path.parent)
+    validate(study)
+    return study
+
+
+def study_from_dict(raw: dict, file: str = "<dict>") -> StudyConfig:
+    study = build_dataclass(StudyConfig, raw, "", file)
+    study.source = file
+    validate(study)
+    return study
+
+
+def resolve_paths(study: StudyConfig, base: Path) -> None:
+    """Relative corpus and tokenizer paths are taken relative to the config file, if they exist there."""
+
+    def fix(p: str) -> str:
+        candidate = base / p
+        return str(candidate) if not Path(p).is_absolute() and not Path(p).exists() and candidate.exists() else p
+
+    study.data.paths = [fix(p) for p in study.data.paths]
+    if study.data.tokenizer.path:
+        study.data.tokenizer.path = fix(study.data.tokenizer.path)
+    study.eval.tasks = [fix(t) for t in study.eval.tasks]
+
+
+def validate(study: StudyConfig) -> None:
+    """Cross-field checks the types cannot express."""
+    file = study.source or "<config>"
+
+    def fail(where: str, why: str) -> typing.NoReturn:
+        raise ConfigError(f"{file}: {where}: {why}")
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study.name):
+        fail("name", f"{study.name!r} must be letters, digits, '_', '-' or '.'")
+    sizes = study.model.resolved_sizes()
+    if not sizes:
+        fail("model.sizes", "no model sizes: give model.sizes or model.ladder")
+    for name, size in sizes.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", name):
+            fail(f"model.sizes.{name}", "size names must be letters, digits, '-' or '.' (no '_')")
+        where = f"model.sizes.{name}"
+        for attr in ("width", "depth", "heads", "ffn", "kv_heads", "context"):
+            v = getattr(size, attr)
+            if v is not None and v <= 0:
+                fail(f"{where}.{attr}", f"must be positive, got {v}")
+        if size.width % size.heads:
+            fail(f"{where}.heads", f"{size.heads} heads do not divide width {size.width}")
+        if size.kv_heads and size.heads % size.kv_heads:
+            fail(f"{where}.kv_heads", f"{size.kv_heads} KV heads do not divide {size.heads} heads")
+    if not study.budgets:
+        fail("budgets", "give at least one data budget (tokens per run)")
+    if len(set(study.budgets)) != len(study.budgets):
+        fail("budgets", "budgets repeat")
+    t = study.train
+    for attr in ("global_batch", "micro_batch", "log_every"):
+        if getattr(t, attr) <= 0:
+            fail(f"train.{attr}", f"must be positive, got {getattr(t, attr)}")
+    if t.global_batch % t.micro_batch:
+        fail("train.micro_batch", f"{t.micro_batch} does not divide global_batch {t.global_batch}")
+    if t.optimizer.lr <= 0:
+        fail("train.optimizer.lr", f"must be positive, got {t.optimizer.lr}")
+    for i, budget in enumerate(study.budgets):
+        if budget <= 0:
+            fail(f"budgets[{i}]", f"must be positive, got {budget}")
+        for name, size in sizes.items():
+            per_step = t.global_batch * size.context_or(study.model.context)
+            if budget < per_step:
+                fail(
+                    f"budgets[{i}]",
+                    f"{format_count(budget)} tokens is less than one global batch of size {name} "
+                    f"({t.global_batch} x {size.context_or(study.model.context)} = {per_step} tokens)",
+                )
+    if study.model.context <= 0:
+        fail("model.context", f"must be positive, got {study.model.context}")
+    sched = t.schedule
+    if not 0 <= sched.warmup < 1:
+        fail("train.schedule.warmup", f"a fraction of the run in [0, 1), got {sched.warmup}")
+    if sched.kind == "wsd" and not 0 < sched.cooldown < 1:
+        fail("train.schedule.cooldown", f"a fraction of each budget in (0, 1), got {sched.cooldown}")
+    d = study.data
+    if d.source == "files" and not d.paths:
+        fail("data.paths", "no corpus files: give data.paths (or data.source: demo)")
+    if d.tokenizer.kind == "pretrained" and not d.tokenizer.path:
+        fail("data.tokenizer.path", "a pretrained tokenizer needs a local directory")
+    if d.val_tokens <= 0:
+        fail("data.val_tokens", f"must be positive, got {d.val_tokens}")
+    c = study.checkpoints
+    if c.count < 0 or c.every < 0:
+        fail("checkpoints", "count and every must not be negative")

@@ -1,0 +1,113 @@
+"""The two contracts between the stages, in one place.
+
+1. A checkpoint is a directory ``RUN_DIR/<run>/ckpt-<tokens:012d>/`` holding a Hugging Face
+   causal LM (``config.json``, ``model.safetensors``), its tokenizer, and ``meta.json``
+   (keys in ``CHECKPOINT_META_KEYS``). Training state for exact resume sits inside it in
+   ``train_state/``. A checkpoint exists once its directory has its final name: it is written
+   under a ``.tmp-`` name and renamed, so listings never see a partial one.
+   The study's resolved config is ``RUN_DIR/study.yaml``; its token shards and tokenizer are in
+   ``RUN_DIR/data/`` (``train.bin``, ``val.bin``, ``data.json``, ``tokenizer/``).
+
+2. The results table ``RUN_DIR/results.csv`` has the columns ``RESULTS_COLUMNS``, one row per
+   checkpoint x task x metric. ``analyze`` reads nothing else, so tables made elsewhere work too.
+
+This module imports nothing heavy: every stage may import it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+STUDY_FILE = "study.yaml"
+DATA_DIR = "data"
+DATA_META_FILE = "data.json"
+TOKENIZER_DIR = "tokenizer"
+TRAIN_SHARD = "train.bin"
+VAL_SHARD = "val.bin"
+
+META_FILE = "meta.json"
+TRAIN_STATE_DIR = "train_state"
+CKPT_PREFIX = "ckpt-"
+CKPT_RE = re.compile(r"^ckpt-(\d{12})$")
+
+CHECKPOINT_META_KEYS = (
+    "study",  # study name
+    "run",  # run name, e.g. "s2_4M"
+    "size",  # model size name
+    "budget_tokens",  # the run's data budget
+    "step",  # optimizer steps taken
+    "tokens",  # training tokens seen
+    "n_params",  # all parameters
+    "n_params_nonembed",  # without the input embedding and the output (unembedding) matrix
+    "flops",  # training FLOPs so far (see losslens.train.model.training_flops)
+    "train_loss",  # mean train loss over the last logging window
+    "val_loss",  # validation loss (nats/token) measured at save time
+    "val_loss_stderr",
+    "val_tokens",  # number of validation tokens behind val_loss
+    "config_hash",  # hash of the resolved study config
+)
+
+RESULTS_FILE = "results.csv"
+RESULTS_COLUMNS = (
+    "run", "n_params", "n_params_nonembed", "tokens", "step", "flops", "loss",
+    "task", "metric", "value", "ci_low", "ci_high", "n", "chance",
+)
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How to read a metric: is it discontinuous (a threshold on a score), and which way is better."""
+
+    name: str
+    discontinuous: bool
+    higher_is_better: bool
+    description: str
+
+
+_METRICS = [
+    MetricInfo("acc", True, True, "multiple-choice accuracy (argmax of summed log-likelihood)"),
+    MetricInfo("acc_norm", True, True, "multiple-choice accuracy, log-likelihood per byte of choice"),
+    MetricInfo("exact_match", True, True, "greedy output equals the reference (stripped)"),
+    MetricInfo("prob_correct", False, True, "softmax over choices' log-likelihoods at the answer"),
+    MetricInfo("brier", False, False, "multi-class Brier score over the choices"),
+    MetricInfo("loglik_token", False, True, "target log-likelihood per token"),
+    MetricInfo("loglik_byte", False, True, "target log-likelihood per byte"),
+    MetricInfo("token_prob", False, True, "mean teacher-forced probability of each reference token"),
+    MetricInfo("edit_distance", False, False, "token edit distance, greedy output vs reference"),
+    MetricInfo("edit_distance_norm", False, False, "token edit distance / reference length"),
+]
+METRICS: dict[str, MetricInfo] = {m.name: m for m in _METRICS}
+
+
+def metric_info(name: str) -> MetricInfo:
+    """Known metrics by name; an unknown one (e.g. from lm-eval) is taken as continuous, higher-better."""
+    return METRICS.get(name, MetricInfo(name, False, True, "external metric"))
+
+
+def checkpoint_dirname(tokens: int) -> str:
+    return f"{CKPT_PREFIX}{tokens:012d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of one run, by token count. Temporary (``.tmp-``) directories are skipped."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if CKPT_RE.match(p.name) and (p / META_FILE).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def list_runs(study_dir: str | Path) -> list[Path]:
+    """Run directories of a study: every subdirectory holding at least one complete checkpoint."""
+    study_dir = Path(study_dir)
+    if not study_dir.is_dir():
+        return []
+    return sorted(p for p in study_dir.iterdir() if p.is_dir() and list_checkpoints(p))
+
+
+def read_meta(ckpt_dir: str | Path) -> dict:
+    with open(Path(ckpt_dir) / META_FILE, encoding="utf-8") as f:
+        return json.load(f)

@@ -1,0 +1,19 @@
+"""Typed configuration of the evaluation stage (the ``eval:`` section of a study). No torch import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class EvalConfig:
+    tasks: list[str] = field(default_factory=list)  # task YAML or JSONL paths, or "demo:<name>"
+    val_tokens: Optional[int] = None  # validation tokens for the pretraining loss; default checkpoints.val_tokens
+    batch_size: int = 32  # sequences per scoring forward pass
+    bootstrap: int = 1000  # resamples for the confidence intervals
+    confidence: float = 0.95
+    max_examples: Optional[int] = None  # per task; None = all
+    per_example: bool = False  # also write per-example records
+    max_new_tokens: int = 32  # generation limit for generative tasks
+    seed: int = 1234  # few-shot sampling and bootstrap

@@ -1,0 +1,125 @@
+"""Typed configuration of the training stage (model grid, data, loop, checkpoints).
+
+Plain dataclasses with defaults that suit a small study; ``losslens.config`` reads them from
+YAML and validates the combinations. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+@dataclass
+class ModelSize:
+    """One model of the grid: a Llama-style decoder."""
+
+    width: int  # hidden size d_model
+    depth: int  # number of layers
+    heads: int  # attention heads (head dim = width / heads)
+    ffn: Optional[int] = None  # MLP inner width; default 8/3 * width rounded up to a multiple of 32
+    kv_heads: Optional[int] = None  # grouped-query attention; default = heads
+    context: Optional[int] = None  # default: model.context
+
+    def ffn_width(self) -> int:
+        return self.ffn or -(-int(8 * self.width / 3) // 32) * 32
+
+    def context_or(self, default: int) -> int:
+        return self.context or default
+
+
+# Ready-made ladders. The "tiny-*" sizes train on a laptop CPU; the others follow Pythia's widths
+# and depths (with Llama blocks) for GPU studies.
+PRESET_SIZES: dict[str, ModelSize] = {
+    "tiny-xs": ModelSize(width=64, depth=2, heads=4, ffn=192),
+    "tiny-s": ModelSize(width=96, depth=3, heads=4, ffn=256),
+    "tiny-m": ModelSize(width=128, depth=3, heads=4, ffn=352),
+    "tiny-l": ModelSize(width=192, depth=4, heads=6, ffn=512),
+    "14m": ModelSize(width=128, depth=6, heads=4, ffn=512),
+    "31m": ModelSize(width=256, depth=6, heads=8, ffn=1024),
+    "70m": ModelSize(width=512, depth=6, heads=8, ffn=2048),
+    "160m": ModelSize(width=768, depth=12, heads=12, ffn=3072),
+    "410m": ModelSize(width=1024, depth=24, heads=16, ffn=4096),
+    "1b": ModelSize(width=2048, depth=16, heads=8, ffn=8192),
+}
+
+
+@dataclass
+class ModelConfig:
+    context: int = 256  # sequence length (tokens) unless a size sets its own
+    sizes: dict[str, ModelSize] = field(default_factory=dict)
+    ladder: list[Literal[tuple(PRESET_SIZES)]] = field(default_factory=list)  # type: ignore[valid-type]
+    tie_embeddings: bool = False
+    init_std: float = 0.02
+    rope_theta: float = 10000.0
+    attention: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+
+    def resolved_sizes(self) -> dict[str, ModelSize]:
+        """Named sizes from ``sizes`` and ``ladder``, smallest first (by width x depth)."""
+        sizes = {name: PRESET_SIZES[name] for name in self.ladder}
+        sizes.update(self.sizes)
+        return dict(sorted(sizes.items(), key=lambda kv: (kv[1].width * kv[1].width * kv[1].depth, kv[0])))
+
+
+@dataclass
+class TokenizerConfig:
+    kind: Literal["bpe", "byte", "char", "pretrained"] = "bpe"
+    vocab_size: int = 8192  # for "bpe": the merges stop here
+    path: Optional[str] = None  # for "pretrained": a local HF tokenizer directory
+
+
+@dataclass
+class DataConfig:
+    source: str = "files"  # "files", or a registered generator such as "demo"
+    paths: list[str] = field(default_factory=list)  # .txt / .jsonl / .parquet files (or globs)
+    text_field: str = "text"  # the column of .jsonl / .parquet files
+    generator: dict = field(default_factory=dict)  # options of a generator source
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    val_tokens: int = 65536  # size of the held-out validation shard
+    val_every: int = 50  # every k-th document goes to validation until it holds val_tokens
+    encode_batch: int = 512  # documents per (parallel, Rust-side) tokenizer batch
+
+
+@dataclass
+class ScheduleConfig:
+    kind: Literal["cosine", "wsd"] = "cosine"
+    warmup: float = 0.02  # fraction of the run's steps
+    min_lr_ratio: float = 0.1  # final LR / peak LR
+    cooldown: float = 0.2  # wsd: fraction of each budget spent decaying from the stable LR
+    decay_type: Literal["cosine", "linear", "1-sqrt"] = "1-sqrt"  # wsd cooldown shape
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.1
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables clipping
+    fused: Optional[bool] = None  # None: fused AdamW where the device supports it
+
+
+@dataclass
+class TrainConfig:
+    global_batch: int = 32  # sequences per optimizer step, over all processes
+    micro_batch: int = 8  # sequences per forward pass per process
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    compile: bool = False
+    log_every: int = 10  # steps; the only host syncs of the loop happen here
+    tensorboard: bool = False
+    peak_flops: Optional[float] = None  # per device, for MFU; default from a table of GPUs
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    threads: Optional[int] = None  # torch CPU threads per process
+
+
+@dataclass
+class CheckpointConfig:
+    count: int = 10  # evenly spaced checkpoints per run (the last at the budget)
+    every: int = 0  # tokens between checkpoints; overrides count when > 0
+    log_spaced: bool = True  # also early ones at 2^k steps, like Pythia's
+    at: list[int] = field(default_factory=list)  # extra token counts
+    val_tokens: int = 32768  # validation tokens measured at each save
+    val_batch: int = 16  # sequences per validation forward pass
+    keep_train_state: Literal["all", "last"] = "last"  # optimizer state of older checkpoints is pruned
