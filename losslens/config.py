@@ -74,7 +74,7 @@ class StudyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    source: str = ""  # the file it was read from (not part of the YAML)
+    source: str = field(default="", init=False)  # the file it was read from (not part of the YAML)
 
     @property
     def output_dir(self) -> Path:
@@ -176,7 +176,7 @@ def _convert(tp: Any, value: Any, where: str, file: str) -> Any:
 def build_dataclass(cls: type, data: dict, where: str, file: str) -> Any:
     """Build dataclass ``cls`` from a mapping, checking keys and types; ``where`` is the dotted path."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)

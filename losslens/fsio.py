@@ -75,18 +75,24 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + final.name + ".", dir=final.parent))
     try:
         yield tmp
-        fsync_tree(tmp)
-        if final.exists():
-            old = final.parent / f"{TMP_PREFIX}old-{final.name}.{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        fsync_dir(final.parent)
+        publish_directory(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def publish_directory(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """fsync a fully written directory ``tmp`` and rename it to ``final`` (replacing an old one)."""
+    tmp, final = Path(tmp), Path(final)
+    fsync_tree(tmp)
+    if final.exists():
+        old = final.parent / f"{TMP_PREFIX}old-{final.name}.{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    fsync_dir(final.parent)
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> None:

@@ -1,0 +1,68 @@
+"""Models of the grid: Llama-style causal LMs built from a config (never downloaded), and their size
+and compute accounting.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from losslens.train.config import ModelConfig, ModelSize
+
+
+def hf_config(size: ModelSize, model_cfg: ModelConfig, vocab_size: int, eos_id: int) -> LlamaConfig:
+    context = size.context_or(model_cfg.context)
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=size.width,
+        num_hidden_layers=size.depth,
+        num_attention_heads=size.heads,
+        num_key_value_heads=size.kv_heads or size.heads,
+        intermediate_size=size.ffn_width(),
+        max_position_embeddings=context,
+        rope_theta=model_cfg.rope_theta,
+        initializer_range=model_cfg.init_std,
+        tie_word_embeddings=model_cfg.tie_embeddings,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        attn_implementation=model_cfg.attention,
+        use_cache=False,
+    )
+
+
+def build_model(size: ModelSize, model_cfg: ModelConfig, vocab_size: int, eos_id: int, seed: int) -> LlamaForCausalLM:
+    """A freshly initialised model; the same seed gives the same weights."""
+    config = hf_config(size, model_cfg, vocab_size, eos_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model
+
+
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(all parameters, non-embedding parameters).
+
+    Non-embedding excludes the input embedding and the output (unembedding) matrix, as in Kaplan et
+    al. 2020; a tied matrix is counted once in the total.
+    """
+    total = sum(p.numel() for p in model.parameters())
+    embed = model.get_input_embeddings().weight
+    out = model.get_output_embeddings().weight
+    embedding = embed.numel() + (0 if out is embed else out.numel())
+    return total, total - embedding
+
+
+def flops_per_token(n_params_nonembed: int, width: int, depth: int, context: int, vocab_size: int) -> float:
+    """Training FLOPs per token: 6 * N + 12 * depth * width * context (PaLM, appendix B).
+
+    ``N`` counts every matrix multiplied per token: the non-embedding parameters plus the output
+    projection (``width * vocab``); the input embedding is a lookup. The second term is the attention
+    scores and weighted sum (QK^T and AV, forward and backward) without causal-mask savings.
+    """
+    n_matmul = n_params_nonembed + width * vocab_size
+    return 6.0 * n_matmul + 12.0 * depth * width * context
+
+
+def training_flops(tokens: int, n_params_nonembed: int, width: int, depth: int, context: int, vocab_size: int) -> float:
+    return tokens * flops_per_token(n_params_nonembed, width, depth, context, vocab_size)

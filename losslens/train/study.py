@@ -1,0 +1,41 @@
+"""Train a whole study (or chosen runs of it): prepare the token shards once, then each run in turn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+from losslens import contracts
+from losslens.config import StudyConfig
+from losslens.fsio import atomic_write_text
+from losslens.train.data import prepare_data
+from losslens.train.loop import RunSummary, make_accelerator, train_run
+from losslens.train.plan import RunPlan, find_run, plan_runs
+
+
+def prepare_study_dir(study: StudyConfig, accelerator=None) -> Path:
+    """Write ``study.yaml`` and the token shards under the study's output folder (main process first)."""
+    out = study.output_dir
+    data_dir = out / contracts.DATA_DIR
+    main = accelerator is None or accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / contracts.STUDY_FILE, study.to_yaml())
+        prepare_data(study.data, study.seed, data_dir)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    return data_dir
+
+
+def train_study(study: StudyConfig, runs: Optional[Sequence[str]] = None) -> list[RunSummary]:
+    """Train every run of ``study`` (or only ``runs``), resuming any that were interrupted."""
+    accelerator = make_accelerator(study)
+    data_dir = prepare_study_dir(study, accelerator)
+    plans: list[RunPlan] = plan_runs(study)
+    if runs:
+        plans = [find_run(plans, name) for name in runs]
+    summaries = []
+    for plan in plans:
+        summaries.append(train_run(study, plan, accelerator, data_dir))
+        accelerator.free_memory()
+    return summaries
