@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import time
@@ -20,7 +21,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from tqdm.auto import tqdm
 
 from losslens import contracts
@@ -79,7 +80,15 @@ def make_accelerator(study: StudyConfig) -> Accelerator:
     precision = study.train.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
+    # Without CUDA, a multi-process launch (torchrun, accelerate) must be told to use gloo: cpu=True
+    # does that for DDP; under DeepSpeed (where cpu=True would switch DeepSpeed off) the backend is named.
+    on_cpu = not torch.cuda.is_available()
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    accelerator = Accelerator(
+        mixed_precision="bf16" if precision == "bf16" else "no",
+        cpu=on_cpu and not deepspeed,
+        kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if on_cpu and deepspeed else None,
+    )
     t = study.train
     per_pass = t.micro_batch * accelerator.num_processes
     if t.global_batch % per_pass:
