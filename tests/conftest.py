@@ -1,0 +1,58 @@
+"""Shared fixtures: the tiny study config (configs/tiny.yaml) pointed at a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def write_study(tmp_path: Path, **changes) -> Path:
+    """A copy of configs/tiny.yaml with absolute paths, out_dir in tmp_path, and top-level ``changes``."""
+    raw = yaml.safe_load(TINY.read_text())
+    raw["data"]["paths"] = [str(ROOT / "tests" / "data" / "tiny_corpus.txt")]
+    raw["out_dir"] = str(tmp_path / "study")
+    for dotted, value in changes.items():
+        node = raw
+        keys = dotted.split("__")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m losslens ARGS`` in a fresh process."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "losslens", *args], cwd=cwd or ROOT, env=full_env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def tiny_study(tmp_path: Path) -> Path:
+    return write_study(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory) -> Path:
+    """configs/tiny.yaml trained once per test session (2 sizes x 2 budgets, ~20 s); returns the study dir."""
+    tmp = tmp_path_factory.mktemp("trained_tiny")
+    cfg = write_study(tmp)
+    result = run_cli("train", str(cfg))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "study"
