@@ -120,6 +120,10 @@ def _convert(tp: Any, value: Any, where: str, file: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
         return value
+    if tp is dict:  # free-form options (e.g. a generator's), checked by their consumer
+        if not isinstance(value, dict):
+            fail()
+        return value
     if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from losslens.config import load_study
 
@@ -34,6 +35,8 @@ def main(args: argparse.Namespace) -> int:
     except Preempted as e:
         print(f"pre-empted: {e}")
         return 143
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     for s in summaries:
         print(f"{s.run}: {s.steps} steps, {s.tokens:,} tokens -> {s.final_checkpoint}")
     return 0
