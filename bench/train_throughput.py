@@ -1,0 +1,136 @@
+"""Training throughput: the losslens loop against a bare PyTorch loop, same model, batch and machine.
+
+Both loops run the same Llama model, AdamW, gradient clipping, LR schedule and batch shape, in this
+process, alternating A/B/A/B so that machine noise hits both alike. losslens' figure is read from its
+own log (tokens/s per log window, after a warm-up window); the bare loop is timed over the same steps.
+Also prints achieved FLOP/s against this machine's measured matmul FLOP/s (a CPU has no datasheet peak).
+
+    python bench/train_throughput.py [--width 256 --depth 4 --context 256 --batch 8 --steps 40]
+
+The last line is the headline: ``ratio losslens/bare: R`` (tokens/s; 1.0 = no overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from losslens.config import study_from_dict
+from losslens.train.loop import build_optimizer, make_accelerator, train_run
+from losslens.train.model import build_model, flops_per_token, parameter_counts
+from losslens.train.plan import plan_runs
+from losslens.train.schedule import build_scheduler
+from losslens.train.study import prepare_study_dir
+
+
+def make_study(out: Path, args) -> dict:
+    corpus = out / "corpus.txt"
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcdefghij"), size=rng.integers(2, 8))) for _ in range(500)]
+    corpus.write_text("\n\n".join(" ".join(rng.choice(words, size=60)) for _ in range(3000)))
+    return {
+        "name": "bench", "out_dir": str(out / "study"), "seed": 0,
+        "model": {"context": args.context, "sizes": {"m": {"width": args.width, "depth": args.depth,
+                                                            "heads": args.heads}}},
+        "data": {"paths": [str(corpus)], "tokenizer": {"kind": "char"}, "val_tokens": 4096},
+        "budgets": [args.steps * args.batch * args.context],
+        "train": {"global_batch": args.batch, "micro_batch": args.batch, "log_every": args.log_every,
+                  "threads": args.threads, "optimizer": {"lr": 1e-3}},
+        "checkpoints": {"count": 1, "log_spaced": False, "val_tokens": 1024},
+    }
+
+
+def losslens_tokens_per_s(study, accelerator, data_dir) -> float:
+    plan = plan_runs(study)[0]
+    train_run(study, plan, accelerator, data_dir)
+    accelerator.free_memory()
+    log = [json.loads(l) for l in (study.output_dir / plan.name / "train_log.jsonl").read_text().splitlines()]
+    windows = [r["tokens_per_s"] for r in log[1:] if r["step"] % study.train.log_every == 0]  # skip warm-up
+    return statistics.median(windows)
+
+
+def bare_tokens_per_s(study, args, vocab: int) -> float:
+    """The same work as the losslens step, written as plainly as possible."""
+    plan = plan_runs(study)[0]
+    model = build_model(plan.size, study.model, vocab, 0, seed=0)
+    optimizer = build_optimizer(model, study, torch.device("cpu"))
+    scheduler = build_scheduler(optimizer, study.train.schedule, plan)
+    data = torch.randint(0, vocab, (args.steps, args.batch, args.context + 1))
+    times = []
+    for step in range(args.steps):
+        start = time.perf_counter()
+        batch = data[step]
+        logits = model(input_ids=batch[:, :-1]).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        times.append(time.perf_counter() - start)
+    measured = times[args.log_every:]  # the same warm-up skip as for losslens
+    windows = [sum(measured[i : i + args.log_every]) for i in range(0, len(measured) - args.log_every + 1, args.log_every)]
+    return statistics.median(args.log_every * args.batch * args.context / w for w in windows)
+
+
+def matmul_flops(threads: int, n: int = 1024, reps: int = 20) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--context", type=int, default=256)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = make_study(Path(tmp), args)
+        study = study_from_dict(raw)
+        accelerator = make_accelerator(study)
+        data_dir = prepare_study_dir(study, accelerator)
+        vocab = json.loads((data_dir / "data.json").read_text())["vocab_size"]
+        ours, bare = [], []
+        for r in range(args.rounds):
+            for run_dir in study.output_dir.glob("m_*"):  # a fresh run each round
+                shutil.rmtree(run_dir)
+            ours.append(losslens_tokens_per_s(study, accelerator, data_dir))
+            bare.append(bare_tokens_per_s(study, args, vocab))
+            print(f"round {r}: losslens {ours[-1]:,.0f} tok/s, bare {bare[-1]:,.0f} tok/s", flush=True)
+        model = build_model(plan_runs(study)[0].size, study.model, vocab, 0, 0)
+        _, nonembed = parameter_counts(model)
+        fpt = flops_per_token(nonembed, args.width, args.depth, args.context, vocab)
+        peak = matmul_flops(args.threads)
+        tok_ours, tok_bare = statistics.median(ours), statistics.median(bare)
+        print(f"model: width {args.width}, depth {args.depth}, context {args.context}, batch {args.batch}, "
+              f"{nonembed / 1e6:.2f}M non-embedding params, {torch.get_num_threads()} threads")
+        print(f"losslens: {tok_ours:,.0f} tokens/s   bare PyTorch: {tok_bare:,.0f} tokens/s")
+        print(f"achieved {fpt * tok_ours / 1e9:.1f} GFLOP/s of measured matmul {peak / 1e9:.1f} GFLOP/s "
+              f"(utilisation {fpt * tok_ours / peak:.2f})")
+        print(f"ratio losslens/bare: {tok_ours / tok_bare:.3f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
