@@ -1,0 +1,170 @@
+"""The analyze stage end to end: results table -> thresholds, verdicts, scaling law, forecasts.
+
+:func:`run_analysis` computes everything into an :class:`Analysis` (no files written);
+:func:`analyze` also writes ``report.json``, ``report.md`` and ``plots/``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from losslens.analyze.alignment import alignment_r2
+from losslens.analyze.scaling import ScalingFit, fit_scaling_law, forecast
+from losslens.analyze.table import ResultsError, Series, Table, load_examples, read_results
+from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test, find_threshold
+from losslens.contracts import RESULTS_FILE
+
+SCALING_BOOTSTRAP_MAX = 200  # scaling-law refits are ~100x dearer than eta refits
+EXTRA_SIZES = (10, 100)  # forecast also for these multiples of the largest trained size
+
+
+@dataclass
+class MetricAnalysis:
+    series: Series
+    threshold: ThresholdResult
+    alignment: dict  # {"loss": {...}, "compute": {...}}
+    extrapolation: dict | None = None
+
+
+@dataclass
+class Analysis:
+    table: Table
+    metrics: dict[tuple[str, str], MetricAnalysis]
+    mirage: dict[str, dict]
+    reference_eta: dict[str, tuple[str, float] | None]  # task -> (metric, eta) used for extrapolation
+    scaling: ScalingFit | None
+    scaling_error: str | None
+    forecasts: list[dict] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+
+def _mirage(task: str, verdicts: dict[str, tuple[bool, str]]) -> dict:
+    """Side by side: the verdicts of a task's discontinuous and continuous metrics.
+
+    Flag ``mirage`` when a discontinuous metric is emergent while a continuous one improves
+    smoothly (Schaeffer et al. 2023: the jump is made by the metric), ``disagree`` for any other
+    difference between the two sides, ignoring insufficient-data; None when they agree or a side
+    is missing.
+    """
+    disc = {m: v for m, (d, v) in verdicts.items() if d}
+    cont = {m: v for m, (d, v) in verdicts.items() if not d}
+    flag, note = None, ""
+    if disc and cont:
+        dv = {v for v in disc.values() if v != INSUFFICIENT}
+        cv = {v for v in cont.values() if v != INSUFFICIENT}
+        if EMERGENT in dv and SMOOTH in cv:
+            jumpy = ", ".join(m for m, v in disc.items() if v == EMERGENT)
+            smooth = ", ".join(m for m, v in cont.items() if v == SMOOTH)
+            flag, note = "mirage", f"{jumpy} jumps while {smooth} improves smoothly: the jump may be made by the metric"
+        elif dv and cv and dv != cv:
+            flag, note = "disagree", "discontinuous and continuous metrics reach different verdicts"
+        else:
+            note = "verdicts agree" if dv and cv else "too little data on one side to compare"
+    return {"task": task, "discontinuous": disc, "continuous": cont, "flag": flag, "note": note}
+
+
+@contextmanager
+def _one_blas_thread():
+    """Every fit here is tiny (5 parameters, ~100 points), where a threaded BLAS only adds
+    synchronisation: on a busy 2-core machine it doubled the run time. threadpoolctl is optional."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        limits = nullcontext()
+    else:
+        limits = threadpool_limits(limits=1, user_api="blas")
+    with limits:
+        yield
+
+
+def run_analysis(results: str | Path, run_dir: str | Path | None = None, *, n_bootstrap: int = 1000,
+                 seed: int = 0, forecast_sizes: list[float] | None = None, progress: bool | None = None) -> Analysis:
+    """Analyze a results table; ``run_dir`` (if given) is searched for per-example records."""
+    with _one_blas_thread():
+        return _run_analysis(results, run_dir, n_bootstrap, seed, forecast_sizes, progress)
+
+
+def _run_analysis(results, run_dir, n_bootstrap, seed, forecast_sizes, progress) -> Analysis:
+    table = read_results(results)
+    metrics: dict[tuple[str, str], MetricAnalysis] = {}
+    items = [(t, m) for t in table.tasks() for m in table.metrics(t)]
+    # disable=None: a bar only on a terminal.
+    bar = tqdm(items, desc="thresholds", disable=None if progress is None else not progress, leave=False)
+    for i, (task, metric) in enumerate(bar):
+        s = table.series(task, metric)
+        res = find_threshold(s.loss, s.value, s.chance, higher_is_better=s.higher_is_better,
+                             n_bootstrap=n_bootstrap, seed=seed + i, examples=load_examples(run_dir, s))
+        align = {"loss": alignment_r2(s.loss, s.value, s.n_params),
+                 "compute": alignment_r2(np.log10(np.maximum(s.flops, 1.0)), s.value, s.n_params)}
+        metrics[(task, metric)] = MetricAnalysis(s, res, align)
+
+    # Extrapolation and mirage, per task: one reference eta (from an emergent metric, a
+    # discontinuous one first, the tightest interval next) applied to every metric of the task.
+    mirage, reference = {}, {}
+    for task in table.tasks():
+        mine = [(m, a) for (t, m), a in metrics.items() if t == task]
+        emergent = [(not a.series.discontinuous, a.threshold.ci_high - a.threshold.ci_low, m, a.threshold.loss)
+                    for m, a in mine if a.threshold.verdict == EMERGENT]
+        reference[task] = (min(emergent)[2], min(emergent)[3]) if emergent else None
+        if reference[task]:
+            for m, a in mine:
+                a.extrapolation = extrapolation_test(a.series.loss, a.series.value, reference[task][1])
+        mirage[task] = _mirage(task, {m: (a.series.discontinuous, a.threshold.verdict) for m, a in mine})
+
+    ckpts = table.checkpoints()
+    scaling, scaling_error = None, None
+    try:
+        scaling = fit_scaling_law(ckpts["n_params_nonembed"], ckpts["tokens"], ckpts["loss"],
+                                  n_bootstrap=min(n_bootstrap, SCALING_BOOTSTRAP_MAX), seed=seed)
+    except ValueError as e:
+        scaling_error = str(e)
+
+    forecasts = []
+    if scaling is not None:
+        trained = sorted({float(n) for n in ckpts["n_params_nonembed"]})
+        extra = sorted(set(forecast_sizes or [trained[-1] * f for f in EXTRA_SIZES]) - set(trained))
+        pos = ckpts["tokens"] > 0
+        k = float(np.median(ckpts["flops"][pos] / (ckpts["n_params_nonembed"][pos] * ckpts["tokens"][pos])))
+        for (task, metric), a in metrics.items():
+            th = a.threshold
+            if th.verdict != EMERGENT:
+                continue
+            rows = forecast(scaling, th.loss, th.bootstrap, trained + extra, k, seed=seed)
+            for r in rows:
+                r["trained"] = r["n_params_nonembed"] in trained
+            forecasts.append({"task": task, "metric": metric, "eta": th.loss, "eta_ci": [th.ci_low, th.ci_high],
+                              "flops_per_param_token": k, "sizes": rows})
+
+    settings = {"results": str(results), "run_dir": None if run_dir is None else str(run_dir),
+                "n_bootstrap": n_bootstrap, "scaling_bootstrap": min(n_bootstrap, SCALING_BOOTSTRAP_MAX),
+                "seed": seed}
+    return Analysis(table, metrics, mirage, reference, scaling, scaling_error, forecasts, settings)
+
+
+def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = None, out: str | Path | None = None,
+            n_bootstrap: int = 1000, seed: int = 0, forecast_sizes: list[float] | None = None,
+            plots: bool = True, progress: bool | None = None) -> Analysis:
+    """Analyze ``RUN_DIR/results.csv`` (or ``results``) and write report.json, report.md and plots/.
+
+    Output goes to ``out`` (default: ``run_dir``, else the folder of ``results``).
+    """
+    if run_dir is None and results is None:
+        raise ResultsError("analyze needs a run directory or a results table")
+    results = Path(results) if results is not None else Path(run_dir) / RESULTS_FILE
+    if run_dir is not None and not Path(run_dir).is_dir():
+        raise ResultsError(f"{run_dir}: run directory not found")
+    out = Path(out) if out is not None else Path(run_dir) if run_dir is not None else results.parent
+    analysis = run_analysis(results, run_dir, n_bootstrap=n_bootstrap, seed=seed,
+                            forecast_sizes=forecast_sizes, progress=progress)
+    # Imported here: matplotlib costs a second, and run_analysis must not need it.
+    from losslens.analyze.report import write_report
+
+    analysis.settings["out"] = str(out)
+    write_report(analysis, out, plots=plots)
+    return analysis
+

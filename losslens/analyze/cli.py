@@ -1,0 +1,46 @@
+"""``losslens analyze RUN_DIR``: thresholds, verdicts, scaling law, forecasts and plots."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from losslens.analyze.table import ResultsError
+
+
+def _sizes(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", nargs="?", type=Path, help="study directory holding results.csv")
+    parser.add_argument("--results", type=Path, help="results table to read (default: RUN_DIR/results.csv)")
+    parser.add_argument("--out", type=Path, help="where report.json, report.md and plots/ go (default: RUN_DIR)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--forecast-sizes", type=_sizes, metavar="N1,N2",
+                        help="untrained non-embedding sizes to forecast (default: 10x and 100x the largest)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the figures")
+
+
+def main(args: argparse.Namespace) -> int:
+    from losslens.analyze.analysis import analyze
+    from losslens.analyze.report import PLOTS_DIR, REPORT_MD
+
+    if args.run_dir is None and args.results is None:
+        raise ResultsError("give a RUN_DIR or --results PATH")
+    if args.bootstrap < 0:
+        raise ResultsError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    analysis = analyze(args.run_dir, results=args.results, out=args.out, n_bootstrap=args.bootstrap,
+                       seed=args.seed, forecast_sizes=args.forecast_sizes, plots=not args.no_plots)
+    out = Path(analysis.settings["out"])
+    verdicts = [a.threshold.verdict for a in analysis.metrics.values()]
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
+    print(f"analyzed {len(analysis.metrics)} task x metric pairs: {counts}")
+    print(f"report: {out / REPORT_MD}")
+    if not args.no_plots:
+        print(f"plots:  {out / PLOTS_DIR}/")
+    return 0

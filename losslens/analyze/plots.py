@@ -1,0 +1,262 @@
+"""Figures of an analysis, as PNG and PDF under ``plots/``.
+
+* ``task_<task>``: each metric of the task against pretraining loss (loss decreasing to the
+  right, as in Du et al. 2024), discontinuous metrics first; one colour per model size, one
+  marker per data budget, a line through each run's checkpoints, chance, the preferred fit and
+  the threshold with its confidence band.
+* ``contrast_<task>``: the same against loss, parameters (final checkpoints) and compute, with
+  the alignment R^2 of loss and compute in the column titles.
+* ``training``: loss against tokens per run; loss against compute with the fitted scaling law.
+* ``overview``: every task x metric in one grid.
+
+Matplotlib is used through ``Figure`` objects only (no pyplot), so no global backend or state
+is touched. Colours are Okabe & Ito's colour-blind-safe palette.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+from matplotlib import rc_context
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import NullFormatter
+
+from losslens.analyze.table import count_label
+from losslens.analyze.threshold import EMERGENT
+from losslens.fsio import atomic_write_bytes
+
+# Okabe & Ito (2008), reordered so the first colours are the most distinct; yellow last-but-one.
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+STYLE = {
+    "font.size": 8, "axes.titlesize": 8.5, "axes.labelsize": 8, "legend.fontsize": 7.5,
+    "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.grid": True, "grid.alpha": 0.25, "grid.linewidth": 0.5, "lines.linewidth": 1.0,
+    "savefig.dpi": 200,
+}
+LOSS_LABEL = "pretraining loss (nats/token) → lower"
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "task"
+
+
+class Styles:
+    """Colour per model size, marker per data budget, shared by every figure of a study."""
+
+    def __init__(self, table):
+        self.table = table
+        sizes = table.sizes()
+        self.colour = {n: OKABE_ITO[i % len(OKABE_ITO)] for i, n in enumerate(sizes)}
+        self.marker = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(table.budgets())}
+
+    def of_run(self, run: str) -> tuple[str, str]:
+        return self.colour[self.table.run_size(run)], self.marker[self.table.run_budget(run)]
+
+    def legend_handles(self, extras: bool = True) -> list:
+        t = self.table
+        h = [Line2D([], [], color=c, marker="o", ms=4, label=f"{t.size_label(n)} params") for n, c in self.colour.items()]
+        h += [Line2D([], [], color="0.3", ls="none", marker=m, ms=4, label=f"{count_label(b)} tokens")
+              for b, m in self.marker.items()]
+        if extras:
+            h += [Line2D([], [], color="0.45", ls=":", label="chance"),
+                  Line2D([], [], color="k", lw=1.3, alpha=0.75, label="preferred fit"),
+                  Patch(facecolor="0.5", alpha=0.25, edgecolor="0.2", ls="--", label="threshold η, 95% CI")]
+        return h
+
+
+def _save(fig: Figure, base: Path) -> list[Path]:
+    paths = []
+    for ext in ("png", "pdf"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext)
+        # The constrained layout is solved by the first save; freeze it instead of solving it again.
+        fig.set_layout_engine("none")
+        path = base.with_suffix("." + ext)
+        atomic_write_bytes(path, buf.getvalue())
+        paths.append(path)
+    return paths
+
+
+def _by_run(series, x: np.ndarray):
+    """Yield (run, index array sorted by tokens) for each run of a series."""
+    for run in dict.fromkeys(series.run.tolist()):
+        idx = np.flatnonzero(series.run == run)
+        yield run, idx[np.argsort(series.tokens[idx])]
+
+
+def _ylabel(series) -> str:
+    return series.metric + ("" if series.higher_is_better else " (lower is better)")
+
+
+def draw_metric(ax, ma, styles: Styles, compact: bool = False, errorbars: bool = True) -> None:
+    """One task x metric against loss: runs (with the table's intervals as error bars), chance,
+    the preferred fit, and the threshold with its band (dotted where the verdict is not emergent)."""
+    s, th = ma.series, ma.threshold
+    for run, idx in _by_run(s, s.loss):
+        colour, marker = styles.of_run(run)
+        has_ci = errorbars and np.isfinite(s.ci_low[idx]).all() and np.isfinite(s.ci_high[idx]).all()
+        yerr = np.abs(np.vstack([s.value[idx] - s.ci_low[idx], s.ci_high[idx] - s.value[idx]])) if has_ci else None
+        ax.errorbar(s.loss[idx], s.value[idx], yerr=yerr, color=colour, marker=marker, ms=3.2 if compact else 4,
+                    lw=0.9, elinewidth=0.5, alpha=0.85, mec="white", mew=0.4, zorder=3)
+    lo, hi = float(s.loss.min()), float(s.loss.max())
+    if th.chance is not None:
+        ax.axhline(th.chance, color="0.45", ls=":", lw=1, zorder=1)
+    if th.fits and th.preferred:
+        grid = np.linspace(lo, hi, 200)
+        ax.plot(grid, th.fits[th.preferred].predict(grid), color="k", lw=1.3, alpha=0.75, zorder=4)
+    if np.isfinite(th.loss):
+        sure = th.verdict == EMERGENT
+        if np.isfinite(th.ci_low):
+            ax.axvspan(th.ci_low, th.ci_high, color="0.5", alpha=0.25 if sure else 0.12, lw=0, zorder=0)
+        ax.axvline(th.loss, color="0.2", ls="--" if sure else ":", lw=1, zorder=2)
+        ax.annotate(f"η={th.loss:.2f}", (th.loss, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
+                    textcoords="offset points", ha="left", va="top", fontsize=6.5 if compact else 7, color="0.2")
+    pad = 0.03 * (hi - lo or 1.0)
+    ax.set_xlim(hi + pad, lo - pad)  # decreasing loss to the right
+    ax.set_title(f"{s.metric}: {th.verdict}" if compact else f"{s.metric} — {th.verdict}", loc="left")
+    if not compact:
+        ax.set_xlabel(LOSS_LABEL)
+        ax.set_ylabel(_ylabel(s))
+
+
+def task_figure(analysis, task: str, styles: Styles) -> Figure:
+    metrics = analysis.table.metrics(task)
+    fig = Figure(figsize=(3.2 * len(metrics) + 0.4, 3.3), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, m in zip(axes, metrics):
+        draw_metric(ax, analysis.metrics[(task, m)], styles)
+    fig.suptitle(f"{task}: performance against pretraining loss", fontsize=9.5)
+    fig.legend(handles=styles.legend_handles(), loc="outside lower center", ncol=min(8, len(styles.legend_handles())),
+               frameon=False)
+    return fig
+
+
+def _final_points(s):
+    """The last checkpoint of each run in a series: (run, index)."""
+    return [(run, idx[-1]) for run, idx in _by_run(s, s.loss)]
+
+
+def contrast_figure(analysis, task: str, styles: Styles) -> Figure:
+    """Rows: metrics. Columns: against loss, non-embedding parameters (final checkpoints), compute."""
+    metrics = analysis.table.metrics(task)
+    fig = Figure(figsize=(9.6, 2.5 * len(metrics) + 0.7), layout="constrained")
+    axes = fig.subplots(len(metrics), 3, squeeze=False)
+    for row, m in enumerate(metrics):
+        ma = analysis.metrics[(task, m)]
+        s = ma.series
+        draw_metric(axes[row, 0], ma, styles, errorbars=False)  # the task figure has them
+        # Against parameters: the classic emergence plot, one point per run at its end of training.
+        ax = axes[row, 1]
+        finals = _final_points(s)
+        for budget in dict.fromkeys(analysis.table.run_budget(r) for r, _ in finals):
+            idx = [i for r, i in finals if analysis.table.run_budget(r) == budget]
+            idx = sorted(idx, key=lambda i: s.n_params_nonembed[i])
+            ax.plot(s.n_params_nonembed[idx], s.value[idx], color="0.6", lw=0.8, zorder=1)
+            for i in idx:
+                colour, marker = styles.of_run(s.run[i])
+                ax.plot(s.n_params_nonembed[i], s.value[i], color=colour, marker=marker, ms=5, mec="white",
+                        mew=0.4, ls="none", zorder=3)
+        ax.set_xscale("log")
+        sizes = sorted(set(s.n_params_nonembed.tolist()))
+        ax.set_xticks(sizes, [count_label(n) for n in sizes])
+        ax.xaxis.set_minor_formatter(NullFormatter())  # else 2x10^5, 3x10^5 ... collide
+        ax.set_xlabel("non-embedding parameters (final checkpoints)")
+        # Against compute: every checkpoint, a line per run.
+        ax = axes[row, 2]
+        for run, idx in _by_run(s, s.flops):
+            colour, marker = styles.of_run(run)
+            ax.plot(s.flops[idx], s.value[idx], color=colour, marker=marker, ms=4, mec="white", mew=0.4, alpha=0.85)
+        ax.set_xscale("log")
+        ax.set_xlabel("training compute (FLOPs)")
+        for ax in axes[row, 1:]:
+            if ma.threshold.chance is not None:
+                ax.axhline(ma.threshold.chance, color="0.45", ls=":", lw=1, zorder=0)
+            ax.set_ylabel(_ylabel(s))
+        r2 = {k: v["r2"] for k, v in ma.alignment.items()}
+        fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+        axes[row, 0].set_title(f"{m} vs loss · {ma.threshold.verdict} · R²={fmt(r2['loss'])}", loc="left")
+        axes[row, 1].set_title(f"{m} vs parameters", loc="left")
+        axes[row, 2].set_title(f"{m} vs compute · R²={fmt(r2['compute'])}", loc="left")
+    fig.suptitle(f"{task}: does loss align model sizes better than parameters or compute?  "
+                 f"(R²: one curve for all sizes, leave-one-size-out)", fontsize=9)
+    fig.legend(handles=styles.legend_handles(), loc="outside lower center", ncol=8, frameon=False)
+    return fig
+
+
+def training_figure(analysis, styles: Styles) -> Figure:
+    table, fit = analysis.table, analysis.scaling
+    ck = table.checkpoints()
+    fig = Figure(figsize=(8.4, 3.4), layout="constrained")
+    ax_t, ax_c = fig.subplots(1, 2)
+    pos = ck["tokens"] > 0
+    k = float(np.median(ck["flops"][pos] / (ck["n_params_nonembed"][pos] * ck["tokens"][pos]))) if pos.any() else 6.0
+    for run in table.runs():
+        idx = np.flatnonzero((ck["run"] == run) & pos)
+        idx = idx[np.argsort(ck["tokens"][idx])]
+        colour, marker = styles.of_run(run)
+        ax_t.plot(ck["tokens"][idx], ck["loss"][idx], color=colour, marker=marker, ms=4, mec="white", mew=0.4)
+        ax_c.plot(ck["flops"][idx], ck["loss"][idx], color=colour, marker=marker, ms=4, ls="none", mec="white",
+                  mew=0.4, alpha=0.9)
+        if fit is not None and len(idx):
+            N = float(ck["n_params_nonembed"][idx[0]])
+            D = np.geomspace(ck["tokens"][idx].min(), ck["tokens"][idx].max(), 100)
+            ax_c.plot(k * N * D, fit.predict(N, D), color=colour, ls="--", lw=1, alpha=0.8)
+    for ax in (ax_t, ax_c):
+        ax.set_xscale("log")
+        ax.set_ylabel("validation loss (nats/token)")
+    ax_t.set_xlabel("training tokens")
+    ax_t.set_title("training curves", loc="left")
+    ax_c.set_xlabel("training compute (FLOPs)")
+    if fit is not None:
+        ax_c.set_title("loss vs compute, dashed: fitted scaling law", loc="left")
+        ax_c.text(0.97, 0.96, f"$L = {fit.E:.2f} + {fit.A:.3g}/N^{{{fit.alpha:.2f}}} + {fit.B:.3g}/D^{{{fit.beta:.2f}}}$",
+                  transform=ax_c.transAxes, ha="right", va="top", fontsize=7,
+                  bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.8"})
+    else:
+        ax_c.set_title(f"loss vs compute (no scaling fit: {analysis.scaling_error})", loc="left", fontsize=7)
+    fig.legend(handles=styles.legend_handles(extras=False), loc="outside lower center", ncol=8, frameon=False)
+    return fig
+
+
+def overview_figure(analysis, styles: Styles) -> Figure:
+    tasks = analysis.table.tasks()
+    ncol = max(len(analysis.table.metrics(t)) for t in tasks)
+    fig = Figure(figsize=(2.5 * ncol + 0.6, 2.1 * len(tasks) + 0.8), layout="constrained")
+    axes = fig.subplots(len(tasks), ncol, squeeze=False)
+    for r, task in enumerate(tasks):
+        metrics = analysis.table.metrics(task)
+        for c in range(ncol):
+            ax = axes[r, c]
+            if c >= len(metrics):
+                ax.set_axis_off()
+                continue
+            draw_metric(ax, analysis.metrics[(task, metrics[c])], styles, compact=True, errorbars=False)
+            if c == 0:
+                ax.set_ylabel(task, fontsize=9, fontweight="bold")
+            if r == len(tasks) - 1 or c >= len(analysis.table.metrics(tasks[r + 1])):
+                ax.set_xlabel("loss → lower")
+    fig.suptitle("every task against pretraining loss", fontsize=10)
+    fig.legend(handles=styles.legend_handles(), loc="outside lower center", ncol=min(8, len(styles.legend_handles())),
+               frameon=False)
+    return fig
+
+
+def write_plots(analysis, out_dir: str | Path) -> dict[str, list[Path]]:
+    """Render every figure into ``out_dir``; returns {figure name: [png, pdf]}."""
+    out_dir = Path(out_dir)
+    styles = Styles(analysis.table)
+    written = {}
+    with rc_context(STYLE):
+        for task in analysis.table.tasks():
+            written[f"task_{slug(task)}"] = _save(task_figure(analysis, task, styles), out_dir / f"task_{slug(task)}")
+            written[f"contrast_{slug(task)}"] = _save(contrast_figure(analysis, task, styles),
+                                                      out_dir / f"contrast_{slug(task)}")
+        written["training"] = _save(training_figure(analysis, styles), out_dir / "training")
+        written["overview"] = _save(overview_figure(analysis, styles), out_dir / "overview")
+    return written

@@ -1,0 +1,420 @@
+"""Loss thresholds: does a task's performance leave its chance level, and below which loss?
+
+Following Du et al. (2024), performance y is read as a function of pretraining loss x. Four
+models of the mean are fitted by least squares (in "oriented" units, where larger is better:
+a lower-is-better metric such as Brier is negated, so that "rising" always means improving):
+
+    constant  y = c                                   (k = 0 with c = chance; k = 1 if c is free)
+    linear    y = a + b x                             (k = 2)
+    sigmoid   y = c + h / (1 + exp((x - m) / w))      (h >= 0, w > 0; k = 3, or 4 with c free)
+    hinge     y = c + s * max(0, eta - x)             (s >= 0, eta in [min x, max x]; k = 2, or 3)
+
+``c`` is the chance level when one is given. A metric without one (e.g. edit distance) gets
+a free plateau instead: the level the model sits at before it learns, fitted from the data.
+
+The model is chosen by the Bayesian information criterion for Gaussian errors,
+
+    BIC = n ln(RSS / n) + k ln n,
+
+lowest wins. Each model stands for a verdict: constant -> ``not-learned``, linear ->
+``smooth``, hinge -> ``emergent``. The sigmoid is a smooth alternative unless at least
+``min_side`` points sit on its flat floor (fitted value within 5 % of its height above c) and
+``min_side`` above it, in which case it is a soft hinge and counts as ``emergent``; a hinge
+whose kink leaves fewer than ``min_side`` points on the flat side is a line over the data and
+counts as ``smooth``. Claims need evidence (a BIC difference of 2 is "positive evidence",
+Kass & Raftery 1995):
+
+* a smooth or emergent model that beats constant-at-chance by less than 2 -> ``not-learned``;
+* the best emergent and the best smooth model within 2 of each other -> ``insufficient-data``;
+* emergent, but fewer than ``min_side`` points on either side of eta, or a confidence interval
+  wider than half the observed loss range or reaching its edge -> ``insufficient-data``.
+
+The threshold eta comes from the preferred emergent model: the hinge's kink, or for a soft
+hinge the loss where the sigmoid has risen 5 % of its height (it saturates, which a hinge
+cannot follow, so the hinge would misplace the onset). The interval is a percentile bootstrap:
+resample the checkpoints (points) with replacement and, where per-example records exist, the
+test examples too (the same resampled examples for every checkpoint, since every checkpoint
+answers the same test set), then refit eta.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize
+from scipy.special import expit
+
+EMERGENT, SMOOTH, NOT_LEARNED, INSUFFICIENT = "emergent", "smooth", "not-learned", "insufficient-data"
+VERDICTS = (EMERGENT, SMOOTH, NOT_LEARNED, INSUFFICIENT)
+BIC_MARGIN = 2.0  # the BIC difference a claim needs
+FLAT_FRACTION = 0.05  # a sigmoid point is "on the floor" below 5 % of the sigmoid's height
+HINGE_GRID = 256  # eta candidates for the profile search
+
+
+@dataclass
+class Fit:
+    """One fitted model of performance against loss. ``params`` are in the metric's own units."""
+
+    model: str
+    params: dict[str, float]
+    rss: float
+    k: int  # free parameters of the mean (the noise variance, common to all models, not counted)
+    bic: float
+
+    def predict(self, loss) -> np.ndarray:
+        x = np.asarray(loss, dtype=float)
+        p = self.params
+        if self.model == "constant":
+            return np.full_like(x, p["level"])
+        if self.model == "linear":
+            return p["intercept"] + p["slope"] * x
+        if self.model == "hinge":
+            return p["plateau"] + p["slope"] * np.maximum(0.0, p["eta"] - x)
+        if self.model == "sigmoid":
+            return p["floor"] + p["height"] * expit((p["midpoint"] - x) / p["width"])
+        raise ValueError(self.model)
+
+
+@dataclass
+class ThresholdResult:
+    """The answer of :func:`find_threshold` for one task x metric.
+
+    ``loss``/``ci_low``/``ci_high`` hold eta and its bootstrap interval when the data
+    pointed to an emergent shape (verdict ``emergent``, or ``insufficient-data`` after a failed
+    check), and NaN otherwise: a threshold is never reported for a smooth or flat curve.
+    """
+
+    verdict: str
+    reason: str
+    loss: float
+    ci_low: float
+    ci_high: float
+    preferred: str  # model with the lowest BIC
+    delta_bic: float  # BIC of the best model standing for another verdict minus the preferred one's
+    fits: dict[str, Fit]
+    chance: float | None
+    plateau: float  # the level before the ability: chance, or the hinge's fitted plateau
+    plateau_fitted: bool
+    higher_is_better: bool
+    n_points: int
+    n_above: int  # points with loss >= eta (0 when no eta)
+    n_below: int
+    loss_range: tuple[float, float]
+    ci_level: float = 0.95
+    n_bootstrap: int = 0
+    used_examples: bool = False
+    bootstrap: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "verdict": self.verdict, "reason": self.reason,
+            "threshold": {"loss": self.loss, "ci_low": self.ci_low, "ci_high": self.ci_high,
+                          "ci_level": self.ci_level, "n_bootstrap": self.n_bootstrap,
+                          "bootstrap_over": "checkpoints and test examples" if self.used_examples else "checkpoints"},
+            "preferred_model": self.preferred, "delta_bic": self.delta_bic,
+            "fits": {name: {"params": f.params, "rss": f.rss, "k": f.k, "bic": f.bic} for name, f in self.fits.items()},
+            "chance": self.chance, "plateau": self.plateau, "plateau_fitted": self.plateau_fitted,
+            "higher_is_better": self.higher_is_better, "n_points": self.n_points,
+            "n_above": self.n_above, "n_below": self.n_below, "loss_range": list(self.loss_range),
+        }
+
+
+# --- least-squares pieces, in oriented units (larger is better) ---------------------------
+
+def _bic(rss: float, n: int, k: int) -> float:
+    return n * math.log(max(rss, 1e-300) / n) + k * math.log(n)
+
+
+def _profile(X: np.ndarray, y: np.ndarray, c: float | None):
+    """For each row g of the design X (G x n), least squares of y = c + s X[g] with s >= 0.
+
+    With c given the fit is s = max(0, X.r / X.X) on r = y - c; with c free it is the usual
+    slope cov(X, y) / var(X), clipped at 0. Returns (rss, s, c) arrays of length G.
+    """
+    if c is not None:
+        r = y - c
+        xr, xx = X @ r, np.einsum("gi,gi->g", X, X)
+        s = np.where(xx > 0, np.maximum(xr, 0.0) / np.where(xx > 0, xx, 1.0), 0.0)
+        return r @ r - s * xr, s, np.full(len(X), c)
+    xm, ym = X.mean(axis=1), y.mean()
+    Xc, yc = X - xm[:, None], y - ym
+    sxy, sxx = Xc @ yc, np.einsum("gi,gi->g", Xc, Xc)
+    s = np.where(sxx > 0, np.maximum(sxy, 0.0) / np.where(sxx > 0, sxx, 1.0), 0.0)
+    return yc @ yc - s * sxy, s, ym - s * xm
+
+
+def _hinge_eta(x: np.ndarray, y: np.ndarray, c: float | None, grid: int = HINGE_GRID, refine: bool = False):
+    """The hinge's least-squares eta over [min x, max x]: profile on a grid, then (optionally) polish."""
+    etas = np.linspace(x.min(), x.max(), grid)
+    rss, s, cc = _profile(np.maximum(0.0, etas[:, None] - x[None, :]), y, c)
+    g = int(np.argmin(rss))
+    if not refine:
+        return etas[g], s[g], cc[g], rss[g]
+
+    def one(eta):
+        return _profile(np.maximum(0.0, eta - x)[None, :], y, c)
+
+    lo, hi = etas[max(g - 1, 0)], etas[min(g + 1, grid - 1)]
+    if hi > lo:
+        res = optimize.minimize_scalar(lambda e: one(e)[0][0], bounds=(lo, hi), method="bounded",
+                                       options={"xatol": 1e-9 * (x.max() - x.min() + 1)})
+        if res.fun < rss[g]:
+            r, ss, c2 = one(res.x)
+            return float(res.x), ss[0], c2[0], r[0]
+    return etas[g], s[g], cc[g], rss[g]
+
+
+def _sigmoid_search(x: np.ndarray, y: np.ndarray, c: float | None, rounds: int = 3):
+    """Least squares of y = c + h expit((m - x) / w) by grid search over (m, w), with (c, h)
+    profiled out: a coarse grid, then ``rounds`` finer grids around the best cell (each 5x finer).
+    Vectorized, so cheap enough to run inside the bootstrap. Returns (m, w, h, c, rss)."""
+    span = float(x.max() - x.min()) or 1.0
+    ms = np.linspace(x.min() - 0.5 * span, x.max() + 0.5 * span, 41)
+    ws = span * np.geomspace(0.01, 3.0, 20)
+    for r in range(rounds + 1):
+        mm, ww = (a.ravel() for a in np.meshgrid(ms, ws))
+        rss, h, cc = _profile(expit((mm[:, None] - x[None, :]) / ww[:, None]), y, c)
+        g = int(np.argmin(rss))
+        dm, ratio = ms[1] - ms[0], ws[1] / ws[0]
+        ms = np.linspace(mm[g] - dm, mm[g] + dm, 11)
+        ws = np.geomspace(ww[g] / ratio, ww[g] * ratio, 11)
+    return mm[g], ww[g], h[g], cc[g], float(rss[g])
+
+
+def _fit_sigmoid(x: np.ndarray, y: np.ndarray, c: float | None):
+    """The sigmoid's least-squares fit: grid search, then polished by scipy's least_squares."""
+    m, w, h, c0, rss = _sigmoid_search(x, y, c)
+    span = float(x.max() - x.min()) or 1.0
+    start = [m, math.log(w), h] + ([] if c is not None else [c0])
+
+    def resid(p):
+        floor = c if c is not None else p[3]
+        return floor + p[2] * expit((p[0] - x) / math.exp(p[1])) - y
+
+    lo = [-np.inf, math.log(span * 1e-4), 0.0] + ([] if c is not None else [-np.inf])
+    hi = [np.inf, math.log(span * 100), np.inf] + ([] if c is not None else [np.inf])
+    try:
+        res = optimize.least_squares(resid, np.clip(start, lo, hi), bounds=(lo, hi), max_nfev=400)
+        if 2 * res.cost < rss:
+            p = res.x
+            return p[0], math.exp(p[1]), p[2], (c if c is not None else p[3]), 2 * float(res.cost)
+    except (ValueError, FloatingPointError):
+        pass
+    return m, w, h, c0, rss
+
+
+def fit_models(x: np.ndarray, y: np.ndarray, chance: float | None, higher_is_better: bool = True) -> dict[str, Fit]:
+    """Fit constant, linear, sigmoid and hinge to (loss x, score y); params in the metric's units."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    sign = 1.0 if higher_is_better else -1.0
+    yo = sign * y  # oriented: larger is better
+    co = None if chance is None else sign * chance
+    n, free = len(x), co is None
+    fits = {}
+
+    level = float(yo.mean()) if free else co
+    rss = float(((yo - level) ** 2).sum())
+    fits["constant"] = Fit("constant", {"level": sign * level}, rss, int(free), _bic(rss, n, int(free)))
+
+    b, a = np.polyfit(x, yo, 1)
+    rss = float(((yo - a - b * x) ** 2).sum())
+    fits["linear"] = Fit("linear", {"intercept": sign * a, "slope": sign * b}, rss, 2, _bic(rss, n, 2))
+
+    m, w, h, c, rss = _fit_sigmoid(x, yo, co)
+    k = 3 + free
+    fits["sigmoid"] = Fit("sigmoid", {"floor": sign * c, "height": sign * h, "midpoint": m, "width": w},
+                          rss, k, _bic(rss, n, k))
+
+    eta, s, c, rss = _hinge_eta(x, yo, co, refine=True)
+    k = 2 + free
+    fits["hinge"] = Fit("hinge", {"eta": float(eta), "slope": sign * float(s), "plateau": sign * float(c)},
+                        float(rss), k, _bic(rss, n, k))
+    return fits
+
+
+def _verdict_of(fit: Fit, x: np.ndarray, min_side: int) -> str:
+    """The verdict a model stands for, given where the data lie on it (see the module docstring)."""
+    if fit.model == "constant":
+        return NOT_LEARNED
+    if fit.model == "linear":
+        return SMOOTH
+    if fit.model == "hinge":
+        # No flat side to speak of: the hinge is a straight line over the data.
+        return SMOOTH if (x >= fit.params["eta"]).sum() < min_side else EMERGENT
+    z = expit((fit.params["midpoint"] - x) / fit.params["width"])
+    on_floor = int((z < FLAT_FRACTION).sum())
+    return EMERGENT if on_floor >= min_side and len(x) - on_floor >= min_side else SMOOTH
+
+
+def sigmoid_onset(params: dict) -> float:
+    """Where a sigmoid leaves its floor: the loss at which it has risen 5 % of its height,
+    eta = m + w ln((1 - f) / f) with f = 0.05."""
+    return params["midpoint"] + params["width"] * math.log((1 - FLAT_FRACTION) / FLAT_FRACTION)
+
+
+def _estimate_eta(model: str, x: np.ndarray, yo: np.ndarray, co: float | None) -> float:
+    if model == "hinge":
+        return float(_hinge_eta(x, yo, co, grid=128)[0])
+    m, w, *_ = _sigmoid_search(x, yo, co)
+    return sigmoid_onset({"midpoint": m, "width": w})
+
+
+def _bootstrap_eta(model, x, y, chance, sign, examples, n_boot, rng) -> np.ndarray:
+    """eta of ``model`` refitted on ``n_boot`` resamples of the points (and test examples, if given)."""
+    n = len(x)
+    co = None if chance is None else sign * chance
+    ex_means = None
+    if examples is not None:
+        ex_means = np.array([np.nan if e is None else e.mean() for e in examples])
+        lengths = {len(e) for e in examples if e is not None}
+        paired = len(lengths) == 1
+    etas = np.empty(n_boot)
+    for b in range(n_boot):
+        yb = y
+        if examples is not None:
+            # Shift each score by how much its mean moves when the test set is resampled. The
+            # table's value stays the centre even if it was aggregated differently (e.g. per token).
+            if paired:
+                m = len(next(e for e in examples if e is not None))
+                idx = rng.integers(0, m, m)
+            shift = np.array([0.0 if e is None else (e[idx] if paired else e[rng.integers(0, len(e), len(e))]).mean()
+                              - ex_means[i] for i, e in enumerate(examples)])
+            yb = y + shift
+        pick = rng.integers(0, n, n)
+        xb = x[pick]
+        if xb.max() == xb.min():
+            etas[b] = np.nan
+            continue
+        etas[b] = _estimate_eta(model, xb, sign * yb[pick], co)
+    return etas[np.isfinite(etas)]
+
+
+def find_threshold(
+    losses,
+    scores,
+    chance: float | None = None,
+    *,
+    higher_is_better: bool = True,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    examples: list | None = None,
+    min_side: int = 3,
+    ci_level: float = 0.95,
+) -> ThresholdResult:
+    """Find the loss below which a task's performance rises above chance, with a verdict.
+
+    ``losses`` and ``scores`` are one point per checkpoint (validation loss in nats/token, the
+    metric's value in its own units). ``chance`` is the metric's chance level, or None to fit a
+    plateau from the data. ``examples`` optionally gives, per point, an array of per-example
+    metric values (None where missing) for bootstrapping over test examples too. See the module
+    docstring for the models, the BIC criterion and the rules behind each verdict.
+    """
+    x, y = np.asarray(losses, dtype=float), np.asarray(scores, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"losses and scores must be 1-D of one length, got {x.shape} and {y.shape}")
+    ok = np.isfinite(x) & np.isfinite(y)
+    if examples is not None:
+        examples = [None if e is None or len(e) == 0 else np.asarray(e, float)
+                    for e, keep in zip(examples, ok) if keep]
+        if all(e is None for e in examples):
+            examples = None
+    x, y = x[ok], y[ok]
+    n = len(x)
+    sign = 1.0 if higher_is_better else -1.0
+    loss_range = (float(x.min()), float(x.max())) if n else (math.nan, math.nan)
+    nan = math.nan
+
+    def result(verdict, reason, fits=None, preferred="", delta=nan, eta=nan, lo=nan, hi=nan,
+               boot=np.empty(0), plateau=chance):
+        above = int((x >= eta).sum()) if math.isfinite(eta) else 0
+        below = int((x < eta).sum()) if math.isfinite(eta) else 0
+        return ThresholdResult(
+            verdict=verdict, reason=reason, loss=float(eta), ci_low=float(lo), ci_high=float(hi),
+            preferred=preferred, delta_bic=float(delta), fits=fits or {}, chance=chance,
+            plateau=nan if plateau is None else float(plateau), plateau_fitted=chance is None,
+            higher_is_better=higher_is_better, n_points=n, n_above=above, n_below=below,
+            loss_range=loss_range, ci_level=ci_level, n_bootstrap=len(boot),
+            used_examples=examples is not None and len(boot) > 0, bootstrap=boot,
+        )
+
+    if n < 2 * min_side or loss_range[1] - loss_range[0] <= 0:
+        return result(INSUFFICIENT, f"{n} points over a loss range of {loss_range[1] - loss_range[0]:.3g}; "
+                                    f"need at least {2 * min_side} at different losses")
+
+    fits = fit_models(x, y, chance, higher_is_better)
+    kind = {name: _verdict_of(f, x, min_side) for name, f in fits.items()}
+    best = min(fits.values(), key=lambda f: f.bic)
+    claim = kind[best.model]
+
+    def best_bic(verdict):
+        return min((f.bic for name, f in fits.items() if kind[name] == verdict), default=math.inf)
+
+    others = min(best_bic(v) for v in (EMERGENT, SMOOTH, NOT_LEARNED) if v != claim)
+    delta = others - best.bic
+    plateau = fits["sigmoid"].params["floor"] if best.model == "sigmoid" else fits["hinge"].params["plateau"]
+    common = dict(fits=fits, preferred=best.model, delta=delta, plateau=plateau)
+
+    if claim == NOT_LEARNED:
+        return result(NOT_LEARNED, f"constant at {'chance' if chance is not None else 'a fitted plateau'} "
+                                   f"has the lowest BIC (next best +{delta:.1f})", **common)
+    gain = best_bic(NOT_LEARNED) - best.bic
+    if gain < BIC_MARGIN:
+        return result(NOT_LEARNED, f"the {best.model} fit beats constant-at-"
+                                   f"{'chance' if chance is not None else 'plateau'} by only "
+                                   f"ΔBIC {gain:.1f} < {BIC_MARGIN:g}", **common)
+    rival = SMOOTH if claim == EMERGENT else EMERGENT
+    gap = best_bic(rival) - best.bic
+    if gap < BIC_MARGIN:
+        return result(INSUFFICIENT, f"emergent and smooth fits are within ΔBIC {gap:.1f} < {BIC_MARGIN:g}", **common)
+    if claim == SMOOTH:
+        direction = "improves" if sign * fits["linear"].params["slope"] < 0 else "declines"
+        return result(SMOOTH, f"the {best.model} fit is preferred by ΔBIC {delta:.1f}; performance "
+                              f"{direction} steadily as loss falls", **common)
+
+    # Emergent by BIC: locate eta with the preferred model and check the data can carry it.
+    eta = fits["hinge"].params["eta"] if best.model == "hinge" else sigmoid_onset(best.params)
+    rng = np.random.default_rng(seed)
+    boot = (_bootstrap_eta(best.model, x, y, chance, sign, examples, n_bootstrap, rng)
+            if n_bootstrap > 0 else np.empty(0))
+    alpha = (1 - ci_level) / 2
+    lo, hi = (np.quantile(boot, [alpha, 1 - alpha]) if len(boot) else (nan, nan))
+    common.update(eta=eta, lo=lo, hi=hi, boot=boot)
+    above, below = int((x >= eta).sum()), int((x < eta).sum())
+    span = loss_range[1] - loss_range[0]
+    if min(above, below) < min_side:
+        return result(INSUFFICIENT, f"eta={eta:.3f} leaves {above} point(s) above and {below} below "
+                                    f"(need {min_side} on each side)", **common)
+    if not len(boot):
+        return result(EMERGENT, f"the {best.model} fit is preferred by ΔBIC {delta:.1f} (no bootstrap)", **common)
+    edge = 0.01 * span
+    if hi - lo > 0.5 * span or lo <= loss_range[0] + edge or hi >= loss_range[1] - edge:
+        return result(INSUFFICIENT, f"the {ci_level:.0%} interval [{lo:.3f}, {hi:.3f}] of eta is wider than half "
+                                    f"the loss range or reaches its edge [{loss_range[0]:.3f}, {loss_range[1]:.3f}]",
+                      **common)
+    return result(EMERGENT, f"flat at {'chance' if chance is not None else 'a fitted plateau'} above eta, rising "
+                            f"below; the {best.model} fit is preferred by ΔBIC {delta:.1f}", **common)
+
+
+def extrapolation_test(losses, scores, eta: float, min_side: int = 3) -> dict | None:
+    """Could the points below eta have been predicted from those above it?
+
+    Fits a line y = a + b x to the points with loss >= eta only, extrapolates it to the points
+    below, and reports the root-mean-square error there, together with the jump it had to
+    predict, mean(y below) - mean(y above), and their ratio ``rel_error`` = rmse / |jump|.
+    rel_error near 0: the high-loss points foretold the gain; near 1 or more: they did not.
+    None when either side has fewer than ``min_side`` points.
+    """
+    x, y = np.asarray(losses, float), np.asarray(scores, float)
+    if not math.isfinite(eta):
+        return None
+    above = x >= eta
+    if above.sum() < min_side or (~above).sum() < min_side or np.ptp(x[above]) == 0:
+        return None
+    b, a = np.polyfit(x[above], y[above], 1)
+    err = a + b * x[~above] - y[~above]
+    rmse = float(np.sqrt(np.mean(err ** 2)))
+    jump = float(y[~above].mean() - y[above].mean())
+    return {"eta": float(eta), "n_fit": int(above.sum()), "n_test": int((~above).sum()), "rmse": rmse,
+            "jump": jump, "rel_error": rmse / abs(jump) if jump != 0 else math.inf}
