@@ -48,15 +48,20 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
 
-    accelerator.save_state(str(tmp / contracts.TRAIN_STATE_DIR))
-    state_dict = accelerator.get_state_dict(model)  # gathers shards on every rank (ZeRO-3, FSDP)
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_text(tmp / contracts.STUDY_FILE, study_yaml)
-        atomic_write_json(tmp / contracts.TRAIN_STATE_DIR / TRAINER_STATE, {"step": meta["step"], "tokens": tokens})
-        atomic_write_json(tmp / contracts.META_FILE, meta)  # written last: its presence marks completeness
-        publish_directory(tmp, final)
+    try:
+        accelerator.save_state(str(tmp / contracts.TRAIN_STATE_DIR))
+        state_dict = accelerator.get_state_dict(model)  # gathers shards on every rank (ZeRO-3, FSDP)
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            atomic_write_text(tmp / contracts.STUDY_FILE, study_yaml)
+            atomic_write_json(tmp / contracts.TRAIN_STATE_DIR / TRAINER_STATE, {"step": meta["step"], "tokens": tokens})
+            atomic_write_json(tmp / contracts.META_FILE, meta)  # written last: its presence marks completeness
+            publish_directory(tmp, final)
+    except (OSError, RuntimeError) as e:  # disk full, quota, permissions (torch.save raises RuntimeError)
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+        reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{final}: cannot write checkpoint ({reason}); earlier checkpoints are intact") from None
     accelerator.wait_for_everyone()
     return final
 
@@ -94,3 +99,17 @@ def prune_train_states(run_dir: Path, keep_steps: tuple[int, ...], keep_all: boo
             # Remove the marker first: a half-deleted state must never look resumable.
             (ckpt / contracts.TRAIN_STATE_DIR / TRAINER_STATE).unlink(missing_ok=True)
             shutil.rmtree(ckpt / contracts.TRAIN_STATE_DIR, ignore_errors=True)
+
+
+def remove_checkpoint(ckpt: Path) -> None:
+    """Delete a checkpoint; its meta.json goes first, so a half-deleted one is never listed."""
+    (ckpt / contracts.META_FILE).unlink(missing_ok=True)
+    shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def remove_superseded_preemption_saves(run_dir: Path, step: int) -> None:
+    """Pre-emption saves fall between scheduled checkpoints; drop them once a later scheduled one exists."""
+    for ckpt in contracts.list_checkpoints(run_dir):
+        meta = contracts.read_meta(ckpt)
+        if not meta.get("scheduled", True) and meta["step"] < step:
+            remove_checkpoint(ckpt)

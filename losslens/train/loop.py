@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import time
 import warnings
@@ -212,13 +211,12 @@ def train_run(study: StudyConfig, plan: RunPlan, accelerator: Accelerator, data_
     last_train_loss = float("nan")
     grad_norm = torch.zeros((), device=device)
     checkpoint_steps = set(plan.checkpoint_steps)
-    unscheduled: list[Path] = []
     progress = tqdm(total=plan.total_steps, initial=step, desc=plan.name, unit="step",
                     disable=not accelerator.is_main_process, dynamic_ncols=True)
     model.train()
     window_start = time.perf_counter()
 
-    with _SigtermFlag() as sigterm:
+    with _SigtermFlag() as sigterm, progress:
         while step < plan.total_steps:
             for micro in range(accum):
                 batch = stream.micro_batch(step, t.global_batch, t.micro_batch, micro, rank, world).to(device)
@@ -271,20 +269,14 @@ def train_run(study: StudyConfig, plan: RunPlan, accelerator: Accelerator, data_
             if is_checkpoint or stop:
                 path = _save(accelerator, model, tokenizer, study, plan, step, val_tokens, last_train_loss,
                              n_params, n_nonembed, fpt, compute_dtype)
-                if is_checkpoint:
-                    for extra in unscheduled:  # pre-emption saves are superseded now
-                        if accelerator.is_main_process:
-                            shutil.rmtree(extra, ignore_errors=True)
-                    unscheduled.clear()
-                else:
-                    unscheduled.append(path)
                 if accelerator.is_main_process:
-                    ckpt_io.prune_train_states(run_dir, plan.keep_state_steps, study.checkpoints.keep_train_state == "all")
+                    if is_checkpoint:
+                        ckpt_io.remove_superseded_preemption_saves(run_dir, step)
+                    ckpt_io.prune_train_states(run_dir, plan.keep_state_steps,
+                                               keep_all=study.checkpoints.keep_train_state == "all")
                 window_start = time.perf_counter()  # keep saving time out of tokens/s
                 if stop:
-                    progress.close()
                     raise Preempted(f"run {plan.name}: SIGTERM at step {step}; saved {path}")
-    progress.close()
     final = run_dir / contracts.checkpoint_dirname(plan.tokens_at(plan.total_steps))
     return RunSummary(plan.name, step, plan.tokens_at(step), final, resumed_from)
 
@@ -297,7 +289,11 @@ def _save(accelerator, model, tokenizer, study, plan, step, val_tokens, train_lo
         device=accelerator.device, autocast_dtype=compute_dtype if compute_dtype != torch.float32 else None,
     )
     if not math.isfinite(val.mean):
-        raise TrainingDiverged(f"run {plan.name}: validation loss is {val.mean} at step {step}; not saving")
+        last = ckpt_io.latest_resumable(study.output_dir / plan.name)
+        raise TrainingDiverged(
+            f"run {plan.name}: validation loss is {val.mean} at step {step}, not saving; last good checkpoint: "
+            f"{last or 'none'} (lower train.optimizer.lr)"
+        )
     tokens = plan.tokens_at(step)
     meta = {
         "study": study.name, "run": plan.name, "size": plan.size_name, "budget_tokens": plan.budget_tokens,

@@ -20,7 +20,9 @@ def prepare_study_dir(study: StudyConfig, accelerator=None) -> Path:
     main = accelerator is None or accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / contracts.STUDY_FILE, study.to_yaml())
+        study_file, text = out / contracts.STUDY_FILE, study.to_yaml()
+        if not study_file.is_file() or study_file.read_text() != text:
+            atomic_write_text(study_file, text)
         prepare_data(study.data, study.seed, data_dir)
     if accelerator is not None:
         accelerator.wait_for_everyone()

@@ -1,0 +1,96 @@
+"""Training under faults: pre-emption (SIGTERM), a diverging loss, and a full disk while saving."""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from losslens import contracts
+from tests.conftest import ROOT, run_cli, write_study
+
+
+def _start(cfg: Path, *args: str, preexec=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "losslens", "train", str(cfg), *args], cwd=ROOT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+
+
+def _wait_for(path: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_then_resume_matches_uninterrupted(tmp_path: Path, trained_tiny: Path):
+    cfg = write_study(tmp_path)
+    run_dir = tmp_path / "study" / "xs_65536"
+    proc = _start(cfg, "--run", "xs_65536")
+    _wait_for(run_dir / contracts.checkpoint_dirname(16 * 512))
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "pre-empted" in out
+    saved = contracts.list_checkpoints(run_dir)[-1]
+    meta = contracts.read_meta(saved)
+    if not meta["scheduled"]:  # the usual case: a save at the step the signal arrived
+        assert (saved / contracts.TRAIN_STATE_DIR).is_dir()
+    result = run_cli("train", str(cfg), "--run", "xs_65536")
+    assert result.returncode == 0, result.stderr[-2000:]
+    # the pre-emption checkpoint was superseded by the next scheduled one
+    assert all(contracts.read_meta(c)["scheduled"] for c in contracts.list_checkpoints(run_dir))
+    a = load_file(run_dir / "ckpt-000000065536" / "model.safetensors")
+    b = load_file(trained_tiny / "xs_65536" / "ckpt-000000065536" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_diverging_loss_stops_with_step_and_last_checkpoint(tmp_path: Path):
+    cfg = write_study(tmp_path, train__optimizer={"lr": 1.0e6, "grad_clip": 0.0})
+    result = run_cli("train", str(cfg), "--run", "xs_32768")
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: "), line
+    assert re.search(r"run xs_32768: (validation )?loss is (nan|inf) at step \d+", line), line
+    assert "last good checkpoint" in line
+    for ckpt in contracts.list_checkpoints(tmp_path / "study" / "xs_32768"):
+        assert np.isfinite(contracts.read_meta(ckpt)["val_loss"])
+        weights = load_file(ckpt / "model.safetensors")
+        assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def _file_size_limit(limit: int):
+    def apply() -> None:  # in the child: writes past `limit` bytes fail with EFBIG, like a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_full_disk_while_saving_is_a_clear_error_and_keeps_earlier_checkpoints(tmp_path: Path):
+    cfg = write_study(tmp_path)
+    study_dir = tmp_path / "study"
+    limit = 300_000  # size xs writes files of < 150 kB; size s's optimizer state is ~480 kB
+    ok = _start(cfg, "--run", "xs_32768", preexec=_file_size_limit(limit))
+    _, err = ok.communicate(timeout=300)
+    assert ok.returncode == 0, err[-2000:]
+    before = {p: p.stat().st_mtime_ns for p in study_dir.rglob("*") if p.is_file()}
+    full = _start(cfg, "--run", "s_32768", preexec=_file_size_limit(limit))
+    _, err = full.communicate(timeout=300)
+    assert full.returncode == 2, err[-2000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "cannot write checkpoint" in line and "earlier checkpoints are intact" in line, line
+    assert contracts.list_checkpoints(study_dir / "s_32768") == []
+    assert not [p for p in (study_dir / "s_32768").iterdir() if p.name.startswith(".tmp-")]
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert after == before  # the earlier run's checkpoints and the shards are untouched
