@@ -213,12 +213,11 @@ def read_results(path: str | Path) -> Table:
 
     size_of: dict[str, tuple[int, int]] = {}
     seen: dict[tuple, int] = {}
-    for i in range(len(lines)):
-        run = cols["run"][i]
+    for i, run in enumerate(rows["run"]):
         size = (int(cols["n_params"][i]), int(cols["n_params_nonembed"][i]))
         if size_of.setdefault(run, size) != size:
             raise fail(i, "n_params", f"run {run!r} has two sizes: {size_of[run][0]} and {size[0]}")
-        key = (run, int(cols["tokens"][i]), cols["task"][i], cols["metric"][i])
+        key = (run, int(cols["tokens"][i]), rows["task"][i], rows["metric"][i])
         if key in seen:
             raise ResultsError(
                 f"{path}:{lines[i]}: duplicate row for run {run!r}, tokens {key[1]}, task {key[2]!r}, "

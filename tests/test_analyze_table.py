@@ -1,0 +1,64 @@
+"""Reading results.csv: types, and errors that name the file, line and column."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from losslens.analyze.table import ResultsError, count_label, read_results
+from losslens.contracts import RESULTS_COLUMNS
+from losslens.errors import LossLensError
+
+ROW = {"run": "s_1M", "n_params": 900000, "n_params_nonembed": 800000, "tokens": 1000, "step": 1, "flops": "",
+       "loss": 3.5, "task": "t", "metric": "acc", "value": 0.3, "ci_low": "", "ci_high": "", "n": 100,
+       "chance": 0.25}
+
+
+def write(tmp_path, rows, columns=RESULTS_COLUMNS):
+    path = tmp_path / "results.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_reads_typed_columns_and_fills_flops(tmp_path):
+    t = read_results(write(tmp_path, [ROW, {**ROW, "tokens": 2000, "metric": "prob_correct", "chance": ""}]))
+    assert len(t) == 2 and t.tasks() == ["t"] and t.metrics("t") == ["acc", "prob_correct"]
+    assert t.run_budget("s_1M") == 2000 and t.size_label(900000) == "0.8M"
+    assert t.cols["flops"][0] == 6.0 * 800000 * 1000  # empty flops: 6 N D
+    assert t.series("t", "acc").chance == 0.25 and t.series("t", "prob_correct").chance is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"loss": "abc"}, "results.csv:3: column 'loss': expected a number, got 'abc'"),
+    ({"loss": "-1"}, "results.csv:3: column 'loss': must be positive"),
+    ({"value": ""}, "results.csv:3: column 'value': empty"),
+    ({"value": "nan"}, "results.csv:3: column 'value': expected a finite number"),
+    ({"tokens": "1.5"}, "results.csv:3: column 'tokens': expected an integer"),
+    ({"n_params": "5"}, "results.csv:3: column 'n_params': run 's_1M' has two sizes"),
+    ({"tokens": 1000}, "results.csv:3: duplicate row for run 's_1M', tokens 1000, task 't', metric 'acc' "
+                       "(first on line 2)"),
+])
+def test_bad_cells_name_file_line_and_column(tmp_path, change, message):
+    path = write(tmp_path, [ROW, {**ROW, "tokens": 2000, **change}])
+    with pytest.raises(ResultsError) as e:
+        read_results(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert isinstance(e.value, LossLensError)
+
+
+def test_missing_columns_empty_table_and_missing_file(tmp_path):
+    with pytest.raises(ResultsError, match="missing column\\(s\\) chance"):
+        read_results(write(tmp_path, [ROW], columns=RESULTS_COLUMNS[:-1]))
+    with pytest.raises(ResultsError, match="no rows"):
+        read_results(write(tmp_path, []))
+    with pytest.raises(ResultsError, match="not found"):
+        read_results(tmp_path / "nope.csv")
+
+
+def test_count_labels():
+    assert [count_label(v) for v in (812_345, 4.2e6, 32768, 1.5e9, 250e6, 512)] == \
+        ["0.81M", "4.2M", "33K", "1.5B", "250M", "512"]
