@@ -125,7 +125,6 @@ def test_verdicts_on_the_synthetic_study(analyzed):
 def test_scaling_fit_and_forecasts(analyzed):
     _, analysis, report = analyzed
     sc = report["scaling"]
-    from tests.test_analyze_report import LAW
     assert sc["alpha"] == pytest.approx(LAW["alpha"], rel=0.25) and sc["beta"] == pytest.approx(LAW["beta"], rel=0.1)
     lo, hi = sc["intervals"]["beta"]
     assert lo <= sc["beta"] <= hi
