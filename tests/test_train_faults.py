@@ -94,3 +94,26 @@ def test_full_disk_while_saving_is_a_clear_error_and_keeps_earlier_checkpoints(t
     assert not [p for p in (study_dir / "s_32768").iterdir() if p.name.startswith(".tmp-")]
     after = {p: p.stat().st_mtime_ns for p in before}
     assert after == before  # the earlier run's checkpoints and the shards are untouched
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kill_9_at_random_moments_never_leaves_a_partial_checkpoint(tmp_path: Path, trained_tiny: Path, seed: int):
+    """Frequent checkpoints (16 per run) make it likely the kill lands inside a write."""
+    cfg = write_study(tmp_path, checkpoints={"count": 16, "log_spaced": True, "val_tokens": 2048})
+    run_dir = tmp_path / "study" / "xs_65536"
+    rng = np.random.default_rng(seed)
+    for _ in range(2):  # two kills per seed, the second during the resumed run
+        proc = _start(cfg, "--run", "xs_65536")
+        _wait_for(run_dir / contracts.checkpoint_dirname(512))
+        time.sleep(float(rng.uniform(0.0, 2.0)))
+        proc.kill()
+        proc.communicate()
+        for ckpt in contracts.list_checkpoints(run_dir):  # everything listed is complete and loadable
+            meta = contracts.read_meta(ckpt)
+            assert load_file(ckpt / "model.safetensors") and meta["tokens"] == int(ckpt.name.split("-")[1])
+    result = run_cli("train", str(cfg), "--run", "xs_65536")
+    assert result.returncode == 0, result.stderr[-2000:]
+    a = load_file(run_dir / "ckpt-000000065536" / "model.safetensors")
+    b = load_file(trained_tiny / "xs_65536" / "ckpt-000000065536" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in b)
