@@ -17,6 +17,7 @@ COMMANDS = {
     "evaluate": ("losslens.evaluate.cli", "evaluate every checkpoint of a study into results.csv"),
     "analyze": ("losslens.analyze.cli", "thresholds, verdicts, scaling law and plots from results.csv"),
     "run": ("losslens.pipeline", "train, evaluate and analyze a study in one go"),
+    "import": ("losslens.external", "declare a study from a manifest of checkpoints trained elsewhere"),
 }
 
 
