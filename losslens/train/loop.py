@@ -80,7 +80,8 @@ def make_accelerator(study: StudyConfig) -> Accelerator:
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     # Without CUDA, a multi-process launch (torchrun, accelerate) must be told to use gloo: cpu=True
-    # does that for DDP; under DeepSpeed (where cpu=True would switch DeepSpeed off) the backend is named.
+    # does that for DDP; under DeepSpeed (which cpu=True would switch off) the backend is named.
+    # (accelerate runs FSDP on GPUs only.)
     on_cpu = not torch.cuda.is_available()
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     accelerator = Accelerator(
