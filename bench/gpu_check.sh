@@ -10,10 +10,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 $PY -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)" | tee -a "$OUT/gpu.txt"
 $PY bench/mfu.py --out /tmp/mfu_eager 2>&1 | grep -v "it/s\]\|step/s" | tee "$OUT/mfu_eager.txt"
 $PY bench/mfu.py --compile --out /tmp/mfu_compile 2>&1 | grep -v "it/s\]\|step/s" | tee "$OUT/mfu_compile.txt"
+$PY bench/mfu.py --compile --micro-batch 32 --out /tmp/mfu_compile32 2>&1 | grep -v "it/s\]\|step/s" | tee "$OUT/mfu_compile_mb32.txt"
 $PY -m accelerate.commands.launch --config_file configs/accelerate/deepspeed_zero2.yaml --num_processes 1 \
     -m losslens train configs/tiny.yaml --out /tmp/tiny_ds_gpu > "$OUT/tiny_deepspeed.txt" 2>&1; echo "deepspeed exit $?" | tee -a "$OUT/gpu.txt"
+$PY -m accelerate.commands.launch --config_file configs/accelerate/fsdp.yaml --num_processes 1 \
+    -m losslens train configs/tiny.yaml --out /tmp/tiny_fsdp_gpu > "$OUT/tiny_fsdp.txt" 2>&1; echo "fsdp exit $?" | tee -a "$OUT/gpu.txt"
 $PY -m losslens train configs/tiny.yaml --out /tmp/tiny_gpu > "$OUT/tiny_plain.txt" 2>&1; echo "plain exit $?" | tee -a "$OUT/gpu.txt"
-for d in /tmp/tiny_gpu /tmp/tiny_ds_gpu; do
+for d in /tmp/tiny_gpu /tmp/tiny_ds_gpu /tmp/tiny_fsdp_gpu; do
   $PY - "$d" <<'PY' | tee -a "$OUT/gpu.txt"
 import json, sys, pathlib
 d = pathlib.Path(sys.argv[1])
