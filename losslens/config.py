@@ -226,22 +226,29 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
     return parsed
 
 
-def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
-    """Read, override, type-check and validate a study config."""
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
+    """A YAML file whose top level is a mapping; errors name the file (and line, for syntax errors)."""
     path = Path(path)
-    file = str(path)
     if not path.is_file():
-        raise ConfigError(f"{file}: study config not found")
+        raise ConfigError(f"{path}: {what} not found")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{file}:{where}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        raise ConfigError(f"{path}:{where} malformed YAML: {getattr(e, 'problem', None) or e}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{file}: not a UTF-8 text file") from None
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{file}: expected a mapping at the top level, got {type(raw).__name__}")
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
+    """Read, override, type-check and validate a study config."""
+    path = Path(path)
+    file = str(path)
+    raw = read_yaml_mapping(path, "study config")
     for key, value in parse_overrides(overrides):
         _set_dotted(raw, key, value)
     study = build_dataclass(StudyConfig, raw, "", file)

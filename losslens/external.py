@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 
 from losslens import contracts
-from losslens.config import build_dataclass, format_count, study_from_dict
+from losslens.config import build_dataclass, read_yaml_mapping, study_from_dict
 from losslens.errors import CheckpointError, ConfigError, DataError
 from losslens.evaluate.config import EvalConfig
 from losslens.fsio import atomic_directory, atomic_write_json, atomic_write_text
@@ -75,14 +75,7 @@ _EMBEDDING_NAMES = ("embed_tokens", "embed_in", "wte", "word_embeddings", "lm_he
 
 def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: manifest not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path, "manifest")
     manifest = build_dataclass(Manifest, raw, "", str(path))
     base = path.parent
 
@@ -223,7 +216,7 @@ def import_manifest(manifest_path: str | Path, out_dir: str | Path) -> Path:
         "budgets": sorted(set(budgets.values())),
         "train": {"global_batch": 1, "micro_batch": 1},
         "checkpoints": {"val_tokens": manifest.validation.tokens},
-        "eval": __import__("dataclasses").asdict(manifest.eval),
+        "eval": asdict(manifest.eval),
     }
     study_from_dict(study, f"{manifest_path} (as a study)")  # validate before writing
     atomic_write_text(out / contracts.STUDY_FILE, yaml.safe_dump(study, sort_keys=False))
