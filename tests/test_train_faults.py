@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -117,3 +118,33 @@ def test_kill_9_at_random_moments_never_leaves_a_partial_checkpoint(tmp_path: Pa
     a = load_file(run_dir / "ckpt-000000065536" / "model.safetensors")
     b = load_file(trained_tiny / "xs_65536" / "ckpt-000000065536" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_nonfinite_batches_are_skipped_when_asked(tmp_path: Path, monkeypatch):
+    """Inject a NaN loss into 3 micro-batches; with on_nonfinite: skip the run finishes with finite weights."""
+    import types
+
+    import torch.nn.functional as F
+
+    from losslens.config import load_study
+    from losslens.train import loop
+    from losslens.train.plan import find_run, plan_runs
+    from losslens.train.study import prepare_study_dir
+
+    calls = {"n": 0}
+
+    def poisoned(logits, targets, **kw):
+        calls["n"] += 1
+        loss = F.cross_entropy(logits, targets, **kw)
+        return loss * float("nan") if calls["n"] in (5, 6, 20) else loss
+
+    monkeypatch.setattr(loop, "F", types.SimpleNamespace(cross_entropy=poisoned))
+    study = load_study(write_study(tmp_path, train__on_nonfinite="skip"))
+    accelerator = loop.make_accelerator(study)
+    data_dir = prepare_study_dir(study, accelerator)
+    summary = loop.train_run(study, find_run(plan_runs(study), "xs_32768"), accelerator, data_dir)
+    assert summary.steps == 64
+    log = [json.loads(l) for l in (tmp_path / "study" / "xs_32768" / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["skipped_steps"] >= 2 and all(np.isfinite(r["loss"]) for r in log)
+    weights = load_file(summary.final_checkpoint / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())

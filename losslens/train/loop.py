@@ -208,7 +208,8 @@ def train_run(study: StudyConfig, plan: RunPlan, accelerator: Accelerator, data_
     accum = accelerator.gradient_accumulation_steps
     rank, world = accelerator.process_index, accelerator.num_processes
     loss_sum = torch.zeros((), device=device)  # summed micro-batch losses since the last log
-    losses_in_window, steps_in_window, tokens_in_window = 0, 0, 0
+    losses_in_window, tokens_in_window, skipped_steps = 0, 0, 0
+    clip, skip_nonfinite = t.optimizer.grad_clip, t.on_nonfinite == "skip"
     last_train_loss = float("nan")
     grad_norm = torch.zeros((), device=device)
     checkpoint_steps = set(plan.checkpoint_steps)
@@ -224,19 +225,20 @@ def train_run(study: StudyConfig, plan: RunPlan, accelerator: Accelerator, data_
                 with accelerator.accumulate(model):
                     logits = model(input_ids=batch[:, :-1]).logits
                     loss = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
-                    if t.on_nonfinite == "skip" and not torch.isfinite(loss):  # a host sync, by request
-                        loss = loss * 0.0  # no gradient from this batch
                     accelerator.backward(loss)
-                    if accelerator.sync_gradients and t.optimizer.grad_clip > 0:
-                        norm = accelerator.clip_grad_norm_(model.parameters(), t.optimizer.grad_clip)
+                    if accelerator.sync_gradients and (clip or skip_nonfinite):
+                        norm = accelerator.clip_grad_norm_(model.parameters(), clip or math.inf)
                         grad_norm = norm if norm is not None else grad_norm
+                        if skip_nonfinite and not torch.isfinite(grad_norm):  # a host sync, by request
+                            skipped_steps += 1
+                            optimizer.zero_grad(set_to_none=True)
+                            continue  # no update from this step's batch
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.detach()
+                loss_sum += loss.detach() if not skip_nonfinite else torch.nan_to_num(loss.detach(), 0.0, 0.0, 0.0)
             scheduler.step()
             step += 1
             losses_in_window += accum
-            steps_in_window += 1
             tokens_in_window += plan.tokens_per_step
             progress.update(1)
 
@@ -256,11 +258,11 @@ def train_run(study: StudyConfig, plan: RunPlan, accelerator: Accelerator, data_
                 log.write({
                     "step": step, "tokens": plan.tokens_at(step), "loss": mean_loss,
                     "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                    "tokens_per_s": tokens_per_s, "mfu": utilisation,
+                    "tokens_per_s": tokens_per_s, "mfu": utilisation, "skipped_steps": skipped_steps,
                 })
                 progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
                 loss_sum.zero_()
-                losses_in_window = steps_in_window = tokens_in_window = 0
+                losses_in_window = tokens_in_window = 0
                 window_start = time.perf_counter()
 
             stop = sigterm.raised
