@@ -1,0 +1,64 @@
+"""``losslens run STUDY.yaml``: train the grid, evaluate every checkpoint, analyze, in one go.
+
+Only a chain of the three stages' Python APIs: each stage still reads and writes the on-disk
+contracts, so a run that stops part-way is finished by running the same command again (training
+resumes, evaluation skips what is done, analysis is redone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from losslens.config import load_study
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", help="study config (YAML), e.g. configs/demo.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--out", help="study folder (default: the config's out_dir, or checkpoints/<name>)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples in analyze")
+    p.add_argument("--no-plots", action="store_true", help="skip the figures")
+
+
+def run_study(study_path: str | Path, overrides: list[str] | None = None, *, bootstrap: int = 1000,
+              plots: bool = True) -> dict:
+    """Train, evaluate and analyze; returns the study folder, report paths and wall time per stage."""
+    from losslens.analyze import analyze
+    from losslens.evaluate import evaluate_study
+    from losslens.train import train_study
+
+    study = load_study(study_path, overrides)
+    out = study.output_dir
+    timings = {}
+
+    def stage(name: str, fn):
+        print(f"== {name} ==", flush=True)
+        start = time.perf_counter()
+        result = fn()
+        timings[name] = time.perf_counter() - start
+        return result
+
+    stage("train", lambda: train_study(study))
+    # A multi-process launch trains together; evaluation and analysis then run on the main process.
+    if int(os.environ.get("RANK", "0")) != 0:
+        return {"out": out, "timings": timings}
+    stage("evaluate", lambda: evaluate_study(out))
+    analysis = stage("analyze", lambda: analyze(out, n_bootstrap=bootstrap, plots=plots))
+    return {"out": out, "analysis": analysis, "timings": timings,
+            "report": out / "report.md", "plots": out / "plots"}
+
+
+def main(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
+    result = run_study(args.study, overrides, bootstrap=args.bootstrap, plots=not args.no_plots)
+    if "report" not in result:
+        return 0
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in result["timings"].items())
+    print(f"done in {sum(result['timings'].values()):.0f} s ({times})")
+    print(f"report: {result['report']}")
+    if not args.no_plots:
+        print(f"plots:  {result['plots']}/")
+    return 0
