@@ -1,0 +1,30 @@
+"""The evaluate stage: pretraining loss and downstream tasks for every checkpoint of a study.
+
+``evaluate_study(RUN_DIR)`` (``losslens evaluate RUN_DIR``) fills ``RUN_DIR/results.csv``. The
+pieces: :mod:`.tasks` (task files, few-shot, registry), :mod:`.requests` (what tasks ask of a
+model), :mod:`.scoring` and :mod:`.generation` (batched answers), :mod:`.metrics` (pure functions),
+:mod:`.runner` (one checkpoint x one task), :mod:`.sweep` (all of them, incremental and sharded).
+
+Imported lazily: ``losslens.config`` imports :mod:`.config` and must not pay for torch.
+"""
+
+from __future__ import annotations
+
+_LAZY = {
+    "evaluate_study": "losslens.evaluate.sweep",
+    "write_results_table": "losslens.evaluate.sweep",
+    "load_task": "losslens.evaluate.tasks",
+    "resolve_task": "losslens.evaluate.tasks",
+    "Scorer": "losslens.evaluate.scoring",
+    "evaluate_task": "losslens.evaluate.runner",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'losslens.evaluate' has no attribute {name!r}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional
 
 
 @dataclass
@@ -17,3 +17,4 @@ class EvalConfig:
     per_example: bool = False  # also write per-example records
     max_new_tokens: int = 32  # generation limit for generative tasks
     seed: int = 1234  # few-shot sampling and bootstrap
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights; log-probabilities are always float32

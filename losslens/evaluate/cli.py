@@ -1,0 +1,47 @@
+"""``losslens evaluate RUN_DIR``: evaluate every checkpoint of a study that is not evaluated yet."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="study folder (holds study.yaml, data/ and the runs)")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", default=None,
+                   help="task YAML/JSONL files or PREFIX:NAME entries, instead of the study's eval.tasks")
+    p.add_argument("--shard", metavar="I/N", default=None,
+                   help="take the I-th of N disjoint parts of the checkpoints (job arrays); "
+                        "default: the rank under accelerate launch, else all")
+    p.add_argument("--batch-size", type=int, default=None, help="sequences per forward pass (default eval.batch_size)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda:LOCAL_RANK if available)")
+    p.add_argument("--per-example", action="store_true", default=None,
+                   help="also write per-example records (prediction, reference, per-choice log-likelihoods)")
+    p.add_argument("--max-examples", type=int, default=None, help="evaluate only the first N examples of each task")
+    p.add_argument("--force", action="store_true", help="recompute results that are already up to date")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--lock-timeout", type=float, default=6 * 3600,
+                   help="seconds after which a claim by an evaluator on another host counts as abandoned")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def main(args: argparse.Namespace) -> int:
+    from losslens.evaluate.sweep import evaluate_study, parse_shard
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    summary = evaluate_study(
+        args.run_dir,
+        tasks=args.tasks,
+        shard=parse_shard(args.shard) if args.shard else None,
+        batch_size=args.batch_size,
+        device=args.device,
+        per_example=args.per_example,
+        max_examples=args.max_examples,
+        force=args.force,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        lock_timeout=args.lock_timeout,
+    )
+    return 0 if summary.table is not None else 1

@@ -1,0 +1,65 @@
+"""The seam between tasks and models: what a task asks of a language model, and what it gets back.
+
+Tasks turn examples into requests of token ids; :mod:`losslens.evaluate.scoring` and
+:mod:`losslens.evaluate.generation` answer lists of them in batches; metrics turn the answers
+into numbers. Requests are plain, hashable values, so equal requests are answered once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """Score ``continuation_ids`` given ``context_ids`` (the context is never empty)."""
+
+    context_ids: tuple[int, ...]
+    continuation_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LoglikelihoodResult:
+    loglik: float  # Σ_t log p(continuation_t | context, continuation_<t), nats
+    token_logprobs: np.ndarray = field(repr=False)  # one log-probability per continuation token
+    is_greedy: bool  # every continuation token was the argmax of its distribution
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Greedy continuation of ``prompt_ids`` until a stop string, end-of-text, or ``max_new_tokens``."""
+
+    prompt_ids: tuple[int, ...]
+    stop: tuple[str, ...] = ()
+    max_new_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str  # decoded output, cut before the first stop string
+    token_ids: tuple[int, ...]  # the generated tokens (before cutting at a stop string)
+
+
+def encode_pair(tokenizer, context: str, continuation: str) -> LoglikelihoodRequest:
+    """Tokenize a (context, continuation) pair the way lm-evaluation-harness does for causal models.
+
+    Trailing whitespace of the context moves to the continuation, then ``context`` and
+    ``context + continuation`` are encoded whole and the continuation is what follows the
+    context's tokens. Encoding the whole string (rather than the two halves apart) gives the
+    continuation the tokens the model would have seen in running text, e.g. with a BPE merge
+    across the boundary. An empty context is replaced by the tokenizer's BOS token (or EOS when it
+    has none), so that the first continuation token is predicted from something.
+    Special tokens are added as the tokenizer does by default (e.g. a BOS for Llama tokenizers).
+    """
+    n_space = len(context) - len(context.rstrip())
+    if n_space:
+        context, continuation = context[:-n_space], context[-n_space:] + continuation
+    if not context:
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        return LoglikelihoodRequest((prefix,), tuple(cont))
+    whole = tokenizer(context + continuation)["input_ids"]
+    ctx = tokenizer(context)["input_ids"]
+    return LoglikelihoodRequest(tuple(ctx), tuple(whole[len(ctx):]))
