@@ -36,7 +36,11 @@ class TaskSettings:
 
 def evaluate_task(scorer: Scorer, task: Task, settings: TaskSettings, per_example: bool = False,
                   progress: bool = False) -> dict:
-    """Evaluate ``task`` with ``scorer``'s model; returns the JSON-ready result (aggregates, optional records)."""
+    """Evaluate ``task`` with ``scorer``'s model; returns the JSON-ready result (aggregates, optional records).
+
+    Per-example records hold the prediction, the reference, the log-likelihoods, and each metric's
+    value under its own name (where ``losslens.analyze`` reads them).
+    """
     examples = task.examples[: settings.max_examples] if settings.max_examples else task.examples
     if task.kind == MULTIPLE_CHOICE:
         values, records = _multiple_choice(scorer, task, examples, settings, progress)
@@ -82,7 +86,7 @@ def _multiple_choice(scorer: Scorer, task: Task, examples, settings: TaskSetting
             values[m].append(per[m])
         records.append({
             "context": context, "choices": list(ex.choices), "reference": a, "prediction": int(np.argmax(ll)),
-            "logliks": ll.tolist(), "n_tokens": n_tok, "metrics": {m: per[m] for m in task.metrics},
+            "logliks": ll.tolist(), "n_tokens": n_tok, **{m: per[m] for m in task.metrics},
         })
     return values, records
 
@@ -121,7 +125,7 @@ def _generative(scorer: Scorer, task: Task, examples, settings: TaskSettings, pr
             values[m].append(per[m])
         records.append({
             "prompt": prompt, "prediction": out.text, "reference": ex.reference, "loglik": res.loglik,
-            "token_logprobs": res.token_logprobs.tolist(), "metrics": {m: per[m] for m in task.metrics},
+            "token_logprobs": res.token_logprobs.tolist(), **{m: per[m] for m in task.metrics},
         })
     return values, records
 

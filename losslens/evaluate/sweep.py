@@ -2,8 +2,8 @@
 
 Layout of the results, beside the checkpoints (which stay read-only)::
 
-    RUN_DIR/eval/<run>/ckpt-<tokens>/pretrain.json     loss and bits per byte
-    RUN_DIR/eval/<run>/ckpt-<tokens>/<task>.json       aggregates (+ per-example records on request)
+    RUN_DIR/evals/<run>/ckpt-<tokens>/pretrain.json    loss and bits per byte
+    RUN_DIR/evals/<run>/ckpt-<tokens>/<task>.json      aggregates (+ per-example records on request)
     RUN_DIR/results.csv                                one tidy table, rebuilt from all the JSON files
 
 A (checkpoint, task) *unit* is done when its JSON exists with the expected fingerprint: a hash of
@@ -43,7 +43,7 @@ from losslens.evaluate.runner import TaskSettings, evaluate_pretrain, evaluate_t
 from losslens.evaluate.tasks import PRETRAIN, Task, resolve_tasks
 from losslens.fsio import atomic_write_json, atomic_write_text
 
-EVAL_DIR = "eval"
+EVAL_DIR = "evals"  # where losslens.analyze.table.load_examples looks for per-example records
 TABLE_LOCK = ".results.lock"
 _META_COLUMNS = ("run", "n_params", "n_params_nonembed", "tokens", "step", "flops")
 
