@@ -22,6 +22,7 @@ def write_study(tmp_path: Path, **changes) -> Path:
     """A copy of configs/tiny.yaml with absolute paths, out_dir in tmp_path, and top-level ``changes``."""
     raw = yaml.safe_load(TINY.read_text())
     raw["data"]["paths"] = [str(ROOT / "tests" / "data" / "tiny_corpus.txt")]
+    raw["eval"]["tasks"] = [str((TINY.parent / t).resolve()) for t in raw["eval"]["tasks"]]
     raw["out_dir"] = str(tmp_path / "study")
     for dotted, value in changes.items():
         node = raw
