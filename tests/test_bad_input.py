@@ -1,0 +1,100 @@
+"""Bad input at the command line: exit code 2, one clear line naming what and where, nothing lost.
+
+Each case here is listed, with its message, in docs/errors.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from losslens import contracts
+from tests.conftest import ROOT, run_cli, write_study
+
+
+def _one_line_error(result, *fragments: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_malformed_yaml(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: [unclosed\n")
+    _one_line_error(run_cli("train", str(bad)), "bad.yaml: line 3, column 1: malformed YAML")
+
+
+def test_debug_flag_shows_the_traceback(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: [unclosed\n")
+    result = run_cli("--debug", "train", str(bad))
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_missing_corpus(tmp_path: Path):
+    cfg = write_study(tmp_path, data__paths=[str(tmp_path / "nowhere.txt")])
+    _one_line_error(run_cli("train", str(cfg)), "data.paths[0]: corpus file", "nowhere.txt not found")
+
+
+def test_empty_corpus(tmp_path: Path):
+    (tmp_path / "empty.txt").write_text("")
+    cfg = write_study(tmp_path, data__paths=[str(tmp_path / "empty.txt")])
+    _one_line_error(run_cli("train", str(cfg)), "empty.txt: corpus file is empty")
+
+
+def test_missing_pretrained_tokenizer(tmp_path: Path):
+    cfg = write_study(tmp_path, data__tokenizer={"kind": "pretrained", "path": str(tmp_path / "tok")})
+    _one_line_error(run_cli("train", str(cfg)), "data.tokenizer.path: tokenizer directory", "not found")
+
+
+def test_token_ids_that_do_not_fit_the_shard(tmp_path: Path, monkeypatch):
+    from losslens.errors import DataError
+    from losslens.train import data
+    from losslens.train.config import DataConfig, TokenizerConfig
+
+    monkeypatch.setattr(data, "shard_dtype", lambda vocab: __import__("numpy").dtype("uint8"))
+    (tmp_path / "c.txt").write_text("".join(chr(0x400 + i) for i in range(300)))  # 300 distinct characters
+    cfg = DataConfig(paths=[str(tmp_path / "c.txt")], tokenizer=TokenizerConfig(kind="char"), val_every=1000)
+    with pytest.raises(DataError, match=r"token id \d+ does not fit the uint8 shard"):
+        data.prepare_data(cfg, 0, tmp_path / "data")
+    assert not (tmp_path / "data").exists()  # nothing half-written
+
+
+def _train_keeping_all_states(tmp_path: Path) -> tuple[Path, Path]:
+    """Train xs_32768 with every checkpoint's training state kept, then delete the final checkpoint, so
+    that the next `losslens train` must resume from the one before it. Returns (config, that checkpoint)."""
+    cfg = write_study(tmp_path, checkpoints={"count": 2, "log_spaced": False, "val_tokens": 1024,
+                                             "keep_train_state": "all"})
+    assert run_cli("train", str(cfg), "--run", "xs_32768").returncode == 0
+    ckpts = contracts.list_checkpoints(tmp_path / "study" / "xs_32768")
+    shutil.rmtree(ckpts[-1])
+    return cfg, ckpts[-2]
+
+
+def test_truncated_training_state(tmp_path: Path):
+    cfg, resume_point = _train_keeping_all_states(tmp_path)
+    state = resume_point / contracts.TRAIN_STATE_DIR / "optimizer.bin"
+    state.write_bytes(state.read_bytes()[:100])
+    line = _one_line_error(run_cli("train", str(cfg), "--run", "xs_32768"), "cannot resume from this training state")
+    assert str(resume_point) in line
+    assert contracts.list_checkpoints(resume_point.parent) == [resume_point]  # nothing else written or lost
+
+
+def test_config_changed_since_the_checkpoint(tmp_path: Path):
+    cfg, resume_point = _train_keeping_all_states(tmp_path)
+    result = run_cli("train", str(cfg), "--run", "xs_32768", "train.optimizer.lr=0.001")
+    _one_line_error(result, str(resume_point), "was trained with a different study config")
+
+
+def test_truncated_token_shard(tmp_path: Path):
+    cfg = write_study(tmp_path)
+    assert run_cli("train", str(cfg), "--run", "xs_32768", "checkpoints.count=1").returncode == 0
+    shard = tmp_path / "study" / "data" / contracts.TRAIN_SHARD
+    shard.write_bytes(shard.read_bytes()[:-64])
+    _one_line_error(run_cli("train", str(cfg), "--run", "s_32768"), "train.bin: has", "truncated?")
