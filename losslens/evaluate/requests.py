@@ -43,7 +43,12 @@ class GenerationResult:
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> LoglikelihoodRequest:
-    """Tokenize a (context, continuation) pair the way lm-evaluation-harness does for causal models.
+    """Tokenize one (context, continuation) pair; see :func:`encode_pairs`."""
+    return encode_pairs(tokenizer, [(context, continuation)])[0]
+
+
+def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[LoglikelihoodRequest]:
+    """Tokenize (context, continuation) pairs the way lm-evaluation-harness does for causal models.
 
     Trailing whitespace of the context moves to the continuation, then ``context`` and
     ``context + continuation`` are encoded whole and the continuation is what follows the
@@ -52,14 +57,27 @@ def encode_pair(tokenizer, context: str, continuation: str) -> LoglikelihoodRequ
     across the boundary. An empty context is replaced by the tokenizer's BOS token (or EOS when it
     has none), so that the first continuation token is predicted from something.
     Special tokens are added as the tokenizer does by default (e.g. a BOS for Llama tokenizers).
+    Texts are encoded in batches, each distinct context once (the choices of an example share it).
     """
-    n_space = len(context) - len(context.rstrip())
-    if n_space:
-        context, continuation = context[:-n_space], context[-n_space:] + continuation
-    if not context:
+    moved = []
+    for context, continuation in pairs:
+        n_space = len(context) - len(context.rstrip())
+        if n_space:
+            context, continuation = context[:-n_space], context[-n_space:] + continuation
+        moved.append((context, continuation))
+    contexts = list(dict.fromkeys(c for c, _ in moved if c))
+    ctx_ids = dict(zip(contexts, tokenizer(contexts)["input_ids"])) if contexts else {}
+    full = [i for i, (c, _) in enumerate(moved) if c]
+    bare = [i for i, (c, _) in enumerate(moved) if not c]
+    out: list[LoglikelihoodRequest | None] = [None] * len(moved)
+    if full:
+        wholes = tokenizer([moved[i][0] + moved[i][1] for i in full])["input_ids"]
+        for i, whole in zip(full, wholes):
+            ctx = ctx_ids[moved[i][0]]
+            out[i] = LoglikelihoodRequest(tuple(ctx), tuple(whole[len(ctx):]))
+    if bare:
         prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
-        return LoglikelihoodRequest((prefix,), tuple(cont))
-    whole = tokenizer(context + continuation)["input_ids"]
-    ctx = tokenizer(context)["input_ids"]
-    return LoglikelihoodRequest(tuple(ctx), tuple(whole[len(ctx):]))
+        conts = tokenizer([moved[i][1] for i in bare], add_special_tokens=False)["input_ids"]
+        for i, cont in zip(bare, conts):
+            out[i] = LoglikelihoodRequest((prefix,), tuple(cont))
+    return out  # type: ignore[return-value]

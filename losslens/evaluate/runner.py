@@ -18,7 +18,7 @@ from losslens import contracts
 from losslens.errors import DataError
 from losslens.evaluate import metrics as M
 from losslens.evaluate.generation import greedy_generate
-from losslens.evaluate.requests import GenerationRequest, encode_pair
+from losslens.evaluate.requests import GenerationRequest, encode_pairs
 from losslens.evaluate.scoring import Scorer
 from losslens.evaluate.tasks import MULTIPLE_CHOICE, PRETRAIN, Task
 
@@ -58,12 +58,12 @@ def evaluate_task(scorer: Scorer, task: Task, settings: TaskSettings, per_exampl
 
 def _multiple_choice(scorer: Scorer, task: Task, examples, settings: TaskSettings, progress: bool):
     tok = scorer.tokenizer
-    requests, spans = [], []
+    pairs, spans = [], []
     for i, ex in enumerate(examples):
         context = task.fewshot_prefix(i, settings.seed) + ex.context
-        spans.append((len(requests), len(ex.choices), context))
-        requests += [encode_pair(tok, context, task.separator + c) for c in ex.choices]
-    answers = scorer.loglikelihood(requests, progress=progress, desc=task.name)
+        spans.append((len(pairs), len(ex.choices), context))
+        pairs += [(context, task.separator + c) for c in ex.choices]
+    answers = scorer.loglikelihood(encode_pairs(tok, pairs), progress=progress, desc=task.name)
 
     values: dict[str, list[float]] = {m: [] for m in task.metrics}
     records = []
@@ -97,11 +97,11 @@ def _generative(scorer: Scorer, task: Task, examples, settings: TaskSettings, pr
     max_new = task.max_new_tokens or settings.max_new_tokens
     prompts = [task.fewshot_prefix(i, settings.seed) + ex.prompt + task.separator for i, ex in enumerate(examples)]
     # Teacher-forced scoring of the reference, and greedy generation, from the same prompt.
-    scored = scorer.loglikelihood([encode_pair(tok, p, ex.reference) for p, ex in zip(prompts, examples)],
+    scored = scorer.loglikelihood(encode_pairs(tok, [(p, ex.reference) for p, ex in zip(prompts, examples)]),
                                   progress=progress, desc=task.name)
     gen_requests = [
-        GenerationRequest(tuple(tok(p)["input_ids"]), ex.stop if ex.stop is not None else default_stop, max_new)
-        for p, ex in zip(prompts, examples)
+        GenerationRequest(tuple(ids), ex.stop if ex.stop is not None else default_stop, max_new)
+        for ids, ex in zip(tok(prompts)["input_ids"], examples)
     ]
     outputs = greedy_generate(scorer.model, tok, gen_requests, scorer.batch_size, scorer.max_length,
                               scorer.device, progress)
