@@ -191,3 +191,21 @@ def test_two_evaluators_at_once_do_every_unit_once(tmp_path):
     assert len(rows) == 6 * N_METRICS and max(keys.values()) == 1
     assert not list(study_dir.glob("evals/*/*/.*.lock"))
     assert len(list(study_dir.glob("evals/*/*/*.json"))) == 6 * 4
+
+
+@pytest.mark.slow
+def test_trained_study_end_to_end(trained_tiny, tmp_path):
+    """A study the train stage wrote: the loss column reproduces each checkpoint's meta.json val_loss."""
+    task = write_jsonl(tmp_path / "words.jsonl", [{"context": "the", "choices": [" cat", " xqz"], "answer": 0},
+                                                  {"context": "and", "choices": [" the", " zzz"], "answer": 0}])
+    result = run_cli("evaluate", str(trained_tiny), "--tasks", str(task), "--shard", "0/1", "--threads", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = _read_csv(trained_tiny / contracts.RESULTS_FILE)
+    ckpts = [c for run in contracts.list_runs(trained_tiny) for c in contracts.list_checkpoints(run)]
+    assert len(rows) == len(ckpts) * (2 + len(MC_METRICS))
+    for ckpt in ckpts:
+        meta = contracts.read_meta(ckpt)
+        loss = {float(r["loss"]) for r in rows if r["run"] == meta["run"] and int(r["tokens"]) == meta["tokens"]}
+        assert len(loss) == 1 and loss.pop() == pytest.approx(meta["val_loss"], abs=1e-6)
+    again = run_cli("evaluate", str(trained_tiny), "--tasks", str(task))
+    assert again.returncode == 0 and "nothing to evaluate" in again.stderr
