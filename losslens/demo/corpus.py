@@ -36,11 +36,11 @@ class DemoOptions:
 
     n_documents: int = 6000  # documents in the corpus (the training stream cycles through them)
     lines_per_document: int = 12
-    mixture: dict = field(default_factory=lambda: {"prose": 0.5, "addition": 0.35, "copy": 0.15})
+    mixture: dict = field(default_factory=lambda: {"prose": 0.45, "addition": 0.2, "copy": 0.35})
     vocabulary: int = 400  # made-up words of the background language
     successors: int = 12  # possible next words per word
     digits: int = 2  # addition operands have up to this many digits
-    copy_length: int = 5  # letters in a copy string
+    copy_length: int = 4  # letters in a copy string
     test_every: int = 7  # 1 in test_every items is held out for the tasks
 
 
