@@ -9,7 +9,9 @@
    ``RUN_DIR/data/`` (``train.bin``, ``val.bin``, ``data.json``, ``tokenizer/``).
 
 2. The results table ``RUN_DIR/results.csv`` has the columns ``RESULTS_COLUMNS``, one row per
-   checkpoint x task x metric. ``analyze`` reads nothing else, so tables made elsewhere work too.
+   checkpoint x task x metric (the pretraining loss itself is task ``pretrain``, metrics ``loss`` and
+   ``bpb``). It is rebuilt from the per-(checkpoint, task) JSON files under ``RUN_DIR/evals/``, which
+   may hold per-example records. ``analyze`` reads nothing else, so tables made elsewhere work too.
 
 This module imports nothing heavy: every stage may import it.
 """
@@ -51,6 +53,8 @@ CHECKPOINT_META_KEYS = (
 )
 
 RESULTS_FILE = "results.csv"
+PRETRAIN_TASK = "pretrain"  # rows of the pretraining loss itself (metrics loss, bpb): the x-axis, not a task
+EVALS_DIR = "evals"  # RUN_DIR/evals/<run>/<ckpt>/<task>.json: one result per checkpoint x task
 RESULTS_COLUMNS = (
     "run", "n_params", "n_params_nonembed", "tokens", "step", "flops", "loss",
     "task", "metric", "value", "ci_low", "ci_high", "n", "chance",
@@ -78,6 +82,8 @@ _METRICS = [
     MetricInfo("token_prob", False, True, "mean teacher-forced probability of each reference token"),
     MetricInfo("edit_distance", False, False, "token edit distance, greedy output vs reference"),
     MetricInfo("edit_distance_norm", False, False, "token edit distance / reference length"),
+    MetricInfo("loss", False, False, "validation cross-entropy, nats per token (task 'pretrain')"),
+    MetricInfo("bpb", False, False, "validation bits per UTF-8 byte (task 'pretrain')"),
 ]
 METRICS: dict[str, MetricInfo] = {m.name: m for m in _METRICS}
 
