@@ -17,11 +17,12 @@ from tests.conftest import ROOT, run_cli, write_study
 def _one_line_error(result, *fragments: str) -> str:
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    errors = [l for l in lines if l.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr[-2000:]  # progress lines may precede it
     assert "Traceback" not in result.stderr
     for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+        assert fragment in errors[0], errors[0]
+    return errors[0]
 
 
 def test_malformed_yaml(tmp_path: Path):
@@ -98,3 +99,52 @@ def test_truncated_token_shard(tmp_path: Path):
     shard = tmp_path / "study" / "data" / contracts.TRAIN_SHARD
     shard.write_bytes(shard.read_bytes()[:-64])
     _one_line_error(run_cli("train", str(cfg), "--run", "s_32768"), "train.bin: has", "truncated?")
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def _eval_study(tmp_path: Path) -> Path:
+    from tests.eval_fixtures import make_study, write_tasks
+
+    return make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=write_tasks(tmp_path)[:1])
+
+
+def test_missing_checkpoint_weights(tmp_path: Path):
+    study = _eval_study(tmp_path)
+    ckpt = contracts.list_checkpoints(study / "xs_64K")[0]
+    (ckpt / "model.safetensors").unlink()
+    _one_line_error(run_cli("evaluate", str(study), "--no-progress"), str(ckpt), "cannot load model or tokenizer")
+    assert not (study / contracts.RESULTS_FILE).exists() or "xs_64K" not in (study / contracts.RESULTS_FILE).read_text()
+
+
+def test_truncated_checkpoint_weights(tmp_path: Path):
+    study = _eval_study(tmp_path)
+    weights = contracts.list_checkpoints(study / "xs_64K")[0] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    _one_line_error(run_cli("evaluate", str(study), "--no-progress"), "cannot load model or tokenizer")
+
+
+def test_tokenizer_larger_than_the_model_vocabulary(tmp_path: Path):
+    import json
+
+    study = _eval_study(tmp_path)
+    ckpt = contracts.list_checkpoints(study / "xs_64K")[0]
+    config = json.loads((ckpt / "config.json").read_text())
+    tok = json.loads((ckpt / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    for i in range(config["vocab_size"] + 5 - len(vocab)):  # grow the tokenizer past the embedding
+        vocab[f"<extra{i}>"] = len(vocab)
+    (ckpt / "tokenizer.json").write_text(json.dumps(tok))
+    _one_line_error(run_cli("evaluate", str(study), "--no-progress"), "more than the model's vocabulary")
+
+
+def test_duplicate_task_names(tmp_path: Path):
+    from tests.eval_fixtures import make_study, write_tasks
+
+    first = write_tasks(tmp_path)[0]
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(first, other / Path(first).name)  # same file name -> same task name
+    study = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[first, str(other / Path(first).name)])
+    _one_line_error(run_cli("evaluate", str(study), "--no-progress"), "task name", "is also used by")

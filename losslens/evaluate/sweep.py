@@ -123,6 +123,11 @@ def load_checkpoint(ckpt: Path, dtype: str, device: str):
     except Exception as e:  # transformers raises many types for a broken directory
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(f"{ckpt}: cannot load model or tokenizer ({type(e).__name__}: {first})") from None
+    if len(tokenizer) > model.config.vocab_size:  # ids past the embedding would crash or read garbage
+        raise CheckpointError(
+            f"{ckpt}: the tokenizer has {len(tokenizer)} tokens, more than the model's vocabulary of "
+            f"{model.config.vocab_size}"
+        )
     return model.to(device).eval(), tokenizer
 
 
