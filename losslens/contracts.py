@@ -54,6 +54,7 @@ CHECKPOINT_META_KEYS = (
 
 RESULTS_FILE = "results.csv"
 PRETRAIN_TASK = "pretrain"  # rows of the pretraining loss itself (metrics loss, bpb): the x-axis, not a task
+PRETRAIN_METRICS = ("loss", "bpb")
 EVALS_DIR = "evals"  # RUN_DIR/evals/<run>/<ckpt>/<task>.json: one result per checkpoint x task
 RESULTS_COLUMNS = (
     "run", "n_params", "n_params_nonembed", "tokens", "step", "flops", "loss",
@@ -72,6 +73,8 @@ class MetricInfo:
 
 
 _METRICS = [
+    MetricInfo("loss", False, False, "validation cross-entropy, nats per token (task 'pretrain')"),
+    MetricInfo("bpb", False, False, "validation bits per UTF-8 byte (task 'pretrain')"),
     MetricInfo("acc", True, True, "multiple-choice accuracy (argmax of summed log-likelihood)"),
     MetricInfo("acc_norm", True, True, "multiple-choice accuracy, log-likelihood per byte of choice"),
     MetricInfo("exact_match", True, True, "greedy output equals the reference (stripped)"),
@@ -82,8 +85,6 @@ _METRICS = [
     MetricInfo("token_prob", False, True, "mean teacher-forced probability of each reference token"),
     MetricInfo("edit_distance", False, False, "token edit distance, greedy output vs reference"),
     MetricInfo("edit_distance_norm", False, False, "token edit distance / reference length"),
-    MetricInfo("loss", False, False, "validation cross-entropy, nats per token (task 'pretrain')"),
-    MetricInfo("bpb", False, False, "validation bits per UTF-8 byte (task 'pretrain')"),
 ]
 METRICS: dict[str, MetricInfo] = {m.name: m for m in _METRICS}
 
