@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,14 @@ def trained_tiny(tmp_path_factory) -> Path:
     result = run_cli("train", str(cfg))
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp / "study"
+
+
+@pytest.fixture
+def trained_tiny_copy(trained_tiny: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained tiny study, for tests that write into it (evals/, results.csv, report).
+
+    ``trained_tiny`` is shared by the whole session and must stay as training left it.
+    """
+    copy = tmp_path / "trained_copy" / "study"
+    shutil.copytree(trained_tiny, copy, symlinks=True)
+    return copy

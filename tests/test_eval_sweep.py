@@ -194,8 +194,9 @@ def test_two_evaluators_at_once_do_every_unit_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_trained_study_end_to_end(trained_tiny, tmp_path):
+def test_trained_study_end_to_end(trained_tiny_copy, tmp_path):
     """A study the train stage wrote: the loss column reproduces each checkpoint's meta.json val_loss."""
+    trained_tiny = trained_tiny_copy
     task = write_jsonl(tmp_path / "words.jsonl", [{"context": "the", "choices": [" cat", " xqz"], "answer": 0},
                                                   {"context": "and", "choices": [" the", " zzz"], "answer": 0}])
     result = run_cli("evaluate", str(trained_tiny), "--tasks", str(task), "--shard", "0/1", "--threads", "1")

@@ -58,7 +58,8 @@ def test_import_links_checkpoints_and_counts_parameters(trained_tiny: Path, tmp_
 
 
 @pytest.mark.slow
-def test_external_study_gives_the_same_results_and_report(trained_tiny: Path, tmp_path: Path):
+def test_external_study_gives_the_same_results_and_report(trained_tiny_copy: Path, tmp_path: Path):
+    trained_tiny = trained_tiny_copy
     ext = tmp_path / "ext"
     assert run_cli("import", str(_manifest(trained_tiny, tmp_path)), "--out", str(ext)).returncode == 0
     for study_dir in (trained_tiny, ext):
