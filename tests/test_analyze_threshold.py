@@ -72,6 +72,40 @@ def test_pure_chance_is_not_learned():
     assert EMERGENT not in verdicts
 
 
+@pytest.mark.parametrize("offset", [-0.06, -0.03])
+def test_noise_below_chance_is_not_learned(offset):
+    # Multiple-choice accuracy often sits a little under 1/k (a biased model): a level of its own,
+    # not a trend. Pinned at chance, the null fits so badly that any line beats it.
+    verdicts = []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        x = rng.uniform(2.0, 4.5, 48)
+        verdicts.append(find_threshold(x, CHANCE + offset + rng.normal(0, 0.03, 48), CHANCE, n_bootstrap=50).verdict)
+    assert verdicts.count(NOT_LEARNED) >= 18, verdicts
+    assert not {SMOOTH, EMERGENT} & set(verdicts), verdicts
+
+
+@pytest.mark.parametrize("higher_is_better", [True, False])
+def test_a_metric_that_gets_worse_is_never_smooth_or_emergent(higher_is_better):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(2.0, 4.5, 48)
+    sign = -1 if higher_is_better else 1  # the direction of "worse"
+    for worse in (0.3 * (4.5 - x),  # a steady decline as the loss falls
+                  0.4 * np.maximum(0.0, 3.5 - x)):  # flat, then a drop
+        y = 0.6 + sign * worse + rng.normal(0, 0.02, 48)
+        r = find_threshold(x, y, None, higher_is_better=higher_is_better, n_bootstrap=50)
+        assert r.verdict == NOT_LEARNED, r.reason
+        assert "declines" in r.reason
+
+
+def test_flat_above_chance_is_insufficient_not_unlearned():
+    # Already solved at the first checkpoint: the data cannot show where the ability appeared.
+    rng = np.random.default_rng(0)
+    x = rng.uniform(2.0, 4.5, 48)
+    r = find_threshold(x, 0.9 + rng.normal(0, 0.02, 48), CHANCE, n_bootstrap=50)
+    assert r.verdict == INSUFFICIENT and "before the first checkpoint" in r.reason, r.reason
+
+
 def test_too_few_points_or_late_emergence_is_insufficient():
     x, y = hinge_points(0, n=5)
     assert find_threshold(x, y, CHANCE).verdict == INSUFFICIENT

@@ -50,7 +50,7 @@ def build_report(analysis, plots: dict[str, list[Path]], out: Path) -> dict:
         },
         "settings": analysis.settings,
         "method": {
-            "selection": f"BIC = n ln(RSS/n) + k ln n among constant/linear/sigmoid/hinge; claims need ΔBIC >= "
+            "selection": f"BIC = n ln(RSS/n) + k ln n among constant-at-chance/flat/linear/sigmoid/hinge; claims need ΔBIC >= "
                          f"{BIC_MARGIN:g}",
             "threshold": "hinge kink, or the loss where a preferred sigmoid has risen "
                          f"{FLAT_FRACTION:.0%} of its height; percentile bootstrap interval",
@@ -149,7 +149,8 @@ def render_markdown(report: dict) -> str:
             png = next(p for p in paths if p.endswith(".png"))
             L += [f"### {name.replace('_', ' ', 1)}", "", f"![{name}]({png})", ""]
     L += ["", "## Method", "",
-          f"- Models: constant, linear, sigmoid and hinge in loss, chosen by BIC = n ln(RSS/n) + k ln n; a claim "
+          f"- Models: constant at chance, a flat level, and (improving only) linear, sigmoid and hinge in loss, "
+          f"chosen by BIC = n ln(RSS/n) + k ln n; a claim "
           f"(learned, emergent vs smooth) needs ΔBIC ≥ {BIC_MARGIN:g}.",
           "- Chance comes from the table; a metric without one gets a plateau fitted from the data.",
           "- Lower-is-better metrics are negated for fitting and reported in their own units.",

@@ -4,19 +4,24 @@ Following Du et al. (2024), performance y is read as a function of pretraining l
 models of the mean are fitted by least squares (in "oriented" units, where larger is better:
 a lower-is-better metric such as Brier is negated, so that "rising" always means improving):
 
-    constant  y = c                                   (k = 0 with c = chance; k = 1 if c is free)
-    linear    y = a + b x                             (k = 2)
+    constant  y = chance                              (k = 0; only when a chance level is given)
+    flat      y = c                                   (k = 1: a level of its own, e.g. below chance)
+    linear    y = a + b x, b <= 0                     (k = 2)
     sigmoid   y = c + h / (1 + exp((x - m) / w))      (h >= 0, w > 0; k = 3, or 4 with c free)
     hinge     y = c + s * max(0, eta - x)             (s >= 0, eta in [min x, max x]; k = 2, or 3)
 
-``c`` is the chance level when one is given. A metric without one (e.g. edit distance) gets
-a free plateau instead: the level the model sits at before it learns, fitted from the data.
+``c`` in the sigmoid and hinge is the chance level when one is given. A metric without one
+(e.g. edit distance) gets a free plateau instead: the level the model sits at before it
+learns, fitted from the data. Every model but the two nulls improves as loss falls (the line's
+slope, the sigmoid's height and the hinge's slope are constrained), so a metric that gets worse
+with lower loss, or that wanders below its chance level, is never called smooth or emergent:
+the free ``flat`` level absorbs an offset from chance, and a declining line collapses onto it.
 
 The model is chosen by the Bayesian information criterion for Gaussian errors,
 
     BIC = n ln(RSS / n) + k ln n,
 
-lowest wins. Each model stands for a verdict: constant -> ``not-learned``, linear ->
+lowest wins. Each model stands for a verdict: constant and flat -> ``not-learned``, linear ->
 ``smooth``, hinge -> ``emergent``. The sigmoid is a smooth alternative unless at least
 ``min_side`` points sit on its flat floor (fitted value within 5 % of its height above c) and
 ``min_side`` above it, in which case it is a soft hinge and counts as ``emergent``; a hinge
@@ -24,7 +29,9 @@ whose kink leaves fewer than ``min_side`` points on the flat side is a line over
 counts as ``smooth``. Claims need evidence (a BIC difference of 2 is "positive evidence",
 Kass & Raftery 1995):
 
-* a smooth or emergent model that beats constant-at-chance by less than 2 -> ``not-learned``;
+* a smooth or emergent model that beats the better null by less than 2 -> ``not-learned``;
+* flat at a level clearly above chance (it beats constant-at-chance by 2) with no trend ->
+  ``insufficient-data``: the ability was there before the first checkpoint;
 * the best emergent and the best smooth model within 2 of each other -> ``insufficient-data``;
 * emergent, but fewer than ``min_side`` points on either side of eta, or a confidence interval
   wider than half the observed loss range or reaching its edge -> ``insufficient-data``.
@@ -66,7 +73,7 @@ class Fit:
     def predict(self, loss) -> np.ndarray:
         x = np.asarray(loss, dtype=float)
         p = self.params
-        if self.model == "constant":
+        if self.model in ("constant", "flat"):
             return np.full_like(x, p["level"])
         if self.model == "linear":
             return p["intercept"] + p["slope"] * x
@@ -206,7 +213,7 @@ def _fit_sigmoid(x: np.ndarray, y: np.ndarray, c: float | None):
 
 
 def fit_models(x: np.ndarray, y: np.ndarray, chance: float | None, higher_is_better: bool = True) -> dict[str, Fit]:
-    """Fit constant, linear, sigmoid and hinge to (loss x, score y); params in the metric's units."""
+    """Fit the models of the module docstring to (loss x, score y); params in the metric's units."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     sign = 1.0 if higher_is_better else -1.0
     yo = sign * y  # oriented: larger is better
@@ -214,11 +221,17 @@ def fit_models(x: np.ndarray, y: np.ndarray, chance: float | None, higher_is_bet
     n, free = len(x), co is None
     fits = {}
 
-    level = float(yo.mean()) if free else co
+    if not free:
+        rss = float(((yo - co) ** 2).sum())
+        fits["constant"] = Fit("constant", {"level": sign * co}, rss, 0, _bic(rss, n, 0))
+    level = float(yo.mean())
     rss = float(((yo - level) ** 2).sum())
-    fits["constant"] = Fit("constant", {"level": sign * level}, rss, int(free), _bic(rss, n, int(free)))
+    fits["flat"] = Fit("flat", {"level": sign * level}, rss, 1, _bic(rss, n, 1))
 
+    # Improving only: oriented performance may not grow with loss. A rising fit is the flat one.
     b, a = np.polyfit(x, yo, 1)
+    if b > 0:
+        b, a = 0.0, level
     rss = float(((yo - a - b * x) ** 2).sum())
     fits["linear"] = Fit("linear", {"intercept": sign * a, "slope": sign * b}, rss, 2, _bic(rss, n, 2))
 
@@ -236,7 +249,7 @@ def fit_models(x: np.ndarray, y: np.ndarray, chance: float | None, higher_is_bet
 
 def _verdict_of(fit: Fit, x: np.ndarray, min_side: int) -> str:
     """The verdict a model stands for, given where the data lie on it (see the module docstring)."""
-    if fit.model == "constant":
+    if fit.model in ("constant", "flat"):
         return NOT_LEARNED
     if fit.model == "linear":
         return SMOOTH
@@ -289,6 +302,11 @@ def _bootstrap_eta(model, x, y, chance, sign, examples, n_boot, rng) -> np.ndarr
             continue
         etas[b] = _estimate_eta(model, xb, sign * yb[pick], co)
     return etas[np.isfinite(etas)]
+
+
+def _declines(x: np.ndarray, y: np.ndarray, sign: float) -> bool:
+    """Does performance get worse as loss falls (an unconstrained line's oriented slope > 0)?"""
+    return bool(np.polyfit(x, sign * y, 1)[0] > 0)
 
 
 def find_threshold(
@@ -356,22 +374,28 @@ def find_threshold(
     plateau = fits["sigmoid"].params["floor"] if best.model == "sigmoid" else fits["hinge"].params["plateau"]
     common = dict(fits=fits, preferred=best.model, delta=delta, plateau=plateau)
 
+    where = "chance" if chance is not None else "a fitted plateau"
     if claim == NOT_LEARNED:
-        return result(NOT_LEARNED, f"constant at {'chance' if chance is not None else 'a fitted plateau'} "
-                                   f"has the lowest BIC (next best +{delta:.1f})", **common)
+        if best.model == "flat" and chance is not None and sign * (best.params["level"] - chance) > 0 \
+                and fits["constant"].bic - best.bic >= BIC_MARGIN:
+            return result(INSUFFICIENT, f"flat at {best.params['level']:.3g}, above chance {chance:.3g}, over the "
+                                        f"whole loss range: learned before the first checkpoint, no threshold to "
+                                        f"find here", **common)
+        trend = _declines(x, y, sign)
+        return result(NOT_LEARNED, f"{'constant at chance' if best.model == 'constant' else 'a flat level'} has "
+                                   f"the lowest BIC (next best +{delta:.1f})"
+                                   + ("; performance declines as loss falls" if trend else ""), **common)
     gain = best_bic(NOT_LEARNED) - best.bic
     if gain < BIC_MARGIN:
-        return result(NOT_LEARNED, f"the {best.model} fit beats constant-at-"
-                                   f"{'chance' if chance is not None else 'plateau'} by only "
+        return result(NOT_LEARNED, f"the {best.model} fit beats a flat level by only "
                                    f"ΔBIC {gain:.1f} < {BIC_MARGIN:g}", **common)
     rival = SMOOTH if claim == EMERGENT else EMERGENT
     gap = best_bic(rival) - best.bic
     if gap < BIC_MARGIN:
         return result(INSUFFICIENT, f"emergent and smooth fits are within ΔBIC {gap:.1f} < {BIC_MARGIN:g}", **common)
     if claim == SMOOTH:
-        direction = "improves" if sign * fits["linear"].params["slope"] < 0 else "declines"
         return result(SMOOTH, f"the {best.model} fit is preferred by ΔBIC {delta:.1f}; performance "
-                              f"{direction} steadily as loss falls", **common)
+                              f"improves steadily as loss falls", **common)
 
     # Emergent by BIC: locate eta with the preferred model and check the data can carry it.
     eta = fits["hinge"].params["eta"] if best.model == "hinge" else sigmoid_onset(best.params)
@@ -393,7 +417,7 @@ def find_threshold(
         return result(INSUFFICIENT, f"the {ci_level:.0%} interval [{lo:.3f}, {hi:.3f}] of eta is wider than half "
                                     f"the loss range or reaches its edge [{loss_range[0]:.3f}, {loss_range[1]:.3f}]",
                       **common)
-    return result(EMERGENT, f"flat at {'chance' if chance is not None else 'a fitted plateau'} above eta, rising "
+    return result(EMERGENT, f"flat at {where} above eta, rising "
                             f"below; the {best.model} fit is preferred by ΔBIC {delta:.1f}", **common)
 
 
