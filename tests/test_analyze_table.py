@@ -62,3 +62,21 @@ def test_missing_columns_empty_table_and_missing_file(tmp_path):
 def test_count_labels():
     assert [count_label(v) for v in (812_345, 4.2e6, 32768, 1.5e9, 250e6, 512)] == \
         ["0.81M", "4.2M", "33K", "1.5B", "250M", "512"]
+
+
+def test_a_table_from_another_study_is_refused(tmp_path):
+    import json
+
+    from losslens.analyze.table import check_table_matches_study
+    from losslens.contracts import META_FILE, checkpoint_dirname
+
+    study = tmp_path / "study"
+    ckpt = study / "s_1M" / checkpoint_dirname(1000)
+    ckpt.mkdir(parents=True)
+    (ckpt / META_FILE).write_text(json.dumps({"n_params": ROW["n_params"]}))
+    check_table_matches_study(read_results(write(tmp_path, [ROW])), study)  # its own table: fine
+    check_table_matches_study(read_results(write(tmp_path, [ROW])), tmp_path / "no-runs-here")  # nothing to check
+    with pytest.raises(ResultsError, match=r"results.csv:2: run 'm_1M' is not a run of the study .*another study"):
+        check_table_matches_study(read_results(write(tmp_path, [{**ROW, "run": "m_1M"}])), study)
+    with pytest.raises(ResultsError, match=r"results.csv:2: run 's_1M' has n_params 5 but its checkpoint"):
+        check_table_matches_study(read_results(write(tmp_path, [{**ROW, "n_params": 5}])), study)

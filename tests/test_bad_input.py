@@ -104,10 +104,15 @@ def test_truncated_token_shard(tmp_path: Path):
 # ---------------------------------------------------------------- evaluate
 
 
-def _eval_study(tmp_path: Path) -> Path:
+def make_eval_study(tmp_path: Path, runs: dict[str, list[int]]) -> Path:
     from tests.eval_fixtures import make_study, write_tasks
 
-    return make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=write_tasks(tmp_path)[:1])
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return make_study(tmp_path, runs=runs, tasks=write_tasks(tmp_path)[:1])
+
+
+def _eval_study(tmp_path: Path) -> Path:
+    return make_eval_study(tmp_path, runs={"xs_64K": [1024]})
 
 
 def test_missing_checkpoint_weights(tmp_path: Path):
@@ -148,3 +153,17 @@ def test_duplicate_task_names(tmp_path: Path):
     shutil.copy(first, other / Path(first).name)  # same file name -> same task name
     study = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[first, str(other / Path(first).name)])
     _one_line_error(run_cli("evaluate", str(study), "--no-progress"), "task name", "is also used by")
+
+
+# ---------------------------------------------------------------- analyze
+
+
+def test_results_table_from_another_study(tmp_path: Path):
+    mine = make_eval_study(tmp_path / "a", runs={"xs_64K": [1024, 4096]})
+    assert run_cli("evaluate", str(mine), "--no-progress").returncode == 0
+    theirs = make_eval_study(tmp_path / "b", runs={"s_64K": [1024, 4096]})
+    shutil.copy(mine / contracts.RESULTS_FILE, theirs / contracts.RESULTS_FILE)
+    before = (theirs / contracts.RESULTS_FILE).read_bytes()
+    _one_line_error(run_cli("analyze", str(theirs), "--bootstrap", "10", "--no-plots"),
+                    "run 'xs_64K' is not a run of the study", "another study")
+    assert (theirs / contracts.RESULTS_FILE).read_bytes() == before and not (theirs / "report.json").exists()

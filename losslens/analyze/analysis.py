@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from losslens.analyze.alignment import alignment_r2
 from losslens.analyze.scaling import ScalingFit, fit_scaling_law, forecast
-from losslens.analyze.table import ResultsError, Series, Table, load_examples, read_results
+from losslens.analyze.table import (ResultsError, Series, Table, check_table_matches_study, load_examples,
+                                    read_results)
 from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test, find_threshold
 from losslens.contracts import RESULTS_FILE
 
@@ -91,6 +92,8 @@ def run_analysis(results: str | Path, run_dir: str | Path | None = None, *, n_bo
 
 def _run_analysis(results, run_dir, n_bootstrap, seed, forecast_sizes, progress) -> Analysis:
     table = read_results(results)
+    if run_dir is not None:
+        check_table_matches_study(table, run_dir)
     metrics: dict[tuple[str, str], MetricAnalysis] = {}
     items = [(t, m) for t in table.tasks() for m in table.metrics(t)]
     # disable=None: a bar only on a terminal.

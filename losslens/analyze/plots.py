@@ -258,5 +258,6 @@ def write_plots(analysis, out_dir: str | Path) -> dict[str, list[Path]]:
             written[f"contrast_{slug(task)}"] = _save(contrast_figure(analysis, task, styles),
                                                       out_dir / f"contrast_{slug(task)}")
         written["training"] = _save(training_figure(analysis, styles), out_dir / "training")
-        written["overview"] = _save(overview_figure(analysis, styles), out_dir / "overview")
+        if analysis.table.tasks():
+            written["overview"] = _save(overview_figure(analysis, styles), out_dir / "overview")
     return written

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from losslens.contracts import RESULTS_COLUMNS, checkpoint_dirname, metric_info
+from losslens.contracts import (META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, checkpoint_dirname, list_runs, metric_info,
+                                read_meta)
 from losslens.errors import LossLensError
 
 
@@ -126,7 +127,9 @@ class Table:
         return sorted({self.run_budget(r) for r in set(self.cols["run"].tolist())})
 
     def tasks(self) -> list[str]:
-        return sorted(set(self.cols["task"].tolist()))
+        """Downstream tasks. The ``pretrain`` rows (validation loss, bpb) are the x-axis, not a task:
+        they feed the training curves and the scaling law, never a threshold or a verdict."""
+        return sorted(set(self.cols["task"].tolist()) - {PRETRAIN_TASK})
 
     def metrics(self, task: str) -> list[str]:
         """A task's metrics, discontinuous ones first, then in order of first appearance."""
@@ -228,6 +231,34 @@ def read_results(path: str | Path) -> Table:
     cols["flops"][no_flops] = 6.0 * cols["n_params_nonembed"][no_flops] * cols["tokens"][no_flops]
     cols["line"] = np.array(lines)
     return Table(path=path, cols=cols)
+
+
+def check_table_matches_study(table: Table, run_dir: str | Path) -> None:
+    """Refuse a table whose runs are not this study's: a results.csv copied from another study
+    would otherwise yield a report that looks right and describes other models.
+
+    A folder with no runs (e.g. one holding a table made elsewhere) is not checked. A checkpoint
+    deleted after it was evaluated is fine; one that exists must have the table's parameter count.
+    """
+    runs = {p.name: p for p in list_runs(run_dir)}
+    if not runs:
+        return
+    c = table.cols
+    for i in range(len(table)):
+        run, tokens = str(c["run"][i]), int(c["tokens"][i])
+        where = f"{table.path}:{int(c['line'][i])}"
+        if run not in runs:
+            raise ResultsError(f"{where}: run {run!r} is not a run of the study in {run_dir} (its runs: "
+                               f"{', '.join(sorted(runs))}); is this a results table from another study?")
+        ckpt = runs[run] / checkpoint_dirname(tokens)
+        if (ckpt / META_FILE).is_file():
+            try:
+                n_params = int(read_meta(ckpt)["n_params"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # an unreadable meta.json is evaluate's to report, not analyze's
+            if n_params != int(c["n_params"][i]):
+                raise ResultsError(f"{where}: run {run!r} has n_params {int(c['n_params'][i])} but its checkpoint "
+                                   f"{ckpt} has {n_params}; is this a results table from another study?")
 
 
 def load_examples(run_dir: str | Path | None, series: Series) -> list[np.ndarray | None] | None:
