@@ -81,10 +81,15 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path: Path):
     assert tasks == {"pretrain", "next_word", "copy", "addition"}
     runs = {r["run"] for r in rows}
     assert runs == {"xs_48K", "xs_96K", "s_48K", "s_96K"}
-    # the background language is learned: next-word accuracy climbs from chance with the loss
-    nw = sorted(((float(r["loss"]), float(r["value"])) for r in rows
-                 if r["task"] == "next_word" and r["metric"] == "acc" and r["run"] == "s_96K"), reverse=True)
-    assert nw[0][1] < 0.4 < nw[-1][1]
+    # The background language is being learned: along the larger run the loss falls and next-word
+    # choice climbs from chance (0.25; about 0.26 -> 0.43 length-normalized in 96K tokens, measured).
+    def along_run(metric, task="next_word"):
+        mine = [r for r in rows if r["task"] == task and r["metric"] == metric and r["run"] == "s_96K"]
+        return [float(r["value"]) for r in sorted(mine, key=lambda r: int(r["tokens"]))]
+
+    assert along_run("loss", "pretrain")[-1] < along_run("loss", "pretrain")[0] - 0.3
+    assert along_run("acc_norm")[-1] > along_run("acc_norm")[0] + 0.1
+    assert along_run("loglik_token")[-1] > along_run("loglik_token")[0] + 0.2
     report = json.loads((out / "report.json").read_text())
     assert report["metrics"] and report["scaling"]
     for name in ("overview", "training", "task_copy", "task_next_word", "task_addition"):
