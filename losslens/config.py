@@ -276,6 +276,8 @@ def resolve_paths(study: StudyConfig, base: Path) -> None:
     if study.data.tokenizer.path:
         study.data.tokenizer.path = fix(study.data.tokenizer.path)
     study.eval.tasks = [fix(t) for t in study.eval.tasks]
+    if study.eval.lm_eval_include:
+        study.eval.lm_eval_include = fix(study.eval.lm_eval_include)
 
 
 def validate(study: StudyConfig) -> None:

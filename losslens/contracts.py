@@ -89,9 +89,26 @@ _METRICS = [
 METRICS: dict[str, MetricInfo] = {m.name: m for m in _METRICS}
 
 
+# lm-evaluation-harness metrics that are better when lower (its registry's higher_is_better=False).
+_LOWER_IS_BETTER_EXTERNAL = {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "brier_score", "ter"}
+
+
 def metric_info(name: str) -> MetricInfo:
-    """Known metrics by name; an unknown one (e.g. from lm-eval) is taken as continuous, higher-better."""
-    return METRICS.get(name, MetricInfo(name, False, True, "external metric"))
+    """How to read a metric named in a results table, ours or one made elsewhere.
+
+    Known names as listed. ``metric:filter`` (an lm-eval metric after one of its filters, e.g.
+    ``exact_match:strict-match``) reads as its metric. Other names, e.g. lm-eval's: accuracies and
+    exact matches (``acc*``, ``exact_match*``, ``em``) are discontinuous; lm-eval's perplexities,
+    bits per byte, Brier score and TER are better when lower; the rest are continuous, higher-better.
+    """
+    if name in METRICS:
+        return METRICS[name]
+    base, _, filt = name.partition(":")
+    if base in METRICS:
+        known = METRICS[base]
+        return MetricInfo(name, known.discontinuous, known.higher_is_better, f"{known.description}, filter {filt}")
+    discontinuous = base.startswith(("acc", "exact_match")) or base == "em"
+    return MetricInfo(name, discontinuous, base not in _LOWER_IS_BETTER_EXTERNAL, "external metric")
 
 
 def checkpoint_dirname(tokens: int) -> str:

@@ -88,6 +88,8 @@ def load_manifest(path: str | Path) -> Manifest:
         if getattr(manifest.validation, attr):
             setattr(manifest.validation, attr, resolve(getattr(manifest.validation, attr)))
     manifest.eval.tasks = [t if ":" in t and not Path(t).exists() else resolve(t) for t in manifest.eval.tasks]
+    if manifest.eval.lm_eval_include:
+        manifest.eval.lm_eval_include = resolve(manifest.eval.lm_eval_include)
     if not manifest.checkpoints:
         raise ConfigError(f"{path}: checkpoints: the manifest lists no checkpoints")
     if bool(manifest.validation.text) == bool(manifest.validation.data_dir):

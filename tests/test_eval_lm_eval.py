@@ -1,4 +1,4 @@
-"""Agreement with lm-evaluation-harness on one checkpoint and one local multiple-choice task.
+"""lm-evaluation-harness: agreement with our evaluator, and harness tasks in the sweep (``--lm-eval``).
 
 Runs when the ``lm-eval`` extra is installed (``pip install losslens[lm-eval]``; CI installs it).
 Both tools tokenize ``context`` and ``context + choice`` and score the tokens after the context,
@@ -7,16 +7,29 @@ moving trailing context whitespace into the choice; both score in float32 here.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
+import json
+import re
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from losslens.evaluate.harness import harness_task_yaml
+from losslens import contracts
+from losslens.evaluate.claims import HOST
+from losslens.evaluate.harness import harness_task_yaml, metric_name, parse_names
 from losslens.evaluate.runner import TaskSettings, evaluate_task
 from losslens.evaluate.scoring import Scorer
 from losslens.evaluate.tasks import load_task
 from losslens.evaluate.sweep import load_checkpoint
-from tests.eval_fixtures import ALPHABET, MC_ROWS, save_checkpoint, write_jsonl
+from tests.eval_fixtures import ALPHABET, MC_ROWS, make_study, save_checkpoint, write_jsonl
 
 pytestmark = pytest.mark.lm_eval
 torch.set_num_threads(1)
@@ -50,8 +63,8 @@ def test_accuracy_and_logliks_match_lm_eval(tmp_path):
 
     out = lm_eval.simple_evaluate(
         model="hf", model_args=f"pretrained={ckpt},dtype=float32", tasks=["losslens_agree"],
-        task_manager=TaskManager(include_path=str(tmp_path / "harness")), device="cpu", batch_size=4,
-        log_samples=True, bootstrap_iters=0,
+        task_manager=TaskManager(include_path=str(tmp_path / "harness"), include_defaults=False),  # no built-ins: fast
+        device="cpu", batch_size=4, log_samples=True, bootstrap_iters=0,
     )
     theirs = out["results"]["losslens_agree"]
     samples = sorted(out["samples"]["losslens_agree"], key=lambda s: s["doc_id"])
@@ -71,3 +84,202 @@ def test_accuracy_and_logliks_match_lm_eval(tmp_path):
     by_chars = np.mean([float(np.argmax(np.array(ll) / [len(c) for c in r["choices"]]) == r["answer"])
                         for ll, r in zip(our_ll, rows)])
     assert by_chars == pytest.approx(theirs["acc_norm,none"])
+
+
+# ---------------------------------------------------------------- `losslens evaluate --lm-eval`
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    """``losslens ARGS`` in this process (lm-eval is imported once per session): exit code and stderr."""
+    from losslens.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, err.getvalue()
+
+
+def _table(study: Path) -> list[dict]:
+    with open(study / contracts.RESULTS_FILE, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _mtimes(study: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in (study / contracts.EVALS_DIR).rglob("*.json")}
+
+
+@pytest.fixture(scope="module")
+def harness_sweep(tmp_path_factory):
+    """Two checkpoints, one local multiple-choice JSONL as a native task (mc) and as a harness task (mc_lm)."""
+    pytest.importorskip("lm_eval")
+    root = tmp_path_factory.mktemp("lm_eval_sweep")
+    data = write_jsonl(root / "tasks" / "mc.jsonl", _rows(20))
+    study = make_study(root, runs={"xs_64K": [1024, 4096]}, tasks=[str(data)])
+    harness_task_yaml(data, root / "harness", "mc_lm")
+    code, err = _cli("evaluate", str(study), "--lm-eval", "mc_lm", "--lm-eval-include", str(root / "harness"),
+                     "--no-progress", "--threads", "1")
+    assert code == 0, err
+    return root, study
+
+
+def test_lm_eval_rows_equal_the_native_rows_of_the_same_task(harness_sweep):
+    _, study = harness_sweep
+    rows = _table(study)
+    native = {(r["run"], r["tokens"]): r for r in rows if r["task"] == "mc" and r["metric"] == "acc"}
+    harness = {(r["run"], r["tokens"]): r for r in rows if r["task"] == "mc_lm" and r["metric"] == "acc"}
+    assert len(native) == 2 and native.keys() == harness.keys()
+    for key, ours in native.items():
+        theirs = harness[key]
+        for column in ("loss", "n_params", "step", "flops", "n"):
+            assert theirs[column] == ours[column], column
+        for column in ("value", "chance"):
+            assert float(theirs[column]) == pytest.approx(float(ours[column])), column
+        assert float(theirs["ci_low"]) < float(theirs["value"]) < float(theirs["ci_high"])
+    assert {r["metric"] for r in rows if r["task"] == "mc_lm"} == {"acc", "acc_norm"}
+
+
+def test_lm_eval_rerun_does_no_model_work_and_recovers_from_a_crash(harness_sweep, tmp_path):
+    root, original = harness_sweep
+    study, harness = tmp_path / "study", tmp_path / "harness"
+    shutil.copytree(original, study)
+    shutil.copytree(root / "harness", harness)
+    args = ("evaluate", str(study), "--lm-eval", "mc_lm", "--lm-eval-include", str(harness), "--no-progress")
+    before, table = _mtimes(study), (study / contracts.RESULTS_FILE).read_text()
+
+    code, err = _cli(*args)
+    assert code == 0 and "nothing to evaluate" in err, err
+    assert _mtimes(study) == before and (study / contracts.RESULTS_FILE).read_text() == table
+
+    # Killed mid-sweep: one harness result missing, its claim left by a process that is gone.
+    lost = study / contracts.EVALS_DIR / "xs_64K" / contracts.checkpoint_dirname(4096) / "mc_lm.json"
+    lost.unlink()
+    (lost.parent / ".mc_lm.lock").write_text(json.dumps({"host": HOST, "pid": 2**22 + 12345, "token": "x", "time": 0}))
+    code, err = _cli(*args)
+    assert code == 0 and "1 evaluated" in err, err
+    assert (study / contracts.RESULTS_FILE).read_text() == table
+
+    # A changed harness task is evaluated again, and only it.
+    yaml_path = harness / "mc_lm.yaml"
+    spec = yaml.safe_load(yaml_path.read_text())
+    spec["metric_list"][1] = {"metric": "acc_mutual_info", "aggregation": "mean", "higher_is_better": True}
+    yaml_path.write_text(yaml.safe_dump(spec))
+    code, err = _cli(*args)
+    assert code == 0 and "2 evaluated" in err, err
+    rows = _table(study)
+    assert {r["metric"] for r in rows if r["task"] == "mc_lm"} == {"acc", "acc_mutual_info"}
+    (chance,) = {float(r["chance"]) for r in rows if r["task"] == "mc" and r["metric"] == "acc"}
+    for r in rows:  # of choices, not of requests (acc_mutual_info asks two per choice)
+        assert r["task"] != "mc_lm" or float(r["chance"]) == pytest.approx(chance)
+    assert Counter((r["run"], r["tokens"], r["task"], r["metric"]) for r in rows).most_common(1)[0][1] == 1
+
+
+def test_lm_eval_unknown_task_is_one_line_before_any_model_work(tmp_path):
+    pytest.importorskip("lm_eval")
+    study = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[])
+    harness_task_yaml(write_jsonl(tmp_path / "mc.jsonl", MC_ROWS), tmp_path / "harness", "mc_lm")
+    code, err = _cli("evaluate", str(study), "--lm-eval", "mc_lm,no_such_task",
+                     "--lm-eval-include", str(tmp_path / "harness"), "--no-progress")
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1, err
+    assert "'no_such_task'" in lines[0] and str(tmp_path / "harness") in lines[0]
+    assert not (study / contracts.EVALS_DIR).exists()
+
+
+def test_lm_eval_name_clash_with_a_native_task_is_refused(tmp_path):
+    pytest.importorskip("lm_eval")
+    data = write_jsonl(tmp_path / "mc.jsonl", MC_ROWS)
+    study = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[str(data)])
+    harness_task_yaml(data, tmp_path / "harness", "mc")
+    code, err = _cli("evaluate", str(study), "--lm-eval", "mc", "--lm-eval-include", str(tmp_path / "harness"))
+    assert code == 2 and "task name 'mc' is also used by" in err, err
+    assert not (study / contracts.EVALS_DIR).exists()
+
+
+def test_lm_eval_without_the_extra_says_how_to_install_it(tmp_path, monkeypatch):
+    study = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[])
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # `import lm_eval` raises ImportError
+    code, err = _cli("evaluate", str(study), "--lm-eval", "hellaswag")
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error:"), err
+    assert "pip install 'losslens[lm-eval]'" in err
+
+
+def test_lm_eval_metric_names_and_how_analyze_reads_them():
+    assert metric_name("acc", "none") == "acc"
+    assert metric_name("exact_match", "strict-match") == "exact_match:strict-match"
+    assert contracts.metric_info("exact_match:strict-match").discontinuous
+    assert contracts.metric_info("acc_mutual_info").discontinuous
+    assert not contracts.metric_info("word_perplexity").higher_is_better
+    assert not contracts.metric_info("brier:x").higher_is_better
+    f1 = contracts.metric_info("f1")
+    assert f1.higher_is_better and not f1.discontinuous
+    assert parse_names(["a,b", " c ,a", ""]) == ["a", "b", "c"]
+
+
+def _recipe_data(root: Path) -> None:
+    """A few documents in the layouts docs/lm-eval.md expects, under ``root`` (for ``/data``)."""
+    for subject in ("anatomy", "astronomy"):
+        rows = [{"question": f"Question {i} on {subject}?", "choices": ["one", "two", "three", "four"], "answer": i % 4}
+                for i in range(6)]
+        write_jsonl(root / "mmlu" / "test" / f"{subject}.jsonl", rows)
+        write_jsonl(root / "mmlu" / "dev" / f"{subject}.jsonl", rows[:5])
+    sums = [{"question": f"Tom has {i} apples and buys 2. How many now?", "answer": f"{i} + 2 = {i + 2}.\n#### {i + 2}"}
+            for i in range(8)]
+    write_jsonl(root / "gsm8k" / "train.jsonl", sums)
+    write_jsonl(root / "gsm8k" / "test.jsonl", sums[:3])
+    ends = ["puts the tray in the oven.", "[title] eats the tray.", "sings.", "drives away."]
+    stories = [{"activity_label": "Baking", "ctx_a": "A woman puts dough on a tray.", "ctx_b": "she", "endings": ends,
+                "label": i % 4} for i in range(6)]
+    write_jsonl(root / "hellaswag" / "hellaswag_train.jsonl", stories)
+    write_jsonl(root / "hellaswag" / "hellaswag_val.jsonl", [dict(s, label=str(s["label"])) for s in stories])
+
+
+def test_docs_recipes_run_offline(tmp_path):
+    """The MMLU-, GSM8K- and HellaSwag-style task files of docs/lm-eval.md, as written there, on a checkpoint."""
+    pytest.importorskip("lm_eval")
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "lm-eval.md").read_text()
+    data = tmp_path / "data"
+    _recipe_data(data)
+    for body in re.findall(r"```(?:yaml|python)\n# file: (.*?)```", doc, re.S):
+        name, text = body.split("\n", 1)
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.replace("/data/", f"{data}/"))
+    script = tmp_path / "tasks/harness/mmlu_local/make_tasks.py"
+    exec(compile(script.read_text(), str(script), "exec"), {"__file__": str(script), "__name__": "__main__"})
+    study = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[])
+    save_checkpoint(study, "xs_64K", 1024, seed=0, context=512)  # room for GSM8K's 256 new tokens
+
+    code, err = _cli("evaluate", str(study), "--lm-eval", "mmlu_local,gsm8k_local,hellaswag_local",
+                     "--lm-eval-include", str(tmp_path / "tasks/harness"), "--max-examples", "3", "--no-progress")
+    assert code == 0, err
+    got = {(r["task"], r["metric"]): r for r in _table(study) if r["task"] != "pretrain"}
+    assert set(got) == {("mmlu_local", "acc"), ("gsm8k_local", "exact_match:strict-match"),
+                        ("gsm8k_local", "exact_match:flexible-extract"), ("hellaswag_local", "acc"),
+                        ("hellaswag_local", "acc_norm")}
+    assert got["mmlu_local", "acc"]["n"] == "6" and float(got["mmlu_local", "acc"]["chance"]) == 0.25
+    assert float(got["hellaswag_local", "acc_norm"]["chance"]) == 0.25
+    assert got["gsm8k_local", "exact_match:strict-match"]["chance"] == ""
+
+
+@pytest.mark.parametrize("case", ["missing include", "task and its group", "multi-process", "missing data"])
+def test_lm_eval_bad_requests_are_one_line(tmp_path, monkeypatch, case):
+    pytest.importorskip("lm_eval")
+    study = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[])
+    include = tmp_path / "harness"
+    harness_task_yaml(write_jsonl(tmp_path / "mc.jsonl", MC_ROWS), include, "mc_lm")
+    (include / "grp.yaml").write_text(yaml.safe_dump({"group": "grp", "task": ["mc_lm"],
+                                                       "aggregate_metric_list": [{"metric": "acc"}]}))
+    names, expected = "mc_lm", None
+    if case == "missing include":
+        include, expected = tmp_path / "nowhere", "--lm-eval-include"
+    elif case == "task and its group":
+        names, expected = "mc_lm,grp", "task 'mc_lm' is in both 'mc_lm' and 'grp'"
+    elif case == "multi-process":
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        expected = "not under accelerate launch or torchrun"
+    else:
+        (tmp_path / "mc.jsonl").unlink()
+        expected = "lm-eval: cannot load mc_lm"
+    code, err = _cli("evaluate", str(study), "--lm-eval", names, "--lm-eval-include", str(include), "--no-progress")
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and expected in lines[0], err

@@ -10,6 +10,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="study folder (holds study.yaml, data/ and the runs)")
     p.add_argument("--tasks", nargs="+", metavar="TASK", default=None,
                    help="task YAML/JSONL files or PREFIX:NAME entries, instead of the study's eval.tasks")
+    p.add_argument("--lm-eval", action="append", metavar="TASK[,TASK...]", default=None,
+                   help="lm-evaluation-harness tasks, groups or tags, instead of the study's eval.lm_eval "
+                        "(needs the lm-eval extra; see docs/lm-eval.md); '' for none")
+    p.add_argument("--lm-eval-include", metavar="DIR", default=None,
+                   help="folder of harness task YAMLs (default eval.lm_eval_include)")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="take the I-th of N disjoint parts of the checkpoints (job arrays); "
                         "default: the rank under accelerate launch, else all")
@@ -26,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from losslens.evaluate.harness import parse_names
     from losslens.evaluate.sweep import evaluate_study, parse_shard
 
     if args.threads:
@@ -40,6 +46,8 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         per_example=args.per_example,
         max_examples=args.max_examples,
+        lm_eval=parse_names(args.lm_eval) if args.lm_eval is not None else None,
+        lm_eval_include=args.lm_eval_include,
         force=args.force,
         progress=not args.no_progress and sys.stderr.isatty(),
         lock_timeout=args.lock_timeout,

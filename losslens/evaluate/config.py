@@ -9,6 +9,8 @@ from typing import Literal, Optional
 @dataclass
 class EvalConfig:
     tasks: list[str] = field(default_factory=list)  # task YAML or JSONL paths, or "demo:<name>"
+    lm_eval: list[str] = field(default_factory=list)  # lm-evaluation-harness task/group/tag names (docs/lm-eval.md)
+    lm_eval_include: Optional[str] = None  # folder of harness task YAMLs (TaskManager include_path)
     val_tokens: Optional[int] = None  # validation tokens for the pretraining loss; default checkpoints.val_tokens
     batch_size: int = 32  # sequences per scoring forward pass
     bootstrap: int = 1000  # resamples for the confidence intervals

@@ -14,6 +14,10 @@ lock file (:mod:`losslens.evaluate.claims`), so evaluators started together (``-
 arrays, ``accelerate launch``, or plain duplicates) never repeat work; each one, when it ends,
 rebuilds ``results.csv`` from every JSON file under an exclusive lock, so the last to finish
 writes the complete table.
+
+lm-evaluation-harness tasks (``lm_eval=[...]``, :mod:`losslens.evaluate.harness`) are units too, with
+their own fingerprints; a checkpoint's pending harness units run together in one harness call,
+after its native units (the pretraining loss always comes from the native path).
 """
 
 from __future__ import annotations
@@ -31,14 +35,15 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from tqdm.auto import tqdm
 
 from losslens import contracts
 from losslens.config import load_study
-from losslens.errors import CheckpointError, LossLensError
+from losslens.errors import CheckpointError, DataError, LossLensError
 from losslens.evaluate.claims import Claim
+from losslens.evaluate.harness import Harness, HarnessTask, parse_names
 from losslens.evaluate.runner import TaskSettings, evaluate_pretrain, evaluate_task, read_validation
 from losslens.evaluate.tasks import PRETRAIN, Task, resolve_tasks
 from losslens.fsio import atomic_write_json, atomic_write_text
@@ -134,7 +139,8 @@ def load_checkpoint(ckpt: Path, dtype: str, device: str):
 class _Unit:
     """One (checkpoint, task) pair: where its result goes and what fingerprint marks it done."""
 
-    def __init__(self, study_dir: Path, ckpt: Path, task: Optional[Task], ckpt_hash: str, settings: dict):
+    def __init__(self, study_dir: Path, ckpt: Path, task: Union[Task, HarnessTask, None], ckpt_hash: str,
+                 settings: dict):
         self.ckpt, self.task = ckpt, task
         self.name = task.name if task else PRETRAIN
         self.path = result_path(study_dir, ckpt, self.name)
@@ -149,6 +155,44 @@ class _Unit:
         return not per_example or self.task is None or "examples" in old
 
 
+def _claim(unit: _Unit, force: bool, per_example: bool, lock_timeout: float, summary: SweepSummary) -> Optional[Claim]:
+    """The unit's claim when this process is to compute it; None when another evaluator has it or did it."""
+    claim = Claim(unit.path.parent / f".{unit.name}.lock", timeout=lock_timeout)
+    unit.path.parent.mkdir(parents=True, exist_ok=True)
+    if not claim.acquire():
+        summary.busy += 1
+        return None
+    if not force and unit.done(per_example):  # finished by another evaluator since we looked
+        summary.up_to_date += 1
+        claim.release()
+        return None
+    return claim
+
+
+def _save(unit: _Unit, result: dict, elapsed: float, summary: SweepSummary, log: Callable[[str], None]) -> None:
+    ckpt = unit.ckpt
+    result.update({
+        "fingerprint": unit.fingerprint, "checkpoint_hash": unit.ckpt_hash,
+        "checkpoint": {k: contracts.read_meta(ckpt).get(k) for k in _META_COLUMNS} | {"path": str(ckpt)},
+        "elapsed_s": round(elapsed, 3),
+    })
+    atomic_write_json(unit.path, result)
+    summary.evaluated += 1
+    summary.results.append(unit.path)
+    shown = ", ".join(f"{m}={v['value']:.4g}" for m, v in list(result["metrics"].items())[:3])
+    log(f"evaluated {ckpt.parent.name}/{ckpt.name} {unit.name}: {shown} ({elapsed:.1f} s)")
+
+
+def _local_dir(path: Optional[str | Path], study_dir: Path) -> Optional[Path]:
+    """A folder given on the command line or in study.yaml: as given, else inside the study folder."""
+    if not path:
+        return None
+    path = Path(path)
+    if not path.is_absolute() and not path.exists() and (study_dir / path).exists():
+        return study_dir / path
+    return path
+
+
 def evaluate_study(
     study_dir: str | Path,
     *,
@@ -158,6 +202,8 @@ def evaluate_study(
     device: Optional[str] = None,
     per_example: Optional[bool] = None,
     max_examples: Optional[int] = None,
+    lm_eval: Optional[list[str]] = None,
+    lm_eval_include: Optional[str | Path] = None,
     force: bool = False,
     progress: bool = True,
     lock_timeout: float = 6 * 3600,
@@ -165,15 +211,16 @@ def evaluate_study(
 ) -> SweepSummary:
     """Evaluate what is not yet evaluated in a study folder, then rebuild ``results.csv``.
 
-    ``tasks`` replaces the study's ``eval.tasks``; ``shard`` = (i, n) takes the i-th of n
-    disjoint parts of the checkpoints (by default the process's rank under ``accelerate launch``,
-    else all); ``force`` recomputes done units. Other arguments override the study's ``eval:``.
+    ``tasks`` replaces the study's ``eval.tasks``, ``lm_eval`` (harness task, group or tag names)
+    its ``eval.lm_eval``; ``shard`` = (i, n) takes the i-th of n disjoint parts of the checkpoints
+    (by default the process's rank under ``accelerate launch``, else all); ``force`` recomputes
+    done units. Other arguments override the study's ``eval:``.
     """
     study_dir = Path(study_dir)
     study = load_study(study_dir / contracts.STUDY_FILE)
     cfg = study.eval
+    world = int(os.environ.get("WORLD_SIZE", 1))
     if shard is None:
-        world = int(os.environ.get("WORLD_SIZE", 1))
         shard = (int(os.environ.get("RANK", 0)), world) if world > 1 else (0, 1)
     batch_size = batch_size or cfg.batch_size
     per_example = cfg.per_example if per_example is None else per_example
@@ -186,12 +233,29 @@ def evaluate_study(
     data_json = study_dir / contracts.DATA_DIR / contracts.DATA_META_FILE
     pretrain_settings = {"val_tokens": val_max_tokens, "seq_len": seq_len, "confidence": cfg.confidence,
                          "data": hashlib.sha256(data_json.read_bytes()).hexdigest()[:16] if data_json.is_file() else None}
+    harness_names = parse_names(cfg.lm_eval if lm_eval is None else lm_eval)
+    harness = harness_tasks = None
+    if harness_names:
+        if world > 1:  # lm-eval would split each checkpoint's requests across the processes
+            raise LossLensError("--lm-eval runs in one process per evaluator, not under accelerate launch or "
+                                "torchrun: use --shard i/n job arrays")
+        harness_settings = {"dtype": cfg.dtype, "limit": settings.max_examples, "bootstrap": cfg.bootstrap,
+                            "confidence": cfg.confidence}
+        harness = Harness(harness_names, _local_dir(lm_eval_include or cfg.lm_eval_include, study_dir),
+                          harness_settings, log=log)
+        harness_tasks = harness.tasks
+        native = {PRETRAIN: "the pretraining loss"} | {t.name: str(t.source) for t in task_list}
+        for t in harness_tasks:
+            if t.name in native:
+                raise DataError(f"--lm-eval: task name {t.name!r} is also used by {native[t.name]}: "
+                                f"rename one (results are stored by task name)")
 
     ckpts = [c for run in contracts.list_runs(study_dir) for c in contracts.list_checkpoints(run)]
     mine = [c for c in ckpts if in_shard(c, shard)]
     summary = SweepSummary(checkpoints=len(mine))
     log(f"evaluate: {study_dir}: {len(mine)} of {len(ckpts)} checkpoints (shard {shard[0]}/{shard[1]}), "
-        f"tasks: {', '.join([PRETRAIN] + [t.name for t in task_list])}")
+        f"tasks: {', '.join([PRETRAIN] + [t.name for t in task_list])}"
+        + (f"; lm-eval: {', '.join(t.name for t in harness_tasks)}" if harness_tasks else ""))
     device = None if not mine else _default_device(device)
     validation = None
 
@@ -201,19 +265,17 @@ def evaluate_study(
         ckpt_hash = checkpoint_hash(ckpt)
         units = [_Unit(study_dir, ckpt, None, ckpt_hash, pretrain_settings)]
         units += [_Unit(study_dir, ckpt, t, ckpt_hash, asdict(settings)) for t in task_list]
+        units += [_Unit(study_dir, ckpt, t, ckpt_hash, {}) for t in harness_tasks or []]  # settings: in t.fingerprint
         pending = [u for u in units if force or not u.done(per_example)]
         summary.up_to_date += len(units) - len(pending)
         model = scorer = None
         for unit in pending:
-            claim = Claim(unit.path.parent / f".{unit.name}.lock", timeout=lock_timeout)
-            unit.path.parent.mkdir(parents=True, exist_ok=True)
-            if not claim.acquire():
-                summary.busy += 1
+            if isinstance(unit.task, HarnessTask):
+                continue  # below, all at once
+            claim = _claim(unit, force, per_example, lock_timeout, summary)
+            if claim is None:
                 continue
             try:
-                if not force and unit.done(per_example):  # finished by another evaluator since we looked
-                    summary.up_to_date += 1
-                    continue
                 if model is None:
                     model, tokenizer = load_checkpoint(ckpt, cfg.dtype, device)
                     summary.models_loaded += 1
@@ -228,22 +290,18 @@ def evaluate_study(
                                                batch_size, cfg.confidence, device)
                 else:
                     result = evaluate_task(scorer, unit.task, settings, per_example=per_example, progress=progress)
-                elapsed = time.perf_counter() - start
-                result.update({
-                    "fingerprint": unit.fingerprint, "checkpoint_hash": unit.ckpt_hash,
-                    "checkpoint": {k: contracts.read_meta(ckpt).get(k) for k in _META_COLUMNS} | {"path": str(ckpt)},
-                    "elapsed_s": round(elapsed, 3),
-                })
-                atomic_write_json(unit.path, result)
-                summary.evaluated += 1
-                summary.results.append(unit.path)
-                shown = ", ".join(f"{m}={v['value']:.4g}" for m, v in list(result["metrics"].items())[:3])
-                log(f"evaluated {ckpt.parent.name}/{ckpt.name} {unit.name}: {shown} ({elapsed:.1f} s)")
+                _save(unit, result, time.perf_counter() - start, summary, log)
             finally:
                 claim.release()
         if model is not None:
             del model, scorer
             gc.collect()
+        harness_units = [u for u in pending if isinstance(u.task, HarnessTask)]
+        if harness_units:
+            _run_harness(harness, harness_units, force=force, per_example=per_example, lock_timeout=lock_timeout,
+                         summary=summary, log=log, dtype=cfg.dtype, device=device, batch_size=batch_size,
+                         limit=settings.max_examples, bootstrap=cfg.bootstrap, confidence=cfg.confidence,
+                         progress=progress)
     bar.close()
 
     summary.table, summary.rows = write_results_table(study_dir)
@@ -254,6 +312,30 @@ def evaluate_study(
             f"{summary.busy} claimed by other evaluators")
     log(f"evaluate: {summary.rows} rows in {summary.table}")
     return summary
+
+
+def _run_harness(harness: Harness, units: list[_Unit], *, force: bool, per_example: bool, lock_timeout: float,
+                 summary: SweepSummary, log: Callable[[str], None], **run) -> None:
+    """A checkpoint's pending harness units: claim them, run them in one harness call, save each result."""
+    claims = {}
+    try:
+        for unit in units:
+            claim = _claim(unit, force, per_example, lock_timeout, summary)
+            if claim is not None:
+                claims[unit.name] = (unit, claim)
+        if not claims:
+            return
+        start = time.perf_counter()
+        ckpt = units[0].ckpt
+        results = harness.evaluate(ckpt, [u.task for u, _ in claims.values()], per_example=per_example, **run)
+        summary.models_loaded += 1
+        elapsed = time.perf_counter() - start  # of the whole call, shared by its tasks
+        for unit, _ in claims.values():
+            _save(unit, results[unit.name], elapsed, summary, log)
+    finally:
+        for _, claim in claims.values():
+            claim.release()
+        gc.collect()
 
 
 # ---------------------------------------------------------------- the table
