@@ -40,6 +40,7 @@ from losslens.config import build_dataclass, read_yaml_mapping, study_from_dict
 from losslens.errors import CheckpointError, ConfigError, DataError
 from losslens.evaluate.config import EvalConfig
 from losslens.fsio import atomic_directory, atomic_write_json, atomic_write_text
+from losslens.shards import shard_dtype
 
 
 @dataclass
@@ -153,10 +154,10 @@ def _write_validation(manifest: Manifest, first_ckpt: Path, data_dir: Path) -> N
             raise DataError(f"{text_path}: validation text is empty")
         tok = AutoTokenizer.from_pretrained(first_ckpt, local_files_only=True, trust_remote_code=False)
         ids = tok(text, add_special_tokens=False).input_ids
-        dtype = np.uint16 if len(tok) <= 2**16 else np.uint32
+        dtype = shard_dtype(len(tok))
         np.asarray(ids, dtype=dtype).tofile(tmp / contracts.VAL_SHARD)
         atomic_write_json(tmp / contracts.DATA_META_FILE, {
-            "dtype": np.dtype(dtype).name, "vocab_size": len(tok), "eos_id": tok.eos_token_id,
+            "dtype": dtype.name, "vocab_size": len(tok), "eos_id": tok.eos_token_id,
             "train_tokens": 0, "val_tokens": len(ids), "val_bytes": len(text.encode("utf-8")),
             "tokenizer": "pretrained", "fingerprint": "external:" + hashlib.sha256(text.encode()).hexdigest()[:16],
         })

@@ -19,12 +19,13 @@ import yaml
 from losslens import contracts
 from losslens.evaluate import sweep
 from losslens.evaluate.claims import Claim
-from losslens.evaluate.tasks import GEN_METRICS, MC_METRICS
+from losslens.metrics import GENERATIVE, MULTIPLE_CHOICE, kind_metrics
 from losslens.valloss import validation_loss
 from tests.conftest import ROOT, run_cli
 from tests.eval_fixtures import make_study, save_checkpoint, write_jsonl
 
 torch.set_num_threads(1)
+MC_METRICS, GEN_METRICS = kind_metrics(MULTIPLE_CHOICE), kind_metrics(GENERATIVE)
 N_METRICS = 2 + len(MC_METRICS) * 2 + len(GEN_METRICS)  # pretrain (loss, bpb), mc, mc3, gen
 
 

@@ -36,7 +36,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from losslens.errors import DataError
-from losslens.evaluate.requests import LoglikelihoodRequest, LoglikelihoodResult
+from losslens.evaluate.generation import greedy_generate
+from losslens.evaluate.requests import (GenerationRequest, GenerationResult, LoglikelihoodRequest,
+                                        LoglikelihoodResult)
 
 
 def model_max_length(model, tokenizer=None) -> int:
@@ -63,7 +65,8 @@ class _Row:
 
 
 class Scorer:
-    """Answers :class:`LoglikelihoodRequest` lists with an HF causal LM; counts its forward passes."""
+    """A Hugging Face causal LM as a :class:`~losslens.evaluate.requests.LanguageModel`: answers
+    loglikelihood requests (counting its forward passes) and generate_until requests in batches."""
 
     def __init__(self, model, tokenizer, batch_size: int = 32, device=None, pack: bool = True):
         self.model = model.eval()
@@ -103,6 +106,11 @@ class Scorer:
             bar.update(len(batch))
         bar.close()
         return [answers[(r.context_ids, r.continuation_ids)] for r in requests]
+
+    def generate_until(self, requests: Sequence[GenerationRequest], progress: bool = False) -> list[GenerationResult]:
+        """Greedy continuations, in order (:func:`losslens.evaluate.generation.greedy_generate`)."""
+        return greedy_generate(self.model, self.tokenizer, requests, self.batch_size, self.max_length, self.device,
+                               progress)
 
     # ------------------------------------------------------------ internals
 
