@@ -40,6 +40,7 @@ from losslens import contracts
 from losslens.config import StudyConfig, load_study
 from losslens.errors import DataError, LossLensError
 from losslens.evaluate.claims import Claim
+from losslens.evaluate.harness import Harness, parse_names
 from losslens.evaluate.runner import TaskSettings
 from losslens.evaluate.tasks import local_path, resolve_tasks
 from losslens.evaluate.units import CheckpointContext, PretrainUnit, RunOptions, TaskUnit, Unit, fingerprint
@@ -118,11 +119,10 @@ def plan_units(study: StudyConfig, study_dir: Path, *, tasks: Optional[list[str]
     settings = TaskSettings(seed=cfg.seed, bootstrap=cfg.bootstrap, confidence=cfg.confidence,
                             max_examples=max_examples if max_examples is not None else cfg.max_examples,
                             max_new_tokens=cfg.max_new_tokens)
+    task_list = resolve_tasks(cfg.tasks if tasks is None else tasks, study_dir, study)
     units: list[Unit] = [PretrainUnit(study_dir, study.model.context, cfg.val_tokens or study.checkpoints.val_tokens,
                                       cfg.confidence)]
-    units += [TaskUnit(t, settings) for t in resolve_tasks(cfg.tasks if tasks is None else tasks, study_dir, study)]
-    from losslens.evaluate.harness import Harness, parse_names
-
+    units += [TaskUnit(t, settings) for t in task_list]
     names = parse_names(cfg.lm_eval if lm_eval is None else lm_eval)
     if names:
         if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # lm-eval would split each checkpoint's requests
@@ -132,7 +132,7 @@ def plan_units(study: StudyConfig, study_dir: Path, *, tasks: Optional[list[str]
                             "confidence": cfg.confidence}
         harness = Harness(names, local_path(lm_eval_include or cfg.lm_eval_include, study_dir), harness_settings,
                           log=log)
-        native = {u.name: str(u.task.source) if isinstance(u, TaskUnit) else "the pretraining loss" for u in units}
+        native = {contracts.PRETRAIN_TASK: "the pretraining loss"} | {t.name: str(t.source) for t in task_list}
         for t in harness.tasks:
             if t.name in native:
                 raise DataError(f"--lm-eval: task name {t.name!r} is also used by {native[t.name]}: "
