@@ -13,7 +13,8 @@ import yaml
 
 from losslens.errors import ConfigError, DataError
 from losslens.evaluate import tasks as T
-from losslens.metrics import kind_metrics
+from losslens.evaluate.kinds import MCExample
+from losslens.metrics import GENERATIVE, MULTIPLE_CHOICE, kind_metrics
 from tests.eval_fixtures import GEN_ROWS, MC_ROWS, write_jsonl
 
 
@@ -24,12 +25,12 @@ def _write_lines(path: Path, lines: list[str]) -> Path:
 
 def test_jsonl_kind_is_told_by_fields(tmp_path):
     mc = T.load_task(write_jsonl(tmp_path / "arith.jsonl", MC_ROWS))
-    assert (mc.name, mc.kind, len(mc.examples)) == ("arith", T.MULTIPLE_CHOICE, len(MC_ROWS))
-    assert mc.examples[3] == T.MCExample("Caf", ("é", "e", "a"), 0)
-    assert mc.metrics == kind_metrics(T.MULTIPLE_CHOICE)
+    assert (mc.name, mc.kind, len(mc.examples)) == ("arith", MULTIPLE_CHOICE, len(MC_ROWS))
+    assert mc.examples[3] == MCExample("Caf", ("é", "e", "a"), 0)
+    assert mc.metrics == kind_metrics(MULTIPLE_CHOICE)
     gen = T.load_task(write_jsonl(tmp_path / "g.jsonl", GEN_ROWS))
-    assert gen.kind == T.GENERATIVE and gen.examples[1].stop == ("\n",) and gen.examples[0].stop is None
-    assert gen.metrics == kind_metrics(T.GENERATIVE)
+    assert gen.kind == GENERATIVE and gen.examples[1].stop == ("\n",) and gen.examples[0].stop is None
+    assert gen.metrics == kind_metrics(GENERATIVE)
 
 
 @pytest.mark.parametrize("row, message", [
@@ -86,7 +87,7 @@ def test_yaml_task_settings(tmp_path):
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"kind": "cloze"}, "kind: expected 'multiple_choice' | 'generative'"),
+    ({"kind": "cloze"}, "kind: expected one of multiple_choice, generative, got 'cloze'"),
     ({"colour": 1}, "colour: unknown key"),
     ({"num_fewshots": 2}, "num_fewshots: unknown key (did you mean 'num_fewshot'?)"),
     ({"num_fewshot": -1}, "num_fewshot: expected a non-negative integer"),
@@ -175,7 +176,7 @@ def test_registry_and_resolution(tmp_path, monkeypatch):
     assert task.name == "arith" and calls == [("arith", tmp_path, "S")]
 
     monkeypatch.setitem(T.TASK_SOURCES, "mine", lambda name, d, s: write_jsonl(tmp_path / f"{name}.jsonl", GEN_ROWS))
-    assert T.resolve_task("mine:echo", tmp_path).kind == T.GENERATIVE
+    assert T.resolve_task("mine:echo", tmp_path).kind == GENERATIVE
 
     write_jsonl(tmp_path / "rel.jsonl", MC_ROWS)  # relative to the study folder
     assert T.resolve_task("rel.jsonl", tmp_path).name == "rel"

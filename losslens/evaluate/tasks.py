@@ -1,13 +1,8 @@
 """Tasks: local JSONL files of examples, an optional small YAML around them, and a registry of names.
 
-Two kinds of example, one JSON object a line:
-
-* multiple choice — ``{"context": str, "choices": [str, ...], "answer": int}``: each choice is
-  scored by its log-likelihood given the context;
-* generative — ``{"prompt": str, "reference": str, "stop": [str, ...]}`` (``stop`` optional):
-  greedy decoding from the prompt, compared with the reference.
-
-A task is a JSONL path (its kind told by the fields of its first example, its name by the file
+Examples are one JSON object a line, of a kind declared in :mod:`losslens.evaluate.kinds`
+(multiple choice ``{"context", "choices", "answer"}`` or generative ``{"prompt", "reference",
+"stop"}``). A task is a JSONL path (its kind told by the fields of its first example, its name by the file
 stem) or a YAML file::
 
     name: arith2
@@ -35,16 +30,15 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, NoReturn, Optional, Union
+from typing import Any, Callable, NoReturn, Optional
 
 import numpy as np
 
 from losslens.config import build_dataclass, read_yaml_mapping
 from losslens.contracts import PRETRAIN_TASK
 from losslens.errors import ConfigError, DataError
-from losslens.metrics import GENERATIVE, MULTIPLE_CHOICE, chance_levels, kind_metrics
-
-KINDS = (MULTIPLE_CHOICE, GENERATIVE)
+from losslens.evaluate.kinds import TASK_KINDS, kind_of
+from losslens.metrics import chance_levels, kind_metrics
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -56,7 +50,7 @@ class TaskOptions:
 
     data: str  # JSONL file of examples, relative to the YAML file
     name: Optional[str] = None  # default: the file's stem
-    kind: Optional[Literal["multiple_choice", "generative"]] = None  # default: told by the data's fields
+    kind: Optional[str] = None  # a name in losslens.evaluate.kinds.TASK_KINDS; default: told by the data's fields
     fewshot_file: Optional[str] = None  # a separate split to draw few-shot examples from
     num_fewshot: int = 0
     chance: Optional[float] = None  # default: each metric's rule (losslens.metrics)
@@ -69,22 +63,7 @@ class TaskOptions:
 
 _PATH_OPTIONS = ("data", "fewshot_file")  # hashed by content, not by where they are
 
-
-@dataclass(frozen=True)
-class MCExample:
-    context: str
-    choices: tuple[str, ...]
-    answer: int
-
-
-@dataclass(frozen=True)
-class GenExample:
-    prompt: str
-    reference: str
-    stop: Optional[tuple[str, ...]] = None  # None: the task's default
-
-
-Example = Union[MCExample, GenExample]
+Example = Any  # one example, of the dataclass its kind declares (losslens.evaluate.kinds)
 
 
 @dataclass
@@ -122,58 +101,17 @@ class Task:
         return o.fewshot_separator.join(shots) + o.fewshot_separator
 
     def _solved(self, ex: Example) -> str:
-        if isinstance(ex, MCExample):
-            return ex.context + self.options.separator + ex.choices[ex.answer]
-        return ex.prompt + self.options.separator + ex.reference
+        return TASK_KINDS[self.kind].solved(ex, self.options.separator)
 
     def chance_levels(self, examples: Optional[list[Example]] = None) -> dict[str, Optional[float]]:
         """Chance level of each metric, by the metric's rule (losslens.metrics) and the stated chance."""
         examples = self.examples if examples is None else examples
-        n_choices = np.array([len(ex.choices) for ex in examples]) if self.kind == MULTIPLE_CHOICE else None
+        count = TASK_KINDS[self.kind].n_choices
+        n_choices = np.array([count(ex) for ex in examples]) if count else None
         return chance_levels(self.metrics, n_choices, self.options.chance)
 
 
 # ---------------------------------------------------------------- reading JSONL
-
-
-def _parse_choice_example(obj: dict, fail: Callable[[str], NoReturn]) -> MCExample:
-    context, choices, answer = obj["context"], obj["choices"], obj["answer"]
-    if not isinstance(context, str):
-        fail(f"'context' must be a string, got {type(context).__name__}")
-    if not isinstance(choices, list) or not choices:
-        fail("'choices' must be a non-empty list of strings")
-    for i, c in enumerate(choices):
-        if not isinstance(c, str) or not c:
-            fail(f"choice {i} must be a non-empty string, got {c!r}")
-    if isinstance(answer, bool) or not isinstance(answer, int):
-        fail(f"'answer' must be an integer index into 'choices', got {answer!r}")
-    if not 0 <= answer < len(choices):
-        fail(f"answer index {answer} is out of range for {len(choices)} choices")
-    return MCExample(context, tuple(choices), answer)
-
-
-def _parse_generation_example(obj: dict, fail: Callable[[str], NoReturn]) -> GenExample:
-    prompt, reference, stop = obj["prompt"], obj["reference"], obj.get("stop")
-    if not isinstance(prompt, str):
-        fail(f"'prompt' must be a string, got {type(prompt).__name__}")
-    if not isinstance(reference, str) or not reference:
-        fail("'reference' must be a non-empty string")
-    if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop)):
-        fail("'stop' must be a list of non-empty strings")
-    return GenExample(prompt, reference, tuple(stop) if stop is not None else None)
-
-
-# Per kind: the fields an example must have, and its parser (given the object, which has them).
-EXAMPLE_FIELDS = {MULTIPLE_CHOICE: ("context", "choices", "answer"), GENERATIVE: ("prompt", "reference")}
-EXAMPLE_PARSERS = {MULTIPLE_CHOICE: _parse_choice_example, GENERATIVE: _parse_generation_example}
-
-
-def _kind_of(obj: dict) -> Optional[str]:
-    if "choices" in obj or "answer" in obj:
-        return MULTIPLE_CHOICE
-    if "reference" in obj or "prompt" in obj:
-        return GENERATIVE
-    return None
 
 
 def _parse_example(obj: object, kind: str, where: str) -> Example:
@@ -182,11 +120,11 @@ def _parse_example(obj: object, kind: str, where: str) -> Example:
 
     if not isinstance(obj, dict):
         fail(f"expected a JSON object, got {type(obj).__name__}")
-    required = EXAMPLE_FIELDS[kind]
+    required = TASK_KINDS[kind].fields
     for key in required:
         if key not in obj:
             fail(f"missing field '{key}' (a {kind.replace('_', ' ')} example needs {', '.join(required)})")
-    return EXAMPLE_PARSERS[kind](obj, fail)
+    return TASK_KINDS[kind].parse(obj, fail)
 
 
 def read_examples(path: Path, kind: Optional[str] = None) -> tuple[str, list[Example]]:
@@ -208,12 +146,11 @@ def read_examples(path: Path, kind: Optional[str] = None) -> tuple[str, list[Exa
         except json.JSONDecodeError as e:
             raise DataError(f"{where}: not valid JSON ({e.msg})") from None
         if kind is None:
-            kind = _kind_of(obj) if isinstance(obj, dict) else None
+            kind = kind_of(obj) if isinstance(obj, dict) else None
             if kind is None:
-                raise DataError(
-                    f"{where}: cannot tell the task kind: expected 'context'/'choices'/'answer' "
-                    f"(multiple choice) or 'prompt'/'reference' (generative)"
-                )
+                told = " or ".join(f"{'/'.join(repr(f) for f in k.fields)} ({k.name.replace('_', ' ')})"
+                                   for k in TASK_KINDS.values())
+                raise DataError(f"{where}: cannot tell the task kind: expected {told}")
         examples.append(_parse_example(obj, kind, where))
     if not examples:
         raise DataError(f"{path}: no examples")
@@ -268,6 +205,8 @@ def _check_options(o: TaskOptions, path: Path) -> None:
     def fail(key: str, why: str) -> NoReturn:
         raise ConfigError(f"{path}: {key}: {why}")
 
+    if o.kind is not None and o.kind not in TASK_KINDS:
+        fail("kind", f"expected one of {', '.join(TASK_KINDS)}, got {o.kind!r}")
     if o.num_fewshot < 0:
         fail("num_fewshot", f"expected a non-negative integer, got {o.num_fewshot}")
     if o.num_fewshot and not o.fewshot_file:
