@@ -12,9 +12,9 @@ import torch
 from losslens.evaluate.generation import cut_at_stop, greedy_generate
 from losslens.evaluate.requests import GenerationRequest, LoglikelihoodRequest, encode_pair
 from losslens.evaluate.runner import TaskSettings, evaluate_task
-from losslens.evaluate.scoring import Scorer, score_one
+from losslens.evaluate.scoring import Scorer
 from losslens.evaluate.tasks import load_task
-from tests.eval_fixtures import GEN_ROWS, MC_ROWS, char_tokenizer, tiny_model, write_jsonl
+from tests.eval_fixtures import GEN_ROWS, MC_ROWS, char_tokenizer, score_one, tiny_model, write_jsonl
 
 torch.set_num_threads(1)
 

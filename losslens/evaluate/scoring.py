@@ -28,7 +28,7 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -223,16 +223,3 @@ class Scorer:
                 "nats; scoring one sequence per choice instead (slower)", stacklevel=2)
             return False
         return True
-
-
-def score_one(model, tokenizer, request: LoglikelihoodRequest, device: Optional[str] = None) -> LoglikelihoodResult:
-    """Reference implementation for tests: one plain forward over ``context + continuation``."""
-    ids = torch.tensor([list(request.context_ids) + list(request.continuation_ids)], device=device)
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0].float()
-    lp = torch.log_softmax(logits, dim=-1)
-    n_ctx, n = len(request.context_ids), len(request.continuation_ids)
-    tgt = ids[0, n_ctx:]
-    token_lp = lp[n_ctx - 1 : n_ctx - 1 + n].gather(1, tgt[:, None])[:, 0].double().cpu().numpy()
-    greedy = bool((lp[n_ctx - 1 : n_ctx - 1 + n].argmax(1) == tgt).all())
-    return LoglikelihoodResult(float(token_lp.sum()), token_lp, greedy)
