@@ -158,7 +158,8 @@ def test_a_task_kind_declared_once_is_loaded_and_evaluated(lm, tmp_path, ranking
     rows = [{"query": "2+2=", "candidates": ["4", "5", "22"], "best": 0},
             {"query": "The sky is", "candidates": ["blue", "green"], "best": 1}]
     task = load_task(write_jsonl(tmp_path / "rank.jsonl", rows))
-    assert task.kind == ranking_kind and task.metrics == ("top1",) and task.chance_levels()["top1"] == (1 / 3 + 1 / 2) / 2
+    assert task.kind == ranking_kind and task.metrics == ("top1",)
+    assert task.chance_levels()["top1"] == (1 / 3 + 1 / 2) / 2
     scorer = Scorer(model, tok)
     result = evaluate_task(scorer, task, TaskSettings(bootstrap=0), per_example=True)
     expected = []

@@ -197,13 +197,14 @@ class Harness:
         """
         options = context.options
         # lm-eval's and datasets' progress bars write to sys.stderr; their log records still show.
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(sys.stderr if options.progress else devnull):
-            try:  # the dataset first: a missing one fails before any model work
+        quiet = not options.progress
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull if quiet else sys.stderr):
+            try:  # the dataset first, so that a missing one reads as a data error
                 loaded = self.manager.load([task.name])
             except Exception as e:  # datasets and lm-eval raise many types for a missing or broken dataset
                 raise DataError(f"lm-eval: cannot load {task.name}: {_first_line(e)} (offline, datasets come "
                                 f"from local files or HF_DATASETS_CACHE: see docs/lm-eval.md)") from e
-            found = loaded["groups"].get(task.name) or loaded["tasks"][task.name]
+            found = loaded["groups"][task.name] if task.name in loaded["groups"] else loaded["tasks"][task.name]
             try:
                 out = self.lm_eval.simple_evaluate(
                     model=context.memo("lm_eval.HFLM", lambda: self._model(context)), tasks=[found],
@@ -403,5 +404,3 @@ def _finite(value) -> bool:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
-
-

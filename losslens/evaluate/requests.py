@@ -56,7 +56,8 @@ class LanguageModel(Protocol):
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], progress: bool = False,
                       desc: str = "scoring") -> list[LoglikelihoodResult]: ...
 
-    def generate_until(self, requests: Sequence[GenerationRequest], progress: bool = False) -> list[GenerationResult]: ...
+    def generate_until(self, requests: Sequence[GenerationRequest],
+                       progress: bool = False) -> list[GenerationResult]: ...
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> LoglikelihoodRequest:

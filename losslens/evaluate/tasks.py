@@ -260,7 +260,7 @@ def local_path(path: Optional[str | Path], study_dir: Path) -> Optional[Path]:
 
 
 def resolve_task(spec: str, study_dir: Path, study=None) -> Task:
-    """Load the task named by a study's ``eval.tasks`` entry: ``PREFIX:NAME`` or a file path (see :func:`local_path`)."""
+    """Load the task named by a study's ``eval.tasks`` entry: ``PREFIX:NAME``, or a file path (:func:`local_path`)."""
     m = _SPEC_RE.match(spec)
     if m and m.group(1) in TASK_SOURCES:
         return load_task(TASK_SOURCES[m.group(1)](m.group(2), Path(study_dir), study))
