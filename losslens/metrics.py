@@ -350,12 +350,17 @@ class Metric:
 METRICS: dict[str, Metric] = {}
 
 
+def add_once(registry: dict, name: str, item: Any, what: str) -> Any:
+    """``registry[name] = item``; a name declared twice is a mistake, not an override."""
+    if name in registry:
+        raise ValueError(f"{what} {name!r} is already registered")
+    registry[name] = item
+    return item
+
+
 def register(metric: Metric) -> Metric:
     """Add a metric to the registry (a task kind's default metrics follow registration order)."""
-    if metric.name in METRICS:
-        raise ValueError(f"metric {metric.name!r} is already registered")
-    METRICS[metric.name] = metric
-    return metric
+    return add_once(METRICS, metric.name, metric, "metric")
 
 
 def kind_metrics(kind: str) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 import numpy as np
 
 from losslens.evaluate.requests import GenerationRequest, LanguageModel, encode_pairs
-from losslens.metrics import GENERATIVE, MULTIPLE_CHOICE, ChoiceOutcome, GenerationOutcome
+from losslens.metrics import GENERATIVE, MULTIPLE_CHOICE, ChoiceOutcome, GenerationOutcome, add_once
 
 if TYPE_CHECKING:
     from losslens.evaluate.runner import TaskSettings
@@ -50,10 +50,7 @@ TASK_KINDS: dict[str, TaskKind] = {}
 
 
 def register_kind(kind: TaskKind) -> TaskKind:
-    if kind.name in TASK_KINDS:
-        raise ValueError(f"task kind {kind.name!r} is already registered")
-    TASK_KINDS[kind.name] = kind
-    return kind
+    return add_once(TASK_KINDS, kind.name, kind, "task kind")
 
 
 def kind_of(obj: dict) -> Optional[str]:
