@@ -83,10 +83,14 @@ def tiny_study(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory) -> Path:
-    """configs/tiny.yaml trained once per test session (2 sizes x 2 budgets, ~20 s); returns the study dir."""
+    """configs/tiny.yaml trained once per test session (2 sizes x 2 budgets, ~10 s); returns the study dir.
+
+    Trained in this process: tests of launching ``losslens train`` (and of its output matching this
+    study's bitwise) start their own processes.
+    """
     tmp = tmp_path_factory.mktemp("trained_tiny")
     cfg = write_study(tmp)
-    result = run_cli("train", str(cfg))
+    result = call_cli("train", str(cfg))
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp / "study"
 
