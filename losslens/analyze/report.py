@@ -249,8 +249,9 @@ def _md_backtest_loss(bt: dict) -> list[str]:
          f"Mean relative error at the held-out runs' final (decayed) checkpoints: {pct(ls['decayed']['mean_rel_error'])} "
          f"(inside the interval: {ls['decayed']['inside']}/{ls['decayed']['n_with_interval']}); at all "
          f"{ls['all']['n']} checkpoints: {pct(ls['all']['mean_rel_error'])} "
-         f"({ls['all']['inside']}/{ls['all']['n_with_interval']} inside). A law of decayed points is expected to "
-         f"fall below stable-phase checkpoints.", "",
+         f"({ls['all']['inside']}/{ls['all']['n_with_interval']} inside)."
+         + (" A law of decayed points is expected to fall below stable-phase checkpoints."
+            if bt["scaling_points"] == "decayed" and not bt["scaling"].get("note") else ""), "",
          "| run | tokens | actual | predicted | interval | rel. error | inside |", "|---|---|---|---|---|---|---|"]
     for r in ls["rows"]:
         if r["decayed"]:

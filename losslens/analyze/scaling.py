@@ -36,8 +36,8 @@ from scipy.special import logsumexp
 HUBER_DELTA = 1e-3
 PARAMS = ("E", "A", "B", "alpha", "beta")
 FULL, FIXED_TOKENS = "full", "fixed-tokens"
-BOOT_GRID_STARTS = 2  # per bootstrap replicate, polished besides the full-data optimum
-PROFILE_GRID = 13  # values per profiled parameter
+BOOT_GRID_STARTS = 1  # per bootstrap replicate, polished besides the full-data optimum
+PROFILE_GRID = 9  # values per profiled parameter
 NOT_IDENTIFIED = "not identified"
 
 
@@ -206,13 +206,14 @@ def _profile_grid(name: str, lnL: np.ndarray) -> np.ndarray:
 def _profile(name, theta, lnN, lnD, lnL, delta, bounds, limit):
     """Fix ``name`` at each grid value, refit the rest; return (kept values, kept natural rows)."""
     i = _INDEX[name]
-    kept, rows, prev = [], [], theta
+    kept, rows, prev = [], [], None
     for v in _profile_grid(name, lnL):
         b = list(bounds)
         b[i] = (v, v)
         start = theta.copy()
         start[i] = v
-        t, _ = _polish([start, prev], lnN, lnD, lnL, delta, b)
+        # Warm-started from the previous grid value's optimum: the profile is followed along its valley.
+        t, _ = _polish([start] if prev is None else [prev], lnN, lnD, lnL, delta, b)
         prev = t
         if _rss(t, lnN, lnD, lnL) <= limit:
             kept.append(math.exp(v) if name == "E" else v)
