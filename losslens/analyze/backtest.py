@@ -324,9 +324,14 @@ def predict_crossings(law: ScalingFit | None, train: Table, held: Table, task: s
                      "tokens_ci": ci, "actual_tokens": actual, "ratio": pred / actual if ok else None,
                      "inside": bool(ci[0] <= actual <= ci[1]) if ok and None not in ci else None,
                      "interval": fc["interval"],
-                     "note": "" if actual is not None else "the held-out run's loss never crossed eta "
-                                                            "after its first checkpoint"})
+                     "note": _crossing_note(pred, actual, fc["interval"])})
     return rows
+
+
+def _crossing_note(predicted, actual, interval: str) -> str:
+    if predicted is None:
+        return f"no forecast: {interval}"
+    return "" if actual is not None else "the held-out run's loss never crossed eta after its first checkpoint"
 
 
 def _summary(rows: list[dict], way: str) -> dict:

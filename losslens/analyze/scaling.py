@@ -160,10 +160,11 @@ class ScalingFit:
         parameter is not identified (so the interval is as wide as the data allow)."""
         N, D = (np.atleast_1d(v).astype(float) for v in np.broadcast_arrays(n_params, tokens))
         q = (1 - self.ci_level) / 2
-        lo = hi = np.full(len(N), np.nan)
-        if len(self.boot):
-            s = self.predict_samples(N, D)
-            lo, hi = np.nanquantile(s, q, axis=0), np.nanquantile(s, 1 - q, axis=0)
+        lo, hi = np.full(len(N), np.nan), np.full(len(N), np.nan)
+        ok = self._valid(D)
+        if len(self.boot) and ok.any():
+            s = _law(self.boot, N[ok], D[ok])
+            lo[ok], hi[ok] = np.quantile(s, q, axis=0), np.quantile(s, 1 - q, axis=0)
         if self.not_identified and len(self.region):
             r = np.where(self._valid(D)[None, :], _law(self.region, N, D), np.nan)
             lo, hi = np.fmin(lo, r.min(axis=0)), np.fmax(hi, r.max(axis=0))
