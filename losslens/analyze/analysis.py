@@ -22,6 +22,7 @@ from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, Threshold
 from losslens.contracts import RESULTS_FILE
 
 SCALING_BOOTSTRAP_MAX = 200  # scaling-law refits are ~100x dearer than eta refits
+MIN_SIDE = 3  # points an emergent claim needs on each side of eta
 SCALING_POINTS = ("decayed", "all")  # which checkpoints the scaling law is fitted to
 EXTRA_SIZES = (10, 100)  # forecast also for these multiples of the largest trained size
 
@@ -121,7 +122,7 @@ def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progre
         s = table.series(task, metric)
         res = find_threshold(s.loss, s.value, s.chance, higher_is_better=s.higher_is_better,
                              n_bootstrap=n_bootstrap, seed=seed + i, examples=load_examples(run_dir, s),
-                             ci_level=ci_level)
+                             ci_level=ci_level, min_side=MIN_SIDE)
         align = {"loss": alignment_r2(s.loss, s.value, s.n_params),
                  "compute": alignment_r2(np.log10(np.maximum(s.flops, 1.0)), s.value, s.n_params)}
         metrics[(task, metric)] = MetricAnalysis(s, res, align)
@@ -139,7 +140,6 @@ def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progre
                 a.extrapolation = extrapolation_test(a.series.loss, a.series.value, reference[task][1])
         mirage[task] = _mirage(task, {m: (a.series.discontinuous, a.threshold.verdict) for m, a in mine})
 
-    ckpts = table.checkpoints()
     scaling_bootstrap = min(n_bootstrap, SCALING_BOOTSTRAP_MAX)
     scaling, scaling_error, scaling_note = None, None, ""
     try:
@@ -148,25 +148,12 @@ def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progre
         scaling_error = str(e)
     alternative = _alternative_law(table, scaling_points, ci_level)
 
-    forecasts = []
-    if scaling is not None:
-        trained = sorted({float(n) for n in ckpts["n_params_nonembed"]})
-        extra = sorted(set(forecast_sizes or [trained[-1] * f for f in EXTRA_SIZES]) - set(trained))
-        pos = ckpts["tokens"] > 0
-        k = float(np.median(ckpts["flops"][pos] / (ckpts["n_params_nonembed"][pos] * ckpts["tokens"][pos])))
-        for (task, metric), a in metrics.items():
-            th = a.threshold
-            if th.verdict != EMERGENT:
-                continue
-            rows = forecast(scaling, th.loss, th.bootstrap, trained + extra, k, ci_level=ci_level, seed=seed)
-            for r in rows:
-                r["trained"] = r["n_params_nonembed"] in trained
-            forecasts.append({"task": task, "metric": metric, "eta": th.loss, "eta_ci": [th.ci_low, th.ci_high],
-                              "flops_per_param_token": k, "sizes": rows})
+    forecasts = [] if scaling is None else _forecasts(table, metrics, scaling, forecast_sizes, ci_level, seed)
 
     settings = {"results": str(results), "run_dir": None if run_dir is None else str(run_dir),
                 "n_bootstrap": n_bootstrap, "scaling_bootstrap": scaling_bootstrap, "seed": seed,
-                "ci_level": ci_level, "scaling_points": scaling_points, "scaling_note": scaling_note,
+                "ci_level": ci_level, "min_side": MIN_SIDE, "scaling_points": scaling_points,
+                "scaling_note": scaling_note,
                 "backtest": holdout.spec if isinstance(holdout, Holdout) else "none"}
     analysis = Analysis(table, metrics, mirage, reference, scaling, scaling_error, forecasts, settings, alternative)
     if isinstance(holdout, Holdout):
@@ -177,6 +164,26 @@ def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progre
     else:
         analysis.backtest_note = holdout
     return analysis
+
+
+def _forecasts(table: Table, metrics: dict, scaling: ScalingFit, forecast_sizes, ci_level: float, seed: int):
+    """For each emergent task x metric: tokens and compute at which each size reaches its eta."""
+    ckpts = table.checkpoints()
+    trained = sorted({float(n) for n in ckpts["n_params_nonembed"]})
+    extra = sorted(set(forecast_sizes or [trained[-1] * f for f in EXTRA_SIZES]) - set(trained))
+    pos = ckpts["tokens"] > 0
+    k = float(np.median(ckpts["flops"][pos] / (ckpts["n_params_nonembed"][pos] * ckpts["tokens"][pos])))
+    out = []
+    for (task, metric), a in metrics.items():
+        th = a.threshold
+        if th.verdict != EMERGENT:
+            continue
+        rows = forecast(scaling, th.loss, th.bootstrap, trained + extra, k, ci_level=ci_level, seed=seed)
+        for r in rows:
+            r["trained"] = r["n_params_nonembed"] in trained
+        out.append({"task": task, "metric": metric, "eta": th.loss, "eta_ci": [th.ci_low, th.ci_high],
+                    "flops_per_param_token": k, "sizes": rows})
+    return out
 
 
 def _alternative_law(table: Table, scaling_points: str, ci_level: float) -> dict | None:

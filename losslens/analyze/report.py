@@ -97,8 +97,8 @@ def render_markdown(report: dict) -> str:
           "- Chance comes from the table; a metric without one gets a plateau fitted from the data.",
           "- Lower-is-better metrics are negated for fitting and reported in their own units.",
           "- η intervals: percentile bootstrap over checkpoints (and test examples where per-example "
-          "records exist). `insufficient-data` when fewer than 3 points lie on a side of η or the interval is "
-          "wider than half the loss range or reaches its edge.",
+          f"records exist). `insufficient-data` when fewer than {report['settings'].get('min_side', 3)} points lie "
+          "on a side of η or the interval is wider than half the loss range or reaches its edge.",
           "- Forecast intervals pair scaling-law and η bootstrap replicates; where a scaling-law parameter is "
           "not identified they are widened to every parameter set its profile likelihood allows."]
     return "\n".join(L) + "\n"
