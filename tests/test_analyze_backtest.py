@@ -131,3 +131,17 @@ def test_cli_backtest_in_the_report(tmp_path):
     md = (out / "report.md").read_text()
     assert "## Backtest" in md and "| task | metric | run | actual | two-stage | 90% CI |" in md
     assert "95%" not in md  # every interval is at the level asked for
+
+
+def test_largest_budget_and_named_runs(tmp_path):
+    table = read_results(make_table(tmp_path / "r.csv", 0.005, budgets=BUDGETS[1:], checkpoints=3))
+    opts = dict(scaling_points="decayed", n_bootstrap=10, scaling_bootstrap=10, seed=0, ci_level=0.95)
+    bt = run_backtest(table, choose_holdout(table, "largest-budget"), [], **opts)
+    assert bt["held_out"]["runs"] == [f"n{int(n)}_d{int(BUDGETS[-1])}" for n in SIZES]
+    # The training runs' final checkpoints share one token count: refitted on all checkpoints.
+    assert "share one token count" in bt["scaling"]["note"]
+    assert all(r["two_stage"]["predicted"] is not None for r in bt["metrics"])
+    run = f"n{int(SIZES[-1])}_d{int(BUDGETS[-1])}"
+    bt = run_backtest(table, choose_holdout(table, run), [], **opts)
+    assert [r["run"] for r in bt["metrics"]] == [run] and bt["train_runs"] == sorted(
+        set(table.runs()) - {run}, key=table.runs().index)

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from losslens.analyze.scaling import ScalingFit, fit_scaling_law, forecast
+from losslens.analyze.scaling import FIXED_TOKENS, ScalingFit, fit_scaling_law, forecast
 from losslens.analyze.table import ResultsError, Table
 from losslens.analyze.threshold import EMERGENT, Fit, _hinge_eta, _sigmoid_search, find_threshold, fit_models
 
@@ -342,6 +342,19 @@ def _summary(rows: list[dict], way: str) -> dict:
             "inside": sum(inside), "n_with_interval": len(inside)}
 
 
+def _training_law(train: Table, held: Table, points: str, n_bootstrap: int, seed: int,
+                  ci_level: float) -> tuple[ScalingFit, str]:
+    """fit_law on the training runs; a reduced fixed-tokens law that cannot reach the held-out
+    runs' token counts (e.g. a largest-budget backtest) is refitted on all checkpoints."""
+    law, note = fit_law(train, points, n_bootstrap, seed, ci_level)
+    finals = np.array([held.run_budget(r) for r in held.runs()], float)
+    if points == "decayed" and law.form == FIXED_TOKENS and not law.applies_at(finals).all():
+        law, _ = fit_law(train, "all", n_bootstrap, seed, ci_level)
+        note = ("the training runs' decayed checkpoints share one token count and the held-out runs end at "
+                "another: fitted to all checkpoints instead, stable-phase ones included")
+    return law, note
+
+
 def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]], *, scaling_points: str,
                  n_bootstrap: int, scaling_bootstrap: int, seed: int, ci_level: float) -> dict:
     """Refit on the runs not held out and score every prediction (see the module docstring).
@@ -351,7 +364,7 @@ def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]]
     train, held = subset(table, set(holdout.runs), keep=False), subset(table, set(holdout.runs))
     law, law_error, law_note = None, None, ""
     try:
-        law, law_note = fit_law(train, scaling_points, scaling_bootstrap, seed, ci_level)
+        law, law_note = _training_law(train, held, scaling_points, scaling_bootstrap, seed, ci_level)
     except ValueError as e:
         law_error = str(e)
     rng = np.random.default_rng(seed)

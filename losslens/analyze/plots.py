@@ -303,6 +303,9 @@ def _backtest_loss(ax, backtest: dict) -> None:
     for decayed, colour, label in ((False, "0.6", "earlier checkpoints"), (True, OKABE_ITO[2], "final checkpoints")):
         sel = [r for r in rows if r["decayed"] == decayed]
         if sel:
-            ax.plot([r["actual"] for r in sel], [r["predicted"] for r in sel], "o", ms=3.5, color=colour,
-                    mec="white", mew=0.4, label=label)
+            pred = np.array([r["predicted"] for r in sel])
+            ci = np.array([[np.nan if v is None else v for v in r["ci"]] for r in sel], float)
+            yerr = np.nan_to_num(np.abs(np.vstack([pred - ci[:, 0], ci[:, 1] - pred])))
+            ax.errorbar([r["actual"] for r in sel], pred, yerr=yerr, fmt="o", ms=3.5, color=colour, mec="white",
+                        mew=0.4, elinewidth=0.6, capsize=1.5, label=label)
     ax.set_title("validation loss", loc="left")

@@ -138,7 +138,7 @@ class ScalingFit:
     def identified(self, name: str) -> bool:
         return name not in self.not_identified
 
-    def _valid(self, tokens: np.ndarray) -> np.ndarray:
+    def applies_at(self, tokens: np.ndarray) -> np.ndarray:
         """Where the fit applies: everywhere, or (fixed-tokens form) at its one token count only."""
         if self.form == FULL:
             return np.ones(tokens.shape, bool)
@@ -148,12 +148,12 @@ class ScalingFit:
         """L at (N, D); NaN where the fit does not apply (another D than a fixed-tokens fit's)."""
         N, D = np.broadcast_arrays(np.asarray(n_params, float), np.asarray(tokens, float))
         L = self.E + self.A / N ** self.alpha + self.B / D ** self.beta
-        return np.where(self._valid(D), L, np.nan)
+        return np.where(self.applies_at(D), L, np.nan)
 
     def predict_samples(self, n_params, tokens) -> np.ndarray:
         """L under each bootstrap replicate: B x len(N) (NaN where the fit does not apply)."""
         N, D = (np.atleast_1d(v).astype(float) for v in np.broadcast_arrays(n_params, tokens))
-        return np.where(self._valid(D)[None, :], _law(self.boot, N, D), np.nan)
+        return np.where(self.applies_at(D)[None, :], _law(self.boot, N, D), np.nan)
 
     def predict_interval(self, n_params, tokens) -> tuple[np.ndarray, np.ndarray]:
         """Bootstrap percentile interval of L, widened to the profile region's range when a
@@ -161,12 +161,12 @@ class ScalingFit:
         N, D = (np.atleast_1d(v).astype(float) for v in np.broadcast_arrays(n_params, tokens))
         q = (1 - self.ci_level) / 2
         lo, hi = np.full(len(N), np.nan), np.full(len(N), np.nan)
-        ok = self._valid(D)
+        ok = self.applies_at(D)
         if len(self.boot) and ok.any():
             s = _law(self.boot, N[ok], D[ok])
             lo[ok], hi[ok] = np.quantile(s, q, axis=0), np.quantile(s, 1 - q, axis=0)
         if self.not_identified and len(self.region):
-            r = np.where(self._valid(D)[None, :], _law(self.region, N, D), np.nan)
+            r = np.where(self.applies_at(D)[None, :], _law(self.region, N, D), np.nan)
             lo, hi = np.fmin(lo, r.min(axis=0)), np.fmax(hi, r.max(axis=0))
         return lo, hi
 
