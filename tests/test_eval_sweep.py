@@ -21,7 +21,7 @@ from losslens.evaluate import sweep
 from losslens.evaluate.claims import Claim
 from losslens.metrics import GENERATIVE, MULTIPLE_CHOICE, kind_metrics
 from losslens.valloss import validation_loss
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, call_cli, run_cli
 from tests.eval_fixtures import MC_ROWS, make_study, save_checkpoint, write_jsonl
 
 torch.set_num_threads(1)
@@ -189,12 +189,12 @@ def test_claim_from_another_host_expires(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    result = run_cli("evaluate", str(tmp_path / "missing"))
+    result = call_cli("evaluate", str(tmp_path / "missing"))
     assert result.returncode == 2 and "study.yaml" in result.stderr and "Traceback" not in result.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"context": "a", "choices": ["b"], "answer": 3}) + "\n")
     study_dir = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[str(bad)])
-    result = run_cli("evaluate", str(study_dir))
+    result = call_cli("evaluate", str(study_dir))
     assert result.returncode == 2
     assert f"error: {bad}:1: answer index 3 is out of range for 1 choices" in result.stderr
 

@@ -261,3 +261,51 @@ def write_plots(analysis, out_dir: str | Path) -> dict[str, list[Path]]:
         if analysis.table.tasks():
             written["overview"] = _save(overview_figure(analysis, styles), out_dir / "overview")
     return written
+
+
+def backtest_figure(backtest: dict, base: Path) -> list[Path]:
+    """Predicted against actual for a backtest: task metrics (two-stage and direct, with their
+    intervals) and the held-out validation loss; points on the diagonal were predicted exactly."""
+    with rc_context(STYLE):
+        fig = Figure(figsize=(7.2, 3.4), layout="constrained")
+        ax_m, ax_l = fig.subplots(1, 2)
+        _backtest_metrics(ax_m, backtest)
+        _backtest_loss(ax_l, backtest)
+        for ax in (ax_m, ax_l):
+            lo, hi = min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])
+            ax.plot([lo, hi], [lo, hi], color="0.4", ls="--", lw=0.8, zorder=0)
+            ax.set_xlabel("actual (held-out runs)")
+            if ax.has_data():
+                ax.legend(frameon=False, loc="upper left")
+        ax_m.set_ylabel("predicted")
+        fig.suptitle(f"backtest: {', '.join(backtest['held_out']['runs'])} held out, predicted from the other runs",
+                     fontsize=9)
+        return _save(fig, base)
+
+
+def _backtest_metrics(ax, backtest: dict) -> None:
+    for way, colour, marker, fill, label in (("two_stage", OKABE_ITO[0], "o", OKABE_ITO[0], "two-stage (via loss)"),
+                                             ("direct", OKABE_ITO[1], "s", "none", "direct (via compute)")):
+        rows = [r for r in backtest["metrics"] if r[way].get("predicted") is not None]
+        if not rows:
+            continue
+        actual = np.array([r["actual"] for r in rows])
+        pred = np.array([r[way]["predicted"] for r in rows])
+        ci = np.array([[np.nan if v is None else v for v in r[way]["ci"]] for r in rows], float)
+        yerr = np.nan_to_num(np.abs(np.vstack([pred - ci[:, 0], ci[:, 1] - pred])))
+        ax.errorbar(actual, pred, yerr=yerr, color=colour, marker=marker, mfc=fill, ms=4, ls="none",
+                    elinewidth=0.6, capsize=1.5, label=label, alpha=0.9)
+    ax.set_title(f"task metrics, final checkpoint ({backtest['ci_level']:.0%} intervals)", loc="left")
+
+
+def _backtest_loss(ax, backtest: dict) -> None:
+    rows = [r for r in (backtest.get("loss") or {"rows": []})["rows"] if r["predicted"] is not None]
+    for decayed, colour, label in ((False, "0.6", "earlier checkpoints"), (True, OKABE_ITO[2], "final checkpoints")):
+        sel = [r for r in rows if r["decayed"] == decayed]
+        if sel:
+            pred = np.array([r["predicted"] for r in sel])
+            ci = np.array([[np.nan if v is None else v for v in r["ci"]] for r in sel], float)
+            yerr = np.nan_to_num(np.abs(np.vstack([pred - ci[:, 0], ci[:, 1] - pred])))
+            ax.errorbar([r["actual"] for r in sel], pred, yerr=yerr, fmt="o", ms=3.5, color=colour, mec="white",
+                        mew=0.4, elinewidth=0.6, capsize=1.5, label=label)
+    ax.set_title("validation loss", loc="left")
