@@ -5,30 +5,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
-
 from losslens.analyze.table import count_label
 from losslens.analyze.threshold import BIC_MARGIN, FLAT_FRACTION
-from losslens.fsio import atomic_write_json, atomic_write_text
+from losslens.fsio import atomic_write_json, atomic_write_text, jsonable
 
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
-
-
-def jsonable(obj):
-    """numpy scalars/arrays to Python; NaN and infinities to None (strict JSON has neither)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 def build_report(analysis, plots: dict[str, list[Path]], out: Path) -> dict:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from losslens.contracts import (META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, checkpoint_dirname, list_runs, metric_info,
-                                read_meta)
+from losslens.contracts import (EVALS_DIR, META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, checkpoint_dirname, list_runs,
+                                metric_info, read_meta)
 from losslens.errors import LossLensError
 
 
@@ -272,7 +272,7 @@ def load_examples(run_dir: str | Path | None, series: Series) -> list[np.ndarray
         return None
     out: list[np.ndarray | None] = []
     for run, tokens in zip(series.run, series.tokens):
-        path = Path(run_dir) / "evals" / str(run) / checkpoint_dirname(int(tokens)) / f"{series.task}.json"
+        path = Path(run_dir) / EVALS_DIR / str(run) / checkpoint_dirname(int(tokens)) / f"{series.task}.json"
         if not path.is_file():
             out.append(None)
             continue
