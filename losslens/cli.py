@@ -21,10 +21,17 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes in one line, like every other error (exit code 2), with where to find help."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="losslens", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="losslens", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     # Import only the chosen command's module: `losslens analyze` must not pay for torch.
     chosen = next((a for a in argv if a in COMMANDS), None)
     for name, (module, help_text) in COMMANDS.items():
@@ -52,9 +59,25 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except (OSError, UnicodeDecodeError) as e:  # the environment, not a bug: a file we cannot read or write
+        message = _os_error_line(e)
+        if args.debug or message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _os_error_line(e: Exception) -> str | None:
+    """One line for an error about a named file (``None`` for one without a file: a real bug)."""
+    if isinstance(e, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({e.reason} at byte {e.start})"
+    if getattr(e, "filename", None) is None:
+        return None
+    where = f"{e.filename} -> {e.filename2}" if getattr(e, "filename2", None) else str(e.filename)
+    return f"{where}: {e.strerror or type(e).__name__}"
 
 
 if __name__ == "__main__":

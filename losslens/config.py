@@ -280,6 +280,25 @@ def resolve_paths(study: StudyConfig, base: Path) -> None:
         study.eval.lm_eval_include = fix(study.eval.lm_eval_include)
 
 
+# A BPE starts from the 256 byte symbols plus end-of-text and <unk>; beyond 2^20 tokens the embedding
+# dwarfs any model this tool trains, and the Rust trainer allocates per requested token up front.
+MIN_BPE_VOCAB = 258
+MAX_VOCAB = 2**20
+
+
+def _validate_eval(e: EvalConfig, fail) -> None:
+    for attr in ("batch_size", "max_new_tokens"):
+        if getattr(e, attr) <= 0:
+            fail(f"eval.{attr}", f"must be positive, got {getattr(e, attr)}")
+    for attr in ("max_examples", "val_tokens"):
+        if getattr(e, attr) is not None and getattr(e, attr) <= 0:
+            fail(f"eval.{attr}", f"must be positive (or absent, for all), got {getattr(e, attr)}")
+    if e.bootstrap < 0:
+        fail("eval.bootstrap", f"must not be negative, got {e.bootstrap}")
+    if not 0 < e.confidence < 1:
+        fail("eval.confidence", f"a probability in (0, 1), got {e.confidence}")
+
+
 def validate(study: StudyConfig) -> None:
     """Cross-field checks the types cannot express."""
     file = study.source or "<config>"
@@ -341,6 +360,15 @@ def validate(study: StudyConfig) -> None:
         fail("data.tokenizer.path", "a pretrained tokenizer needs a local directory")
     if d.val_tokens <= 0:
         fail("data.val_tokens", f"must be positive, got {d.val_tokens}")
+    if d.val_every <= 0:
+        fail("data.val_every", f"must be positive, got {d.val_every}")
+    vocab = d.tokenizer.vocab_size
+    if d.tokenizer.kind == "bpe" and not MIN_BPE_VOCAB <= vocab <= MAX_VOCAB:
+        fail("data.tokenizer.vocab_size", f"a BPE vocabulary holds {MIN_BPE_VOCAB} (the 256 bytes and 2 special "
+             f"tokens) to {MAX_VOCAB:,} tokens, got {vocab:,}")
+    if study.out_dir and Path(study.out_dir).exists() and not Path(study.out_dir).is_dir():
+        fail("out_dir", f"{study.out_dir} is a file, not a folder")
+    _validate_eval(study.eval, fail)
     c = study.checkpoints
     if c.count < 0 or c.every < 0:
         fail("checkpoints", "count and every must not be negative")

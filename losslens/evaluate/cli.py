@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from losslens.argtypes import device, positive_float, positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="study folder (holds study.yaml, data/ and the runs)")
@@ -18,14 +20,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="take the I-th of N disjoint parts of the checkpoints (job arrays); "
                         "default: the rank under accelerate launch, else all")
-    p.add_argument("--batch-size", type=int, default=None, help="sequences per forward pass (default eval.batch_size)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda:LOCAL_RANK if available)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="sequences per forward pass (default eval.batch_size)")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1, ... (default: cuda:LOCAL_RANK if available)")
     p.add_argument("--per-example", action="store_true", default=None,
                    help="also write per-example records (prediction, reference, per-choice log-likelihoods)")
-    p.add_argument("--max-examples", type=int, default=None, help="evaluate only the first N examples of each task")
+    p.add_argument("--max-examples", type=positive_int, default=None, help="evaluate only the first N examples of each task")
     p.add_argument("--force", action="store_true", help="recompute results that are already up to date")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--lock-timeout", type=float, default=6 * 3600,
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    p.add_argument("--lock-timeout", type=positive_float, default=6 * 3600,
                    help="seconds after which a claim by an evaluator on another host counts as abandoned")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -7,7 +7,7 @@ Layout of the results, beside the checkpoints (which stay read-only)::
     RUN_DIR/results.csv                                one tidy table, rebuilt from all the JSON files
 
 A (checkpoint, task) *unit* is done when its JSON exists with the expected fingerprint: a hash of
-the checkpoint's ``meta.json``, the task's data and settings, and the evaluation settings that
+the checkpoint's ``meta.json`` and weights, the task's data and settings, and the evaluation settings that
 change numbers (not the batch size or device: results do not depend on them). Re-running a
 finished sweep therefore loads no model. Before working on a unit an evaluator claims it with a
 lock file (:mod:`losslens.evaluate.claims`), so evaluators started together (``--shard i/n`` job
@@ -46,6 +46,7 @@ from losslens.evaluate.claims import Claim
 from losslens.evaluate.harness import Harness, HarnessTask, parse_names
 from losslens.evaluate.runner import TaskSettings, evaluate_pretrain, evaluate_task, read_validation
 from losslens.evaluate.tasks import PRETRAIN, Task, resolve_tasks
+from losslens.evaluate.weights import check_study_checkpoints, checkpoint_fingerprint
 from losslens.fsio import atomic_write_json, atomic_write_text
 
 EVAL_DIR = "evals"  # where losslens.analyze.table.load_examples looks for per-example records
@@ -87,8 +88,8 @@ def _hash(obj) -> str:
 
 
 def checkpoint_hash(ckpt: Path) -> str:
-    """Identity of a checkpoint's weights: its meta.json (rewritten whenever the checkpoint is)."""
-    return hashlib.sha256((ckpt / contracts.META_FILE).read_bytes()).hexdigest()[:16]
+    """Identity of a checkpoint: its meta.json and its weights (:mod:`losslens.evaluate.weights`)."""
+    return checkpoint_fingerprint(ckpt)
 
 
 def result_path(study_dir: Path, ckpt: Path, task: str) -> Path:
@@ -250,6 +251,7 @@ def evaluate_study(
                 raise DataError(f"--lm-eval: task name {t.name!r} is also used by {native[t.name]}: "
                                 f"rename one (results are stored by task name)")
 
+    check_study_checkpoints(study_dir)  # a broken checkpoint stops us before results.csv is rebuilt
     ckpts = [c for run in contracts.list_runs(study_dir) for c in contracts.list_checkpoints(run)]
     mine = [c for c in ckpts if in_shard(c, shard)]
     summary = SweepSummary(checkpoints=len(mine))
