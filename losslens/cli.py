@@ -76,8 +76,8 @@ def _os_error_line(e: Exception) -> str | None:
         return f"a file is not UTF-8 text ({e.reason} at byte {e.start})"
     if getattr(e, "filename", None) is None:
         return None
-    where = f"{e.filename} -> {e.filename2}" if getattr(e, "filename2", None) else str(e.filename)
-    return f"{where}: {e.strerror or type(e).__name__}"
+    target = getattr(e, "filename2", None) or e.filename  # a rename: where the file was going
+    return f"{target}: {e.strerror or type(e).__name__}"
 
 
 if __name__ == "__main__":
