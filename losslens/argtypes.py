@@ -6,6 +6,7 @@ argparse prefixes the message with ``argument --flag:``, so these say only what 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -71,3 +72,40 @@ def output_dir(text: str) -> Path:
             raise argparse.ArgumentTypeError(f"{text}: cannot write in {existing} ({e.strerror})") from None
     return path
 
+
+
+def shard(text: str) -> tuple[int, int]:
+    """``I/N`` (0 <= I < N), or ``slurm``: this job array task's part, from SLURM's environment."""
+    if text == "slurm":
+        return slurm_shard(os.environ)
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N counting from 0 (e.g. 0/4), or slurm; got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"{text}: need 0 <= I < N (parts count from 0: 0/{max(n, 1)} is the first)")
+    return i, n
+
+
+_SLURM = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT")
+
+
+def slurm_shard(env) -> tuple[int, int]:
+    """(i, n) of a SLURM job array task: ``--array=1-8`` gives tasks 1..8, i.e. parts 0/8 ... 7/8.
+
+    Arrays with a step (``--array=0-15:4``) are not contiguous, so their task ids cannot be turned into
+    parts; they are refused.
+    """
+    missing = [k for k in _SLURM if k not in env]
+    if missing:
+        raise argparse.ArgumentTypeError(f"slurm: {', '.join(missing)} not set (not inside a SLURM job array?)")
+    try:
+        task, first, count = (int(env[k]) for k in _SLURM)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"slurm: {', '.join(f'{k}={env[k]!r}' for k in _SLURM)} are not integers") from None
+    top = int(env.get("SLURM_ARRAY_TASK_MAX", first + count - 1))
+    if count <= 0 or top != first + count - 1 or not first <= task <= top:
+        raise argparse.ArgumentTypeError(
+            f"slurm: task {task} of an array {first}-{top} with {count} tasks is not a contiguous range; "
+            f"use --shard I/N")
+    return task - first, count

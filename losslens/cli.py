@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 
 from losslens.errors import LossLensError
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     module = importlib.import_module(COMMANDS[args.command][0])
+    _quiet_deepspeed_cpu_notice()
     try:
         return int(module.main(args) or 0)
     except LossLensError as e:
@@ -68,6 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_deepspeed_cpu_notice() -> None:
+    """Drop DeepSpeed's "Setting accelerator to CPU" warning on runs that do not use DeepSpeed.
+
+    accelerate imports DeepSpeed whenever it is installed (``extract_model_from_parallel``, under
+    every ``save_pretrained``), and DeepSpeed warns on import when it finds no GPU. Only that one
+    message goes: under a DeepSpeed launch, and for every other DeepSpeed message, nothing changes.
+    """
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return
+    logging.getLogger("DeepSpeed").addFilter(
+        lambda record: not record.getMessage().startswith("Setting accelerator to CPU"))
 
 
 def _os_error_line(e: Exception) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from losslens.argtypes import device, positive_float, positive_int
+from losslens.argtypes import device, positive_float, positive_int, shard
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,9 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(needs the lm-eval extra; see docs/lm-eval.md); '' for none")
     p.add_argument("--lm-eval-include", metavar="DIR", default=None,
                    help="folder of harness task YAMLs (default eval.lm_eval_include)")
-    p.add_argument("--shard", metavar="I/N", default=None,
-                   help="take the I-th of N disjoint parts of the checkpoints (job arrays); "
-                        "default: the rank under accelerate launch, else all")
+    p.add_argument("--shard", metavar="I/N", type=shard, default=None,
+                   help="take part I of N disjoint parts of the checkpoints, counting from 0 (0/4 ... 3/4), for "
+                        "job arrays; 'slurm' reads SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and "
+                        "SLURM_ARRAY_TASK_COUNT (ids may start at 1); default: the rank under accelerate launch, else all")
     p.add_argument("--batch-size", type=positive_int, default=None, help="sequences per forward pass (default eval.batch_size)")
     p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1, ... (default: cuda:LOCAL_RANK if available)")
     p.add_argument("--per-example", action="store_true", default=None,
@@ -34,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from losslens.evaluate.harness import parse_names
-    from losslens.evaluate.sweep import evaluate_study, parse_shard
+    from losslens.evaluate.sweep import evaluate_study
 
     if args.threads:
         import torch
@@ -43,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     summary = evaluate_study(
         args.run_dir,
         tasks=args.tasks,
-        shard=parse_shard(args.shard) if args.shard else None,
+        shard=args.shard,
         batch_size=args.batch_size,
         device=args.device,
         per_example=args.per_example,
