@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 import re
 import types
 import typing
@@ -266,18 +267,27 @@ def study_from_dict(raw: dict, file: str = "<dict>") -> StudyConfig:
 
 
 def resolve_paths(study: StudyConfig, base: Path) -> None:
-    """Relative corpus and tokenizer paths are taken relative to the config file, if they exist there."""
+    """Relative paths are taken relative to the config file, if they exist there (else to the working directory)."""
 
     def fix(p: str) -> str:
         candidate = base / p
         return str(candidate) if not Path(p).is_absolute() and not Path(p).exists() and candidate.exists() else p
 
+    def absolute(p: str) -> str:
+        # Evaluation inputs are stored absolute in RUN_DIR/study.yaml, so that `losslens evaluate RUN_DIR`
+        # finds them from any directory and after the study folder moves. (Not the data paths: they
+        # are part of the config hash that resuming checks.)
+        if not Path(fix(p)).exists():
+            return p
+        full, home = os.path.abspath(fix(p)), os.path.abspath(study.output_dir)
+        return os.path.relpath(full, home) if full.startswith(home + os.sep) else full  # inside: travels along
+
     study.data.paths = [fix(p) for p in study.data.paths]
     if study.data.tokenizer.path:
         study.data.tokenizer.path = fix(study.data.tokenizer.path)
-    study.eval.tasks = [fix(t) for t in study.eval.tasks]
+    study.eval.tasks = [absolute(t) for t in study.eval.tasks]
     if study.eval.lm_eval_include:
-        study.eval.lm_eval_include = fix(study.eval.lm_eval_include)
+        study.eval.lm_eval_include = absolute(study.eval.lm_eval_include)
 
 
 # A BPE starts from the 256 byte symbols plus end-of-text and <unk>; beyond 2^20 tokens the embedding

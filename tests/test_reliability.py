@@ -270,3 +270,90 @@ def test_changed_weights_are_evaluated_again(evaluated: Path, capsys):
     old_rows = {l for l in before.splitlines() if l.startswith("xs_64K,") and ",1024," in l}
     new_rows = {l for l in after.splitlines() if l.startswith("xs_64K,") and ",1024," in l}
     assert old_rows and new_rows and old_rows != new_rows
+
+
+# ---------------------------------------------------------------- a study folder that travels (18-21)
+
+
+def test_a_moved_study_folder_evaluates_from_another_directory(tmp_path: Path, monkeypatch, capsys):
+    """Relative task paths in the config are stored so that the study folder can move."""
+    import yaml
+
+    from losslens.config import load_study
+    from tests.eval_fixtures import make_study, write_tasks
+
+    project = tmp_path / "project"
+    write_tasks(project)
+    study_dir = make_study(tmp_path / "made", runs={"xs_64K": [1024]}, tasks=[])
+    raw = yaml.safe_load((study_dir / contracts.STUDY_FILE).read_text())
+    raw["eval"]["tasks"] = ["tasks/mc.jsonl"]  # relative to the working directory, as a user would write it
+    (project / "study.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(project)
+    (study_dir / contracts.STUDY_FILE).write_text(load_study("study.yaml").to_yaml())  # what train writes
+
+    moved = Path(shutil.move(str(study_dir), tmp_path / "elsewhere" / "study"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", str(moved), "--no-progress"]) == 0, capsys.readouterr().err[-2000:]
+    rows = (moved / contracts.RESULTS_FILE).read_text().splitlines()
+    assert any(",mc,acc," in r for r in rows)
+
+
+def test_task_files_inside_the_study_folder_are_stored_relative_to_it(tmp_path: Path):
+    from losslens.config import load_study
+
+    inside = tmp_path / "study" / "tasks" / "mine.jsonl"
+    inside.parent.mkdir(parents=True)
+    inside.write_text('{"context": "a", "choices": ["b", "c"], "answer": 0}\n')
+    cfg = write_study(tmp_path, eval__tasks=[str(inside)])
+    assert load_study(cfg).eval.tasks == [os.path.join("tasks", "mine.jsonl")]
+
+
+def test_train_output_is_readable_by_others_and_quiet_about_deepspeed(tmp_path: Path):
+    """Checkpoint weights follow the umask like every other file (not 0600); no DeepSpeed notice without
+    DeepSpeed; a validation shard smaller than data.val_tokens is said."""
+    from tests.conftest import run_cli
+
+    out = tmp_path / "study"
+    result = run_cli("train", str(ROOT / "configs" / "demo-quick.yaml"), "--out", str(out), "budgets=[48K]",
+                     "--run", "xs_48K", "data.val_tokens=1B", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Setting accelerator to CPU" not in result.stderr + result.stdout
+    assert "fewer than data.val_tokens 1,000,000,000" in result.stderr
+    umask = os.umask(0)
+    os.umask(umask)
+    weights = sorted(out.glob("xs_48K/ckpt-*/model.safetensors"))
+    assert weights
+    for path in weights + sorted(out.glob("xs_48K/ckpt-*/train_state/*")):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "4"}, (0, 4)),
+    ({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "4"}, (3, 4)),
+    ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_COUNT": "2"}, (0, 2)),
+])
+def test_shard_from_a_slurm_array(monkeypatch, env: dict, expected: tuple):
+    from losslens.argtypes import shard
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert shard("slurm") == expected
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--shard", "slurm"], "argument --shard: slurm: SLURM_ARRAY_TASK_ID"),
+    (["--shard", "4/4"], "argument --shard: 4/4: need 0 <= I < N (parts count from 0"),
+    (["--shard", "1of4"], "argument --shard: expected I/N counting from 0"),
+])
+def test_bad_shards(tmp_path: Path, monkeypatch, capsys, argv: list[str], fragment: str):
+    for k in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT"):
+        monkeypatch.delenv(k, raising=False)
+    _exit_2(capsys, ["evaluate", str(tmp_path), *argv], fragment)
+
+
+def test_strided_slurm_array_is_refused(monkeypatch, capsys, tmp_path: Path):
+    env = {"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_COUNT": "4",
+           "SLURM_ARRAY_TASK_MAX": "12"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    _exit_2(capsys, ["evaluate", str(tmp_path), "--shard", "slurm"], "not a contiguous range")
