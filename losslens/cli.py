@@ -13,6 +13,7 @@ import os
 import sys
 
 from losslens.errors import LossLensError
+from losslens.threads import configure_for_shared_cpu
 
 COMMANDS = {
     "train": ("losslens.train.cli", "pretrain every run of a study grid (or one with --run)"),
@@ -46,6 +47,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if not {"-h", "--help"} & set(argv):
+        configure_for_shared_cpu()  # before torch or numpy start their thread pools
     parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
     if hasattr(args, "overrides"):  # key=value overrides may also follow the options

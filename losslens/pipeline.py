@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     result = run_study(args.study, overrides, bootstrap=args.bootstrap, plots=not args.no_plots)
     if "report" not in result:
         return 0
-    times = ", ".join(f"{k} {v:.0f} s" for k, v in result["timings"].items())
+    times = ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items())
     print(f"done in {sum(result['timings'].values()):.0f} s ({times})")
     print(f"report: {result['report']}")
     if not args.no_plots:

@@ -357,3 +357,36 @@ def test_strided_slurm_array_is_refused(monkeypatch, capsys, tmp_path: Path):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     _exit_2(capsys, ["evaluate", str(tmp_path), "--shard", "slurm"], "not a contiguous range")
+
+
+# ---------------------------------------------------------------- a shared CPU (22)
+
+
+def test_a_busy_core_is_not_counted_as_free():
+    import subprocess
+    import sys
+
+    from losslens.threads import busy_cores
+
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    spinner = subprocess.Popen([sys.executable, "-c", "import os, time\nos.sched_setaffinity(0, {%d})\n"
+                                "end = time.time() + 20\nwhile time.time() < end: pass\n" % cpu])
+    try:
+        import time
+
+        time.sleep(1.0)
+        assert busy_cores([cpu]) > 0.5  # the spinner holds it (other load only adds)
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_thread_defaults_respect_the_users_setting(monkeypatch):
+    from losslens.threads import THREAD_VARIABLES, configure_for_shared_cpu, free_cores
+
+    for v in (*THREAD_VARIABLES, "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert configure_for_shared_cpu() == 3
+    assert all(os.environ[v] == "3" for v in THREAD_VARIABLES) and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert 1 <= free_cores() <= len(os.sched_getaffinity(0))
