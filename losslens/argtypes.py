@@ -59,20 +59,24 @@ def device(text: str) -> str:
 
 def output_dir(text: str) -> Path:
     """A folder to write into: it may not exist yet, but it must not be a file, and must be writable."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    problem = unwritable_folder(Path(text))
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return Path(text)
+
+
+def unwritable_folder(path: Path) -> str | None:
+    """Why ``path`` cannot be (created and) written as a folder, or None when it can."""
     existing = next((p for p in [path, *path.absolute().parents] if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: {existing} is a file, not a folder")
-    if existing is not None:
-        try:  # a real probe: os.access says yes to root on a read-only file system
-            tempfile.TemporaryFile(dir=existing).close()
-        except OSError as e:
-            raise argparse.ArgumentTypeError(f"{text}: cannot write in {existing} ({e.strerror})") from None
-    return path
-
-
+    if existing is None:
+        return None
+    if not existing.is_dir():
+        return f"{path} is a file, not a folder" if existing == path else f"{path}: {existing} is a file, not a folder"
+    try:  # a real probe: os.access says yes to root on a read-only file system
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        return f"{path}: cannot write in {existing} ({e.strerror})"
+    return None
 
 def shard(text: str) -> tuple[int, int]:
     """``I/N`` (0 <= I < N), or ``slurm``: this job array task's part, from SLURM's environment."""

@@ -138,6 +138,16 @@ def test_analyze_out_that_is_not_writable(tmp_path: Path, capsys):
     _exit_2(capsys, ["analyze", "--results", str(table), "--out", str(out)], "argument --out", "cannot write in")
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a read-only folder")
+def test_analyze_a_study_folder_that_is_not_writable(tmp_path: Path, capsys):
+    run_dir = _analyzable_folder(tmp_path)
+    run_dir.chmod(0o555)
+    try:
+        _exit_2(capsys, ["analyze", str(run_dir)], str(run_dir), "cannot write in", "give --out DIR")
+    finally:
+        run_dir.chmod(0o755)
+
+
 def test_a_file_that_cannot_be_written_is_one_line(tmp_path: Path, capsys):
     """The safety net for write failures past the flags: a report path taken by a folder."""
     run_dir = _analyzable_folder(tmp_path)

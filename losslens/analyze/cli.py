@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from losslens.analyze.table import ResultsError
-from losslens.argtypes import output_dir
+from losslens.argtypes import output_dir, unwritable_folder
 
 
 def _sizes(text: str) -> list[float]:
@@ -33,6 +33,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.run_dir is None and args.results is None:
         raise ResultsError("give a RUN_DIR or --results PATH")
+    if args.out is None and args.run_dir is not None and args.run_dir.is_dir() and unwritable_folder(args.run_dir):
+        raise ResultsError(f"{unwritable_folder(args.run_dir)}: the report goes there; give --out DIR")
     if args.bootstrap < 0:
         raise ResultsError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     analysis = analyze(args.run_dir, results=args.results, out=args.out, n_bootstrap=args.bootstrap,
