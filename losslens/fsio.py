@@ -124,6 +124,18 @@ def publish_directory(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
     fsync_dir(final.parent)
 
 
+def apply_umask(root: str | os.PathLike) -> None:
+    """Give every file and folder below ``root`` the ordinary permissions (0666/0777 less the umask).
+
+    Some writers (safetensors) create 0600 files, which other users of a shared cluster cannot read.
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o777 & ~_UMASK)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o666 & ~_UMASK)
+
+
 def remove_stale_temporaries(directory: str | os.PathLike) -> None:
     """Delete ``.tmp-*`` leftovers of writers that were killed."""
     directory = Path(directory)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from losslens.analyze.table import ResultsError
+from losslens.argtypes import output_dir, unwritable_folder
 
 
 def _sizes(text: str) -> list[float]:
@@ -18,7 +19,7 @@ def _sizes(text: str) -> list[float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", nargs="?", type=Path, help="study directory holding results.csv")
     parser.add_argument("--results", type=Path, help="results table to read (default: RUN_DIR/results.csv)")
-    parser.add_argument("--out", type=Path, help="where report.json, report.md and plots/ go (default: RUN_DIR)")
+    parser.add_argument("--out", type=output_dir, help="where report.json, report.md and plots/ go (default: RUN_DIR)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--forecast-sizes", type=_sizes, metavar="N1,N2",
@@ -40,6 +41,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.run_dir is None and args.results is None:
         raise ResultsError("give a RUN_DIR or --results PATH")
+    if args.out is None and args.run_dir is not None and args.run_dir.is_dir() and unwritable_folder(args.run_dir):
+        raise ResultsError(f"{unwritable_folder(args.run_dir)}: the report goes there; give --out DIR")
     if args.bootstrap < 0:
         raise ResultsError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     analysis = analyze(args.run_dir, results=args.results, out=args.out, n_bootstrap=args.bootstrap,

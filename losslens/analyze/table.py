@@ -171,6 +171,7 @@ def read_results(path: str | Path) -> Table:
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"{path}: results table not found")
+    _check_is_text(path)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
@@ -231,6 +232,17 @@ def read_results(path: str | Path) -> Table:
     cols["flops"][no_flops] = 6.0 * cols["n_params_nonembed"][no_flops] * cols["tokens"][no_flops]
     cols["line"] = np.array(lines)
     return Table(path=path, cols=cols)
+
+
+def _check_is_text(path: Path) -> None:
+    """Refuse a binary file by name (the csv module would fail on it with a decoding traceback)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ResultsError(f"{path}: not a UTF-8 CSV file ({e.reason} at byte {e.start})") from None
+    if b"\0" in data:
+        raise ResultsError(f"{path}: not a CSV file (holds NUL bytes)")
 
 
 def check_table_matches_study(table: Table, run_dir: str | Path) -> None:

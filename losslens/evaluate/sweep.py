@@ -9,8 +9,8 @@ Layout of the results, beside the checkpoints (which stay read-only)::
 The work is a list of *units* (:mod:`losslens.evaluate.units`): the pretraining loss, each task,
 each lm-evaluation-harness task. For every checkpoint and unit the sweep does the same three
 things, whatever the unit: **claim** it (unless its JSON exists with the expected fingerprint: a
-hash of the checkpoint's ``meta.json`` and the unit's own fingerprint, i.e. its data and the
-settings that change numbers, not the batch size or device), **run** it on the checkpoint's
+hash of the checkpoint's ``meta.json`` and weights, and the unit's own fingerprint, i.e. its data and
+the settings that change numbers, not the batch size or device), **run** it on the checkpoint's
 context, **write** its JSON. Re-running a finished sweep therefore loads no model. Claims are lock
 files (:mod:`losslens.evaluate.claims`), so evaluators started together (``--shard i/n`` job
 arrays, ``accelerate launch``, or plain duplicates) never repeat work; each one, when it ends,
@@ -44,6 +44,7 @@ from losslens.evaluate.harness import Harness, parse_names
 from losslens.evaluate.runner import TaskSettings
 from losslens.evaluate.tasks import local_path, resolve_tasks
 from losslens.evaluate.units import CheckpointContext, PretrainUnit, RunOptions, TaskUnit, Unit, fingerprint
+from losslens.evaluate.weights import check_study_checkpoints, checkpoint_fingerprint
 from losslens.fsio import atomic_write_json, atomic_write_text
 
 TABLE_LOCK = ".results.lock"
@@ -62,17 +63,6 @@ class SweepSummary:
     results: list[Path] = field(default_factory=list)  # JSON files this process wrote
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n) with 0 <= i < n."""
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise LossLensError(f"--shard {text}: expected i/n, e.g. 0/4") from None
-    if not 0 <= i < n:
-        raise LossLensError(f"--shard {text}: need 0 <= i < n")
-    return i, n
-
-
 def in_shard(ckpt: Path, shard: tuple[int, int]) -> bool:
     """A checkpoint's shard is a hash of its run and name: stable when checkpoints are added or removed."""
     i, n = shard
@@ -80,8 +70,8 @@ def in_shard(ckpt: Path, shard: tuple[int, int]) -> bool:
 
 
 def checkpoint_hash(ckpt: Path) -> str:
-    """Identity of a checkpoint's weights: its meta.json (rewritten whenever the checkpoint is)."""
-    return hashlib.sha256((ckpt / contracts.META_FILE).read_bytes()).hexdigest()[:16]
+    """Identity of a checkpoint: its meta.json and its weights (:mod:`losslens.evaluate.weights`)."""
+    return checkpoint_fingerprint(ckpt)
 
 
 def result_path(study_dir: Path, ckpt: Path, task: str) -> Path:
@@ -174,6 +164,7 @@ def evaluate_study(
         shard = (int(os.environ.get("RANK", 0)), world) if world > 1 else (0, 1)
     units = plan_units(study, study_dir, tasks=tasks, max_examples=max_examples, lm_eval=lm_eval,
                        lm_eval_include=lm_eval_include, log=log)
+    check_study_checkpoints(study_dir)  # a broken checkpoint stops us before results.csv is rebuilt
     ckpts = [c for run in contracts.list_runs(study_dir) for c in contracts.list_checkpoints(run)]
     mine = [c for c in ckpts if in_shard(c, shard)]
     summary = SweepSummary(checkpoints=len(mine))

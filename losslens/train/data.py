@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -89,6 +90,11 @@ def prepare_data(cfg: DataConfig, seed: int, data_dir: Path) -> dict:
             raise DataError(f"corpus is empty: {', '.join(cfg.paths) or cfg.source} gave no text")
         if counts["val"] == 0:
             raise DataError("no validation tokens: lower data.val_every or give a larger corpus")
+        if counts["val"] < cfg.val_tokens:  # the corpus ran out before the validation shard filled
+            share = counts["val"] / (counts["val"] + counts["train"])
+            print(f"data: the validation shard holds {counts['val']:,} tokens, fewer than data.val_tokens "
+                  f"{cfg.val_tokens:,}: every {cfg.val_every}th document of the corpus, {share:.0%} of its tokens",
+                  file=sys.stderr, flush=True)
         meta = {
             "fingerprint": fingerprint,
             "dtype": dtype.name,
