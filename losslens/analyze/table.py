@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from losslens.contracts import (META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, checkpoint_dirname, list_runs, metric_info,
-                                read_meta)
+from losslens.contracts import (DEFAULT_X_LABEL, META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, X_LABEL_COLUMN,
+                                checkpoint_dirname, list_runs, metric_info, read_meta)
 from losslens.errors import LossLensError
 
 
@@ -91,10 +91,12 @@ class Series:
 
 @dataclass
 class Table:
-    """All rows of a results table as numpy columns (``cols[name]``), plus the source path."""
+    """All rows of a results table as numpy columns (``cols[name]``), plus the source path and what
+    the ``loss`` column holds (``x_label``: the pretraining loss, or a stand-in named by the table)."""
 
     path: Path
     cols: dict[str, np.ndarray]
+    x_label: str = DEFAULT_X_LABEL
 
     def __len__(self) -> int:
         return len(self.cols["run"])
@@ -163,7 +165,8 @@ class Table:
 def read_results(path: str | Path) -> Table:
     """Parse and validate a results table.
 
-    Checks: every column of ``RESULTS_COLUMNS`` present (extra columns are ignored), every cell
+    Checks: every column of ``RESULTS_COLUMNS`` present (extra columns are ignored, but an
+    ``x_label`` column must hold one label for the whole table), every cell
     of the right type (only flops, ci_low, ci_high, n and chance may be empty), loss > 0,
     tokens >= 0, one size per run, and no checkpoint x task x metric given twice.
     A missing ``flops`` cell is filled with the usual estimate 6 * N_nonembed * tokens.
@@ -179,10 +182,13 @@ def read_results(path: str | Path) -> Table:
             raise ResultsError(f"{path}: missing column(s) {', '.join(missing)} (have: {', '.join(header) or 'none'})")
         rows: dict[str, list] = {c: [] for c in RESULTS_COLUMNS}
         lines: list[int] = []
+        x_labels: dict[str, int] = {}  # label -> first line
         for row in reader:
             line = reader.line_num
             if None in row:  # more cells than header fields
                 raise ResultsError(f"{path}:{line}: more cells than columns in the header")
+            if X_LABEL_COLUMN in row:
+                x_labels.setdefault((row[X_LABEL_COLUMN] or "").strip(), line)
             for col, (kind, optional) in _SCHEMA.items():
                 text = (row[col] or "").strip()
                 where = f"{path}:{line}: column {col!r}"
@@ -195,6 +201,7 @@ def read_results(path: str | Path) -> Table:
             lines.append(line)
     if not lines:
         raise ResultsError(f"{path}: no rows")
+    x_label = _x_label(path, x_labels)
 
     cols = {c: np.array(v, dtype=str if _SCHEMA[c][0] == _STR else float) for c, v in rows.items()}
     for c in ("n_params", "n_params_nonembed", "tokens", "step"):
@@ -230,7 +237,20 @@ def read_results(path: str | Path) -> Table:
     no_flops = ~np.isfinite(cols["flops"])
     cols["flops"][no_flops] = 6.0 * cols["n_params_nonembed"][no_flops] * cols["tokens"][no_flops]
     cols["line"] = np.array(lines)
-    return Table(path=path, cols=cols)
+    return Table(path=path, cols=cols, x_label=x_label)
+
+
+def _x_label(path: Path, labels: dict[str, int]) -> str:
+    """The table's one ``x_label`` (``losslens.contracts.X_LABEL_COLUMN``; label -> first line), or the default."""
+    if not labels:
+        return DEFAULT_X_LABEL
+    if "" in labels:
+        raise ResultsError(f"{path}:{labels['']}: column {X_LABEL_COLUMN!r}: empty (label every row, or drop the column)")
+    if len(labels) > 1:
+        (a, la), (b, lb) = sorted(labels.items(), key=lambda kv: kv[1])[:2]
+        raise ResultsError(f"{path}:{lb}: column {X_LABEL_COLUMN!r}: {b!r}, but line {la} says {a!r}; "
+                           f"a table has one x-axis")
+    return next(iter(labels))
 
 
 def check_table_matches_study(table: Table, run_dir: str | Path) -> None:
