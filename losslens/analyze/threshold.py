@@ -305,7 +305,9 @@ def _grid_search_many(x, W, Y, co, grids: list, design) -> list[int]:
     for b, grid in enumerate(grids):
         groups.setdefault(tuple(a.tobytes() for a in grid), []).append(b)
     for members in groups.values():
-        rss = _weighted_profile(design(grids[members[0]], x), W[:, members], Y[:, members], co)
+        drawn = np.flatnonzero(W[:, members].any(axis=1))  # points no member drew add nothing to its sums
+        rss = _weighted_profile(design(grids[members[0]], x[drawn]), W[np.ix_(drawn, members)],
+                                Y[np.ix_(drawn, members)], co)
         for b, g in zip(members, np.argmin(rss, axis=0)):
             best[b] = int(g)
     return best
@@ -355,25 +357,23 @@ def _resamples(y, examples, n_boot, rng) -> tuple[np.ndarray, np.ndarray]:
     """Draw the bootstrap: (W, Y), n x n_boot, how often each point is drawn and its score in each
     resample. Random numbers are drawn in a fixed order, so a seed gives the same resamples."""
     n = len(y)
-    ex_means = None
-    if examples is not None:
-        ex_means = np.array([np.nan if e is None else e.mean() for e in examples])
-        lengths = {len(e) for e in examples if e is not None}
-        paired = len(lengths) == 1
+    if examples is None:  # the points alone: one draw for all resamples gives the same numbers
+        picks = rng.integers(0, n, (n_boot, n))
+        W = np.bincount((picks + n * np.arange(n_boot)[:, None]).ravel(), minlength=n * n_boot)
+        return W.reshape(n_boot, n).T.astype(float), np.repeat(y[:, None], n_boot, axis=1)
+    ex_means = np.array([np.nan if e is None else e.mean() for e in examples])
+    paired = len({len(e) for e in examples if e is not None}) == 1
     W, Y = np.empty((n, n_boot)), np.empty((n, n_boot))
     for b in range(n_boot):
-        yb = y
-        if examples is not None:
-            # Shift each score by how much its mean moves when the test set is resampled. The
-            # table's value stays the centre even if it was aggregated differently (e.g. per token).
-            if paired:
-                m = len(next(e for e in examples if e is not None))
-                idx = rng.integers(0, m, m)
-            shift = np.array([0.0 if e is None else (e[idx] if paired else e[rng.integers(0, len(e), len(e))]).mean()
-                              - ex_means[i] for i, e in enumerate(examples)])
-            yb = y + shift
+        # Shift each score by how much its mean moves when the test set is resampled. The
+        # table's value stays the centre even if it was aggregated differently (e.g. per token).
+        if paired:
+            m = len(next(e for e in examples if e is not None))
+            idx = rng.integers(0, m, m)
+        shift = np.array([0.0 if e is None else (e[idx] if paired else e[rng.integers(0, len(e), len(e))]).mean()
+                          - ex_means[i] for i, e in enumerate(examples)])
+        Y[:, b] = y + shift
         W[:, b] = np.bincount(rng.integers(0, n, n), minlength=n)
-        Y[:, b] = yb
     return W, Y
 
 
