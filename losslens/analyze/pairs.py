@@ -68,9 +68,11 @@ def worker_count(work: int) -> int:
 def analyze_pairs(jobs: list[tuple[Series, list | None, int, int]], progress: bool | None) -> list[tuple]:
     """:func:`analyze_pair` on every ``(series, examples, n_bootstrap, seed)``, results in job order."""
     work = sum(len(s) * max(n_boot, 1) for s, _, n_boot, _ in jobs)
-    workers = min(worker_count(work), len(jobs))
-    # forkserver: workers start from a clean process, not a copy of this one's threads and state.
-    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
+    # Forked workers: spawned ones would run the caller's main script again (a script calling analyze()
+    # without an ``if __name__ == "__main__"`` guard). Where fork is missing, everything runs here.
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    workers = min(worker_count(work), len(jobs)) if fork else 1
+    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                 initializer=_one_blas_thread_in_worker) if workers > 1 else nullcontext())
     with pool:
         results = pool.map(_job, jobs) if workers > 1 else map(_job, jobs)
