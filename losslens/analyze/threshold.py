@@ -58,6 +58,7 @@ VERDICTS = (EMERGENT, SMOOTH, NOT_LEARNED, INSUFFICIENT)
 BIC_MARGIN = 2.0  # the BIC difference a claim needs
 FLAT_FRACTION = 0.05  # a sigmoid point is "on the floor" below 5 % of the sigmoid's height
 HINGE_GRID = 256  # eta candidates for the profile search
+BLOCK = 1 << 15  # design elements per block (256 KB): the work of one block stays in cache
 
 
 @dataclass
@@ -182,10 +183,19 @@ def _sigmoid_search(x: np.ndarray, y: np.ndarray, c: float | None, rounds: int =
     for r in range(rounds + 1):
         if r:
             grid = _finer_grid(grid, g)
-        rss, h, cc = _profile(_sigmoid_design(grid, x), y, c)
+        rss, h, cc = _sigmoid_profile(grid, x, y, c)
         g = int(np.argmin(rss))
     m, w = _cell(grid, g)
     return m, w, h[g], cc[g], float(rss[g])
+
+
+def _sigmoid_profile(grid, x: np.ndarray, y: np.ndarray, c: float | None):
+    """:func:`_profile` of the sigmoid design, a block of rows at a time: with many points the whole
+    design no longer fits in cache, and each element then costs several times more."""
+    step = max(1, BLOCK // len(x))
+    parts = [_profile(_sigmoid_design(grid, x, slice(i, i + step)), y, c)
+             for i in range(0, len(grid[0]) * len(grid[1]), step)]
+    return tuple(np.concatenate(p) for p in zip(*parts))
 
 
 def _fit_sigmoid(x: np.ndarray, y: np.ndarray, c: float | None):
@@ -298,24 +308,32 @@ def _sigmoid_grid(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _grid_search_many(x, W, Y, co, grids: list, design) -> list[int]:
-    """For each resample b, the index of the best row of ``design(grids[b], x)``. Resamples that share
-    a grid (most do: it depends on little) share one design matrix and one matrix product."""
+    """For each resample b, the index of the best row of ``design(grids[b], x, rows)``. Resamples that
+    share a grid (most do: it depends on little) share one design matrix and one matrix product,
+    computed a block of rows at a time (see ``BLOCK``)."""
     best = [0] * len(grids)
     groups: dict[tuple, list[int]] = {}
     for b, grid in enumerate(grids):
         groups.setdefault(tuple(a.tobytes() for a in grid), []).append(b)
     for members in groups.values():
         drawn = np.flatnonzero(W[:, members].any(axis=1))  # points no member drew add nothing to its sums
-        rss = _weighted_profile(design(grids[members[0]], x[drawn]), W[np.ix_(drawn, members)],
-                                Y[np.ix_(drawn, members)], co)
+        Wd, Yd, xd = W[np.ix_(drawn, members)], Y[np.ix_(drawn, members)], x[drawn]
+        grid, step = grids[members[0]], max(1, BLOCK // len(drawn))
+        rss = np.concatenate([_weighted_profile(design(grid, xd, slice(i, i + step)), Wd, Yd, co)
+                              for i in range(0, math.prod(len(a) for a in grid), step)])
         for b, g in zip(members, np.argmin(rss, axis=0)):
             best[b] = int(g)
     return best
 
 
-def _sigmoid_design(grid, x):
-    mm, ww = (a.ravel() for a in np.meshgrid(*grid))
+def _sigmoid_design(grid, x, rows=slice(None)):
+    """Rows ``rows`` of the sigmoid design over the (midpoint, width) grid ``meshgrid(ms, ws)``."""
+    mm, ww = (a.ravel()[rows] for a in np.meshgrid(*grid))
     return expit((mm[:, None] - x[None, :]) / ww[:, None])
+
+
+def _hinge_design(grid, x, rows=slice(None)):
+    return np.maximum(0.0, grid[0][rows, None] - x[None, :])
 
 
 def _cell(grid, g: int) -> tuple[float, float]:
@@ -349,7 +367,7 @@ def _bootstrap_sigmoid(x, W, Y, co, lo, hi, rounds: int = 3) -> np.ndarray:
 def _bootstrap_hinge(x, W, Y, co, lo, hi, grid: int = 128) -> np.ndarray:
     """:func:`_hinge_eta`'s eta (a ``grid``-point profile, no polish) on every resample."""
     grids = [(np.linspace(a, b, grid),) for a, b in zip(lo, hi)]
-    best = _grid_search_many(x, W, Y, co, grids, lambda g, x: np.maximum(0.0, g[0][:, None] - x[None, :]))
+    best = _grid_search_many(x, W, Y, co, grids, _hinge_design)
     return np.array([g[0][i] for g, i in zip(grids, best)])
 
 
