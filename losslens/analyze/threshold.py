@@ -328,7 +328,9 @@ def _grid_search_many(x, W, Y, co, grids: list, design) -> list[int]:
 
 def _sigmoid_design(grid, x, rows=slice(None)):
     """Rows ``rows`` of the sigmoid design over the (midpoint, width) grid ``meshgrid(ms, ws)``."""
-    mm, ww = (a.ravel()[rows] for a in np.meshgrid(*grid))
+    ms, ws = grid
+    cells = np.arange(len(ms) * len(ws))[rows]  # meshgrid(ms, ws).ravel() order: ms varies fastest
+    mm, ww = ms[cells % len(ms)], ws[cells // len(ms)]
     return expit((mm[:, None] - x[None, :]) / ww[:, None])
 
 
