@@ -177,6 +177,7 @@ def test_batched_bootstrap_equals_refitting_each_resample(model, chance):
 def test_pairs_in_worker_processes_equal_pairs_in_one(monkeypatch):
     # Each pair keeps its seed: the results cannot depend on how many processes computed them.
     from losslens.analyze import pairs
+    from losslens.analyze.parallel import WORKERS_ENV, max_workers
     from losslens.analyze.table import Series
     from losslens.errors import LossLensError
 
@@ -190,12 +191,12 @@ def test_pairs_in_worker_processes_equal_pairs_in_one(monkeypatch):
     monkeypatch.setattr(pairs, "PARALLEL_MIN_WORK", 0)
     runs = {}
     for workers in ("1", "2"):
-        monkeypatch.setenv(pairs.WORKERS_ENV, workers)
-        assert pairs.worker_count(1) == int(workers)
+        monkeypatch.setenv(WORKERS_ENV, workers)
+        assert max_workers() == int(workers)
         runs[workers] = pairs.analyze_pairs(jobs, progress=False)
     for (one, align1), (two, align2) in zip(runs["1"], runs["2"]):
         assert one.verdict == two.verdict == EMERGENT and align1 == align2
         np.testing.assert_array_equal(one.bootstrap, two.bootstrap)
-    monkeypatch.setenv(pairs.WORKERS_ENV, "lots")
+    monkeypatch.setenv(WORKERS_ENV, "lots")
     with pytest.raises(LossLensError, match="LOSSLENS_ANALYZE_WORKERS='lots': expected a whole number"):
-        pairs.worker_count(1)
+        max_workers()

@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
+from losslens.analyze.parallel import fork_map, max_workers
 from losslens.analyze.table import count_label
 from losslens.analyze.threshold import EMERGENT
 from losslens.fsio import atomic_write_bytes
@@ -246,17 +247,34 @@ def overview_figure(analysis, styles: Styles) -> Figure:
     return fig
 
 
-def write_plots(analysis, out_dir: str | Path) -> dict[str, list[Path]]:
-    """Render every figure into ``out_dir``; returns {figure name: [png, pdf]}."""
-    out_dir = Path(out_dir)
-    styles = Styles(analysis.table)
-    written = {}
+_ANALYSIS = None  # the analysis being drawn, read by forked workers (see losslens.analyze.parallel)
+
+
+def _task_figures(job) -> dict[str, list[Path]]:
+    """The task and contrast figures of one task (in a worker process when there are several)."""
+    task, out_dir = job
+    styles = Styles(_ANALYSIS.table)
     with rc_context(STYLE):
-        for task in analysis.table.tasks():
-            written[f"task_{slug(task)}"] = _save(task_figure(analysis, task, styles), out_dir / f"task_{slug(task)}")
-            written[f"contrast_{slug(task)}"] = _save(contrast_figure(analysis, task, styles),
-                                                      out_dir / f"contrast_{slug(task)}")
+        return {f"{kind}_{slug(task)}": _save(draw(_ANALYSIS, task, styles), out_dir / f"{kind}_{slug(task)}")
+                for kind, draw in (("task", task_figure), ("contrast", contrast_figure))}
+
+
+def write_plots(analysis, out_dir: str | Path) -> dict[str, list[Path]]:
+    """Render every figure into ``out_dir``; returns {figure name: [png, pdf]}. The figures of
+    different tasks are independent: with several tasks they are drawn in parallel processes."""
+    global _ANALYSIS
+    out_dir = Path(out_dir)
+    tasks = analysis.table.tasks()
+    _ANALYSIS = analysis
+    try:
+        written = {}
+        for figures in fork_map(_task_figures, [(task, out_dir) for task in tasks], max_workers() if len(tasks) > 1 else 1):
+            written.update(figures)
+    finally:
+        _ANALYSIS = None
+    styles = Styles(analysis.table)
+    with rc_context(STYLE):
         written["training"] = _save(training_figure(analysis, styles), out_dir / "training")
-        if analysis.table.tasks():
+        if tasks:
             written["overview"] = _save(overview_figure(analysis, styles), out_dir / "overview")
     return written
