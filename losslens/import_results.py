@@ -110,6 +110,10 @@ class ImportSummary:
     x_label: str
 
 
+def _is_pattern(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
 def _number(v) -> Optional[float]:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
@@ -169,7 +173,7 @@ def _run_files(mapping_path: Path, root: Path, run: str, spec: RunSpec) -> list[
     for i, item in enumerate(items):
         where = f"{mapping_path}: runs.{run}.files" + ("" if isinstance(spec.files, str) else f"[{i}]")
         entry = FileSpec(item) if isinstance(item, str) else item
-        if glob.has_magic(entry.path):
+        if _is_pattern(entry.path):
             found = sorted(glob.glob(str(root / entry.path)))
             if not found:
                 raise ConfigError(f"{where}: pattern {entry.path!r} matches no file under {root}")
@@ -215,7 +219,7 @@ def _selected(hf: HarnessFile, mapping: ImportMapping) -> list[tuple[str, str]]:
         tasks = sorted(hf.results)
     else:
         for name in names:
-            if not glob.has_magic(name) and name not in hf.results:
+            if not _is_pattern(name) and name not in hf.results:
                 raise DataError(f"{hf.path}: results.{name}: missing (the mapping's tasks name it)")
         tasks = sorted(t for t in hf.results if any(fnmatch.fnmatchcase(t, n) for n in names))
     pairs = []
