@@ -14,8 +14,7 @@ import numpy as np
 
 from losslens.analyze.pairs import analyze_pairs
 from losslens.analyze.scaling import ScalingFit, fit_scaling_law, forecast
-from losslens.analyze.table import (ResultsError, Series, Table, check_table_matches_study, load_examples,
-                                    read_results)
+from losslens.analyze.table import ResultsError, Series, Table, check_table_matches_study, read_results
 from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test
 from losslens.contracts import RESULTS_FILE
 
@@ -95,7 +94,7 @@ def _run_analysis(results, run_dir, n_bootstrap, seed, forecast_sizes, progress)
         check_table_matches_study(table, run_dir)
     items = [(t, m) for t in table.tasks() for m in table.metrics(t)]
     series = [table.series(task, metric) for task, metric in items]
-    jobs = [(s, load_examples(run_dir, s), n_bootstrap, seed + i) for i, s in enumerate(series)]
+    jobs = [(s, run_dir, n_bootstrap, seed + i) for i, s in enumerate(series)]
     metrics: dict[tuple[str, str], MetricAnalysis] = {
         key: MetricAnalysis(s, res, align) for key, s, (res, align) in zip(items, series, analyze_pairs(jobs, progress))}
 

@@ -398,16 +398,20 @@ def _resamples(y, examples, n_boot, rng) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _bootstrap_eta(model, x, y, chance, sign, examples, n_boot, rng) -> np.ndarray:
-    """eta of ``model`` refitted on ``n_boot`` resamples of the points (and test examples, if given)."""
+    """eta of ``model`` refitted on ``n_boot`` resamples of the points (and test examples, if given).
+
+    Each resample is fitted exactly as the full data are (:func:`_sigmoid_search`, :func:`_hinge_eta`
+    on a 128-point grid), but all at once: see :func:`_grid_search_many`.
+    """
     co = None if chance is None else sign * chance
     W, Y = _resamples(y, examples, n_boot, rng)
     drawn = W > 0
     lo = np.where(drawn, x[:, None], np.inf).min(axis=0)
     hi = np.where(drawn, x[:, None], -np.inf).max(axis=0)
     ok = hi > lo  # a resample of one loss value cannot place eta
-    W, Y, lo, hi = W[:, ok], sign * Y[:, ok], lo[ok], hi[ok]
     if not ok.any():
         return np.empty(0)
+    W, Y, lo, hi = W[:, ok], sign * Y[:, ok], lo[ok], hi[ok]
     fit = _bootstrap_hinge if model == "hinge" else _bootstrap_sigmoid
     etas = fit(x, W, Y, co, lo, hi)
     return etas[np.isfinite(etas)]
