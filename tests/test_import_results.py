@@ -66,7 +66,7 @@ def test_pythia_import_analyzes_and_plots_say_the_x_axis(pythia_table, tmp_path)
     from losslens.analyze.plots import Styles, task_figure
 
     analysis = run_analysis(pythia_table[1].path, n_bootstrap=20, progress=False)
-    assert analysis.table.x_label == "LAMBADA (OpenAI) ln perplexity"
+    assert analysis.table.x_label == analysis.settings["x_label"] == "LAMBADA (OpenAI) ln perplexity"
     fig = task_figure(analysis, "sciq", Styles(analysis.table))
     assert "LAMBADA (OpenAI) ln perplexity" in fig.axes[0].get_xlabel()
     # sciq accuracy climbs far above chance at the end of training: the table carries a real signal

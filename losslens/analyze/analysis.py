@@ -137,7 +137,7 @@ def _run_analysis(results, run_dir, n_bootstrap, seed, forecast_sizes, progress)
 
     settings = {"results": str(results), "run_dir": None if run_dir is None else str(run_dir),
                 "n_bootstrap": n_bootstrap, "scaling_bootstrap": min(n_bootstrap, SCALING_BOOTSTRAP_MAX),
-                "seed": seed}
+                "seed": seed, "x_label": table.x_label}
     return Analysis(table, metrics, mirage, reference, scaling, scaling_error, forecasts, settings)
 
 
