@@ -21,6 +21,7 @@ COMMANDS = {
     "analyze": ("losslens.analyze.cli", "thresholds, verdicts, scaling law and plots from results.csv"),
     "run": ("losslens.pipeline", "train, evaluate and analyze a study in one go"),
     "import": ("losslens.external", "declare a study from a manifest of checkpoints trained elsewhere"),
+    "import-results": ("losslens.import_results", "lm-evaluation-harness result files of other labs into results.csv"),
 }
 
 

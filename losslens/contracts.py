@@ -12,6 +12,8 @@
    checkpoint x task x metric (the pretraining loss itself is task ``pretrain``, metrics ``loss`` and
    ``bpb``). It is rebuilt from the per-(checkpoint, task) JSON files under ``RUN_DIR/evals/``, which
    may hold per-example records. ``analyze`` reads nothing else, so tables made elsewhere work too.
+   An optional ``X_LABEL_COLUMN`` says what the ``loss`` column holds when it is not the pretraining
+   loss (a table imported from other labs' result files).
 
 How to read each metric (``METRICS``, :func:`metric_info`) comes from the metric registry in
 :mod:`losslens.metrics`. This module imports nothing heavy (numpy at most): every stage may import it.
@@ -62,6 +64,12 @@ RESULTS_COLUMNS = (
     "run", "n_params", "n_params_nonembed", "tokens", "step", "flops", "loss",
     "task", "metric", "value", "ci_low", "ci_high", "n", "chance",
 )
+# Optional column: what the ``loss`` column holds, one value for the whole table. Absent, it is the
+# pretraining loss; a table imported from result files without one (``losslens import-results``)
+# names the task metric standing in for it, e.g. "LAMBADA (OpenAI) ln perplexity". Reports and plots
+# label the x-axis with it.
+X_LABEL_COLUMN = "x_label"
+DEFAULT_X_LABEL = "validation loss (nats/token)"
 
 
 # lm-evaluation-harness metrics that are better when lower (its registry's higher_is_better=False).

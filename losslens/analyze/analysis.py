@@ -11,14 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from losslens.analyze.alignment import alignment_r2
 from losslens.analyze.backtest import Holdout, choose_holdout, fit_law, run_backtest
+from losslens.analyze.pairs import analyze_pairs
 from losslens.analyze.scaling import ScalingFit, forecast
-from losslens.analyze.table import (ResultsError, Series, Table, check_table_matches_study, load_examples,
-                                    read_results)
-from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test, find_threshold
+from losslens.analyze.table import ResultsError, Series, Table, check_table_matches_study, read_results
+from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test
 from losslens.contracts import RESULTS_FILE
 
 SCALING_BOOTSTRAP_MAX = 200  # scaling-law refits are ~100x dearer than eta refits
@@ -114,18 +112,11 @@ def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progre
     if run_dir is not None:
         check_table_matches_study(table, run_dir)
     holdout = choose_holdout(table, backtest)  # before any work: a bad --backtest fails fast
-    metrics: dict[tuple[str, str], MetricAnalysis] = {}
     items = [(t, m) for t in table.tasks() for m in table.metrics(t)]
-    # disable=None: a bar only on a terminal.
-    bar = tqdm(items, desc="thresholds", disable=None if progress is None else not progress, leave=False)
-    for i, (task, metric) in enumerate(bar):
-        s = table.series(task, metric)
-        res = find_threshold(s.loss, s.value, s.chance, higher_is_better=s.higher_is_better,
-                             n_bootstrap=n_bootstrap, seed=seed + i, examples=load_examples(run_dir, s),
-                             ci_level=ci_level, min_side=MIN_SIDE)
-        align = {"loss": alignment_r2(s.loss, s.value, s.n_params),
-                 "compute": alignment_r2(np.log10(np.maximum(s.flops, 1.0)), s.value, s.n_params)}
-        metrics[(task, metric)] = MetricAnalysis(s, res, align)
+    series = [table.series(task, metric) for task, metric in items]
+    jobs = [(s, run_dir, n_bootstrap, seed + i, ci_level, MIN_SIDE) for i, s in enumerate(series)]
+    metrics: dict[tuple[str, str], MetricAnalysis] = {
+        key: MetricAnalysis(s, res, align) for key, s, (res, align) in zip(items, series, analyze_pairs(jobs, progress))}
 
     # Extrapolation and mirage, per task: one reference eta (from an emergent metric, a
     # discontinuous one first, the tightest interval next) applied to every metric of the task.
@@ -153,7 +144,7 @@ def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progre
     settings = {"results": str(results), "run_dir": None if run_dir is None else str(run_dir),
                 "n_bootstrap": n_bootstrap, "scaling_bootstrap": scaling_bootstrap, "seed": seed,
                 "ci_level": ci_level, "min_side": MIN_SIDE, "scaling_points": scaling_points,
-                "scaling_note": scaling_note,
+                "scaling_note": scaling_note, "x_label": table.x_label,
                 "backtest": holdout.spec if isinstance(holdout, Holdout) else "none"}
     analysis = Analysis(table, metrics, mirage, reference, scaling, scaling_error, forecasts, settings, alternative)
     if isinstance(holdout, Holdout):

@@ -27,7 +27,7 @@ def build_report(analysis, plots: dict[str, list[Path]], out: Path) -> dict:
                 {"run": r, "n_params": t.run_size(r), "n_params_nonembed": t.run_nonembed(r),
                  "size": t.size_label(t.run_size(r)), "budget_tokens": t.run_budget(r)} for r in t.runs()],
             "sizes": t.sizes(), "budgets": t.budgets(), "n_checkpoints": len(t.checkpoints()["run"]),
-            "tasks": t.tasks(), "x_label": getattr(t, "x_label", None),
+            "tasks": t.tasks(), "x_label": t.x_label,
         },
         "settings": analysis.settings,
         "method": {
@@ -88,7 +88,7 @@ def render_markdown(report: dict) -> str:
 def _md_verdicts(report: dict) -> list[str]:
     st, lvl = report["study"], _level(report)
     axis = st.get("x_label") or "pretraining loss"
-    L = [f"# losslens analysis", "",
+    L = ["# losslens analysis", "",
          f"Table `{st['results']}`: {st['n_rows']} rows, {len(st['runs'])} runs "
          f"({len(st['sizes'])} sizes x {len(st['budgets'])} budgets), {st['n_checkpoints']} checkpoints, "
          f"{len(st['tasks'])} tasks. x-axis ('loss' below): {axis}. Bootstrap: "
