@@ -400,3 +400,41 @@ def test_thread_defaults_respect_the_users_setting(monkeypatch):
     assert configure_for_shared_cpu() == 3
     assert all(os.environ[v] == "3" for v in THREAD_VARIABLES) and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     assert 1 <= free_cores() <= len(os.sched_getaffinity(0))
+
+
+# ---------------------------------------------------------------- results tables that make no sense (13)
+
+
+def _edit_table(tmp_path: Path, edits: dict[tuple[int, str], str]) -> Path:
+    """The small valid table of :func:`_analyzable_folder`, with cells changed: (file line, column) -> text."""
+    import csv
+
+    table = _analyzable_folder(tmp_path) / contracts.RESULTS_FILE
+    rows = list(csv.reader(table.open(newline="")))
+    for (line, column), value in edits.items():
+        rows[line - 1][rows[0].index(column)] = value
+    with table.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return table
+
+
+@pytest.mark.parametrize("line, column, value, fragment", [
+    (3, "value", "33", ":3: column 'value': metric 'acc' lies in [0, 1], got 33"),
+    (2, "value", "-0.5", ":2: column 'value': metric 'loss' lies in [0, inf], got -0.5"),
+    (5, "chance", "7", ":5: column 'chance': a chance level lies in [0, 1], got 7"),
+    (3, "loss", "3.5", ":3: column 'loss': 3.5 for run 's_8M' at 1000000 tokens, but line 2 says 4"),
+    (3, "flops", "1e15", ":3: column 'flops': 1e+15 for run 's_8M' at 1000000 tokens, but line 2 says 6e+12"),
+])
+def test_results_table_values_that_make_no_sense(tmp_path: Path, capsys, line, column, value, fragment):
+    table = _edit_table(tmp_path, {(line, column): value})
+    before = table.read_bytes()
+    _exit_2(capsys, ["analyze", str(table.parent), "--no-plots"], str(table) + fragment)
+    assert table.read_bytes() == before and not (table.parent / "report.json").exists()
+
+
+def test_unbounded_external_metrics_pass(tmp_path: Path):
+    """A perplexity is not a fraction: only metrics declared bounded are checked."""
+    from losslens.analyze.table import read_results
+
+    table = _edit_table(tmp_path, {(3, "metric"): "word_perplexity", (3, "value"): "45.2", (3, "chance"): ""})
+    assert read_results(table).cols["value"][1] == 45.2
