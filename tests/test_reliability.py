@@ -438,3 +438,26 @@ def test_unbounded_external_metrics_pass(tmp_path: Path):
 
     table = _edit_table(tmp_path, {(3, "metric"): "word_perplexity", (3, "value"): "45.2", (3, "chance"): ""})
     assert read_results(table).cols["value"][1] == 45.2
+
+
+# ---------------------------------------------------------------- task files that cannot mean what they say (17)
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ('{"context": "2+2=", "choices": ["4", "5"], "answer": 0, "answer": 1}',
+     "key 'answer' given twice (JSON would silently keep the last)"),
+    ('{"context": "2+2=", "choices": ["4"], "answer": 0}',
+     "'choices' has 1 choice; a multiple-choice example needs at least 2"),
+    ('{"context": "2+2=", "choices": ["4", "5", "4"], "answer": 0}', "choices 0 and 2 are identical ('4')"),
+    ('{"prompt": "2+2=", "reference": "4", "stop": ["\\n"], "prompt": "3+3="}', "key 'prompt' given twice"),
+])
+def test_task_files_that_cannot_mean_what_they_say(tmp_path: Path, capsys, line: str, fragment: str):
+    from tests.eval_fixtures import make_study
+
+    task = tmp_path / "bad.jsonl"
+    good = '{"context": "1+1=", "choices": ["2", "3"], "answer": 0}' if "choices" in line else \
+        '{"prompt": "1+1=", "reference": "2", "stop": ["\\n"]}'
+    task.write_text(good + "\n" + line + "\n")
+    study = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[])
+    _exit_2(capsys, ["evaluate", str(study), "--tasks", str(task), "--no-progress"], f"{task}:2: {fragment}")
+    assert not (study / contracts.RESULTS_FILE).exists()

@@ -81,6 +81,12 @@ def _parse_choice_example(obj: dict, fail: Fail) -> MCExample:
         fail(f"'answer' must be an integer index into 'choices', got {answer!r}")
     if not 0 <= answer < len(choices):
         fail(f"answer index {answer} is out of range for {len(choices)} choices")
+    if len(choices) < 2:  # one choice is always right: accuracy and chance would both be 1.0
+        fail(f"'choices' has {len(choices)} choice; a multiple-choice example needs at least 2")
+    first = {}
+    for i, c in enumerate(choices):
+        if first.setdefault(c, i) != i:  # the model cannot tell them apart: the answer is decided by index
+            fail(f"choices {first[c]} and {i} are identical ({c!r})")
     return MCExample(context, tuple(choices), answer)
 
 
