@@ -461,3 +461,33 @@ def test_task_files_that_cannot_mean_what_they_say(tmp_path: Path, capsys, line:
     study = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[])
     _exit_2(capsys, ["evaluate", str(study), "--tasks", str(task), "--no-progress"], f"{task}:2: {fragment}")
     assert not (study / contracts.RESULTS_FILE).exists()
+
+
+# ---------------------------------------------------------------- characters the tokenizer cannot encode (15)
+
+
+def test_characters_outside_the_vocabulary_are_counted_once_per_task(tmp_path: Path, capsys):
+    from tests.eval_fixtures import ALPHABET, make_study
+
+    assert "ß" not in ALPHABET and "→" not in ALPHABET  # outside the checkpoints' character vocabulary
+    task = tmp_path / "odd.jsonl"
+    task.write_text("".join(json.dumps(ex) + "\n" for ex in [
+        {"context": "Straße →", "choices": [" a", " b"], "answer": 0},
+        {"context": "1+1=", "choices": ["2", "ßß"], "answer": 0},
+        {"context": "2+2=", "choices": ["4", "5"], "answer": 0},
+    ]))
+    study = make_study(tmp_path, runs={"xs_64K": [1024, 4096]}, tasks=[str(task)])
+    assert main(["evaluate", str(study), "--no-progress"]) == 0
+    warnings = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning:")]
+    assert warnings == [f"warning: task 'odd' ({task}): 4 characters map to the tokenizer's unknown token '<unk>', "
+                        f"so they are scored as one another: 'ß', '→'"]
+    rows = (study / contracts.RESULTS_FILE).read_text().splitlines()
+    assert sum(",odd," in r for r in rows) > 0  # still scored: a warning, not a refusal
+
+
+def test_a_task_the_tokenizer_encodes_is_not_warned_about(tmp_path: Path, capsys):
+    from tests.eval_fixtures import make_study
+
+    study = make_study(tmp_path, runs={"xs_64K": [1024]})
+    assert main(["evaluate", str(study), "--no-progress"]) == 0
+    assert "warning:" not in capsys.readouterr().err

@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional
@@ -100,6 +101,14 @@ class Task:
         picks = rng.choice(len(self.fewshot_examples), size=o.num_fewshot, replace=False)
         shots = [self._solved(self.fewshot_examples[int(i)]) for i in picks]
         return o.fewshot_separator.join(shots) + o.fewshot_separator
+
+    def characters(self) -> Counter[str]:
+        """How often each character occurs in what the model is shown: examples, few-shot split, separators."""
+        texts = TASK_KINDS[self.kind].texts
+        counts = Counter(ch for ex in (*self.examples, *self.fewshot_examples) for text in texts(ex) for ch in text)
+        o = self.options
+        counts.update(o.separator + (o.fewshot_separator if o.num_fewshot else ""))
+        return counts
 
     def _solved(self, ex: Example) -> str:
         return TASK_KINDS[self.kind].solved(ex, self.options.separator)
