@@ -340,8 +340,8 @@ def _check_one_checkpoint_one_row(path: Path, cols: dict[str, np.ndarray], lines
     firsts = [(int(rows[0]), c) for c, rows in conflicts.items() if len(rows)]
     if firsts:
         i, c = min(firsts)
-        raise ResultsError(f"{path}:{lines[i]}: column {c!r}: {cols[c][i]:g} for run {str(cols['run'][i])!r} at "
-                           f"{cols['tokens'][i]} tokens, but line {lines[head[i]]} says {cols[c][head[i]]:g}; "
+        raise ResultsError(f"{path}:{lines[i]}: column {c!r}: {cols[c][i]:.10g} for run {str(cols['run'][i])!r} at "
+                           f"{cols['tokens'][i]} tokens, but line {lines[head[i]]} says {cols[c][head[i]]:.10g}; "
                            f"one checkpoint has one {c}")
 
 
