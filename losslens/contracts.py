@@ -25,7 +25,7 @@ import json
 import re
 from pathlib import Path
 
-from losslens.metrics import METRICS, PRETRAIN, Metric, kind_metrics
+from losslens.metrics import FRACTION, METRICS, PRETRAIN, Metric, kind_metrics
 
 STUDY_FILE = "study.yaml"
 DATA_DIR = "data"
@@ -83,15 +83,18 @@ def metric_info(name: str) -> Metric:
     lm-eval metric after one of its filters, e.g. ``exact_match:strict-match``) reads as its metric. Other names, e.g. lm-eval's: accuracies and
     exact matches (``acc*``, ``exact_match*``, ``em``) are discontinuous; lm-eval's perplexities,
     bits per byte, Brier score and TER are better when lower; the rest are continuous, higher-better.
+    Accuracies and exact matches are fractions in [0, 1]; other external metrics are not bounded.
     """
     if name in METRICS:
         return METRICS[name]
     base, _, filt = name.partition(":")
     if base in METRICS:
         known = METRICS[base]
-        return Metric(name, f"{known.description}, filter {filt}", known.discontinuous, known.higher_is_better)
+        return Metric(name, f"{known.description}, filter {filt}", known.discontinuous, known.higher_is_better,
+                      bounds=known.bounds)
     discontinuous = base.startswith(("acc", "exact_match")) or base == "em"
-    return Metric(name, "external metric", discontinuous, base not in _LOWER_IS_BETTER_EXTERNAL)
+    return Metric(name, "external metric", discontinuous, base not in _LOWER_IS_BETTER_EXTERNAL,
+                  bounds=FRACTION if discontinuous else Metric.bounds)
 
 
 def checkpoint_dirname(tokens: int) -> str:

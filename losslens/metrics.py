@@ -16,7 +16,7 @@ turns the per-example values of a task into a mean with a confidence interval.
 **The registry** (:data:`METRICS`, at the end of the file) holds one :class:`Metric` record per
 metric: its name in ``results.csv``, the task kinds it applies to, how it reads one example's
 outcome (:class:`ChoiceOutcome` or :class:`GenerationOutcome`), whether it is discontinuous, which
-way is better and its chance-level rule. Everything else is derived from it: the metrics of a
+way is better, its chance-level rule and the values it can take. Everything else is derived from it: the metrics of a
 task kind (:func:`kind_metrics`), how ``analyze`` reads a metric (``losslens.contracts.metric_info``)
 and the per-example values the evaluator writes. This module imports only numpy and rapidfuzz, so
 ``analyze`` reads the registry without torch. Nothing here touches a model.
@@ -345,6 +345,7 @@ class Metric:
     kinds: tuple[str, ...] = ()  # task kinds it applies to (empty: a metric of a table made elsewhere)
     per_example: Optional[Callable[[Any], float]] = field(default=None, repr=False)  # outcome -> value
     chance: Optional[ChanceRule] = field(default=None, repr=False)  # None: no chance level
+    bounds: tuple[float, float] = (-math.inf, math.inf)  # the values it can take: a table outside them is wrong
 
 
 METRICS: dict[str, Metric] = {}
@@ -374,26 +375,29 @@ def chance_levels(names: Sequence[str], n_choices: Optional[np.ndarray], stated:
 
 
 _MC, _GEN, _BOTH = (MULTIPLE_CHOICE,), (GENERATIVE,), (MULTIPLE_CHOICE, GENERATIVE)
+FRACTION, NON_NEGATIVE, NON_POSITIVE = (0.0, 1.0), (0.0, math.inf), (-math.inf, 0.0)
 
-register(Metric("loss", "validation cross-entropy, nats per token (task 'pretrain')", False, False, (PRETRAIN,)))
-register(Metric("bpb", "validation bits per UTF-8 byte (task 'pretrain')", False, False, (PRETRAIN,)))
+register(Metric("loss", "validation cross-entropy, nats per token (task 'pretrain')", False, False, (PRETRAIN,),
+                bounds=NON_NEGATIVE))
+register(Metric("bpb", "validation bits per UTF-8 byte (task 'pretrain')", False, False, (PRETRAIN,),
+                bounds=NON_NEGATIVE))
 register(Metric("acc", "multiple-choice accuracy (argmax of summed log-likelihood)", True, True, _MC,
-                lambda o: accuracy(o.logliks, o.answer), chance_one_in_k))
+                lambda o: accuracy(o.logliks, o.answer), chance_one_in_k, bounds=FRACTION))
 register(Metric("acc_norm", "multiple-choice accuracy, log-likelihood per byte of choice", True, True, _MC,
-                lambda o: accuracy_norm(o.logliks, o.n_bytes, o.answer), chance_one_in_k))
+                lambda o: accuracy_norm(o.logliks, o.n_bytes, o.answer), chance_one_in_k, bounds=FRACTION))
 register(Metric("exact_match", "greedy output equals the reference (stripped)", True, True, _GEN,
-                lambda o: exact_match(o.prediction, o.reference), chance_stated_or_zero))
+                lambda o: exact_match(o.prediction, o.reference), chance_stated_or_zero, bounds=FRACTION))
 register(Metric("prob_correct", "softmax over choices' log-likelihoods at the answer", False, True, _MC,
-                lambda o: correct_choice_prob(o.logliks, o.answer), chance_one_in_k))
+                lambda o: correct_choice_prob(o.logliks, o.answer), chance_one_in_k, bounds=FRACTION))
 register(Metric("brier", "multi-class Brier score over the choices", False, False, _MC,
-                lambda o: brier_score(o.probs, o.answer), chance_uniform_brier))
+                lambda o: brier_score(o.probs, o.answer), chance_uniform_brier, bounds=(0.0, 2.0)))
 register(Metric("token_prob", "mean teacher-forced probability of each reference token", False, True, _GEN,
-                lambda o: token_prob(o.token_logprobs)))
+                lambda o: token_prob(o.token_logprobs), bounds=FRACTION))
 register(Metric("loglik_token", "target log-likelihood per token", False, True, _BOTH,
-                lambda o: loglik_per_token(o.target_loglik, o.target_tokens)))
+                lambda o: loglik_per_token(o.target_loglik, o.target_tokens), bounds=NON_POSITIVE))
 register(Metric("loglik_byte", "target log-likelihood per byte", False, True, _BOTH,
-                lambda o: loglik_per_byte(o.target_loglik, o.target_bytes)))
+                lambda o: loglik_per_byte(o.target_loglik, o.target_bytes), bounds=NON_POSITIVE))
 register(Metric("edit_distance", "token edit distance, greedy output vs reference", False, False, _GEN,
-                lambda o: float(token_edit_distance(o.prediction_ids, o.reference_ids))))
+                lambda o: float(token_edit_distance(o.prediction_ids, o.reference_ids)), bounds=NON_NEGATIVE))
 register(Metric("edit_distance_norm", "token edit distance / reference length", False, False, _GEN,
-                lambda o: normalized_edit_distance(o.prediction_ids, o.reference_ids)))
+                lambda o: normalized_edit_distance(o.prediction_ids, o.reference_ids), bounds=NON_NEGATIVE))

@@ -24,7 +24,8 @@ def true_loss(N, D):
 
 
 def true_metric(loss):
-    """A continuous metric, the same function of loss for every size (Du et al.'s premise)."""
+    """A continuous metric, the same function of loss for every size (Du et al.'s premise). Negative at high
+    loss, so the table names it like an unbounded metric of another tool ('score'), not a probability."""
     return 1.5 - 0.35 * loss
 
 
@@ -40,7 +41,7 @@ def make_table(path: Path, noise: float, seed: int = 0, sizes=SIZES, budgets=BUD
                 value = true_metric(true_loss(N, tokens)) + noise * rng.normal()
                 rows.append({"run": f"n{int(N)}_d{int(budget)}", "n_params": int(N) + 1000, "n_params_nonembed": int(N),
                              "tokens": int(tokens), "step": int(tokens // 1000), "flops": 6 * N * tokens,
-                             "loss": loss, "task": "t", "metric": "token_prob", "value": value, "ci_low": "",
+                             "loss": loss, "task": "t", "metric": "score", "value": value, "ci_low": "",
                              "ci_high": "", "n": "", "chance": ""})
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:

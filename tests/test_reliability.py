@@ -400,3 +400,94 @@ def test_thread_defaults_respect_the_users_setting(monkeypatch):
     assert configure_for_shared_cpu() == 3
     assert all(os.environ[v] == "3" for v in THREAD_VARIABLES) and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     assert 1 <= free_cores() <= len(os.sched_getaffinity(0))
+
+
+# ---------------------------------------------------------------- results tables that make no sense (13)
+
+
+def _edit_table(tmp_path: Path, edits: dict[tuple[int, str], str]) -> Path:
+    """The small valid table of :func:`_analyzable_folder`, with cells changed: (file line, column) -> text."""
+    import csv
+
+    table = _analyzable_folder(tmp_path) / contracts.RESULTS_FILE
+    rows = list(csv.reader(table.open(newline="")))
+    for (line, column), value in edits.items():
+        rows[line - 1][rows[0].index(column)] = value
+    with table.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return table
+
+
+@pytest.mark.parametrize("line, column, value, fragment", [
+    (3, "value", "33", ":3: column 'value': metric 'acc' lies in [0, 1], got 33"),
+    (2, "value", "-0.5", ":2: column 'value': metric 'loss' lies in [0, inf], got -0.5"),
+    (5, "chance", "7", ":5: column 'chance': a chance level lies in [0, 1], got 7"),
+    (3, "loss", "3.5", ":3: column 'loss': 3.5 for run 's_8M' at 1000000 tokens, but line 2 says 4"),
+    (3, "flops", "1e15", ":3: column 'flops': 1e+15 for run 's_8M' at 1000000 tokens, but line 2 says 6e+12"),
+])
+def test_results_table_values_that_make_no_sense(tmp_path: Path, capsys, line, column, value, fragment):
+    table = _edit_table(tmp_path, {(line, column): value})
+    before = table.read_bytes()
+    _exit_2(capsys, ["analyze", str(table.parent), "--no-plots"], str(table) + fragment)
+    assert table.read_bytes() == before and not (table.parent / "report.json").exists()
+
+
+def test_unbounded_external_metrics_pass(tmp_path: Path):
+    """A perplexity is not a fraction: only metrics declared bounded are checked."""
+    from losslens.analyze.table import read_results
+
+    table = _edit_table(tmp_path, {(3, "metric"): "word_perplexity", (3, "value"): "45.2", (3, "chance"): ""})
+    assert read_results(table).cols["value"][1] == 45.2
+
+
+# ---------------------------------------------------------------- task files that cannot mean what they say (17)
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ('{"context": "2+2=", "choices": ["4", "5"], "answer": 0, "answer": 1}',
+     "key 'answer' given twice (JSON would silently keep the last)"),
+    ('{"context": "2+2=", "choices": ["4"], "answer": 0}',
+     "'choices' has 1 choice; a multiple-choice example needs at least 2"),
+    ('{"context": "2+2=", "choices": ["4", "5", "4"], "answer": 0}', "choices 0 and 2 are identical ('4')"),
+    ('{"prompt": "2+2=", "reference": "4", "stop": ["\\n"], "prompt": "3+3="}', "key 'prompt' given twice"),
+])
+def test_task_files_that_cannot_mean_what_they_say(tmp_path: Path, capsys, line: str, fragment: str):
+    from tests.eval_fixtures import make_study
+
+    task = tmp_path / "bad.jsonl"
+    good = '{"context": "1+1=", "choices": ["2", "3"], "answer": 0}' if "choices" in line else \
+        '{"prompt": "1+1=", "reference": "2", "stop": ["\\n"]}'
+    task.write_text(good + "\n" + line + "\n")
+    study = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[])
+    _exit_2(capsys, ["evaluate", str(study), "--tasks", str(task), "--no-progress"], f"{task}:2: {fragment}")
+    assert not (study / contracts.RESULTS_FILE).exists()
+
+
+# ---------------------------------------------------------------- characters the tokenizer cannot encode (15)
+
+
+def test_characters_outside_the_vocabulary_are_counted_once_per_task(tmp_path: Path, capsys):
+    from tests.eval_fixtures import ALPHABET, make_study
+
+    assert "ß" not in ALPHABET and "→" not in ALPHABET  # outside the checkpoints' character vocabulary
+    task = tmp_path / "odd.jsonl"
+    task.write_text("".join(json.dumps(ex) + "\n" for ex in [
+        {"context": "Straße →", "choices": [" a", " b"], "answer": 0},
+        {"context": "1+1=", "choices": ["2", "ßß"], "answer": 0},
+        {"context": "2+2=", "choices": ["4", "5"], "answer": 0},
+    ]))
+    study = make_study(tmp_path, runs={"xs_64K": [1024, 4096]}, tasks=[str(task)])
+    assert main(["evaluate", str(study), "--no-progress"]) == 0
+    warnings = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning:")]
+    assert warnings == [f"warning: task 'odd' ({task}): 4 characters map to the tokenizer's unknown token '<unk>', "
+                        f"so they are scored as one another: 'ß', '→'"]
+    rows = (study / contracts.RESULTS_FILE).read_text().splitlines()
+    assert sum(",odd," in r for r in rows) > 0  # still scored: a warning, not a refusal
+
+
+def test_a_task_the_tokenizer_encodes_is_not_warned_about(tmp_path: Path, capsys):
+    from tests.eval_fixtures import make_study
+
+    study = make_study(tmp_path, runs={"xs_64K": [1024]})
+    assert main(["evaluate", str(study), "--no-progress"]) == 0
+    assert "warning:" not in capsys.readouterr().err

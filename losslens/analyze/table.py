@@ -234,7 +234,8 @@ def read_results(path: str | Path) -> Table:
     Checks: every column of ``RESULTS_COLUMNS`` present (extra columns are ignored, but an
     ``x_label`` column must hold one label for the whole table), every cell
     of the right type (only flops, ci_low, ci_high, n and chance may be empty), loss > 0,
-    tokens >= 0, one size per run, and no checkpoint x task x metric given twice.
+    tokens >= 0, one size per run, no checkpoint x task x metric given twice, values inside their
+    metric's bounds, chance in [0, 1], and one loss, step, size and flops per checkpoint.
     A missing ``flops`` cell is filled with the usual estimate 6 * N_nonembed * tokens.
     """
     path = Path(path)
@@ -303,8 +304,45 @@ def read_results(path: str | Path) -> Table:
 
     no_flops = ~np.isfinite(cols["flops"])
     cols["flops"][no_flops] = 6.0 * cols["n_params_nonembed"][no_flops] * cols["tokens"][no_flops]
+    _check_bounds(path, cols, lines)
+    _check_one_checkpoint_one_row(path, cols, lines)
     cols["line"] = np.array(lines)
     return Table(path=path, cols=cols, x_label=x_label)
+
+
+def _check_bounds(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
+    """Values inside their metric's bounds (``Metric.bounds``: an accuracy of 33 is a percentage, not a
+    fraction) and chance levels in [0, 1]; the first offending row is reported."""
+    names, inverse = np.unique(cols["metric"], return_inverse=True)
+    bounds = np.array([metric_info(str(m)).bounds for m in names], dtype=float).reshape(-1, 2)
+    low, high = bounds[inverse, 0], bounds[inverse, 1]
+    value, chance = cols["value"], cols["chance"]
+    bad_value = np.flatnonzero((value < low) | (value > high))
+    bad_chance = np.flatnonzero((chance < 0) | (chance > 1))  # nan (no chance level) compares False
+    if len(bad_value) and (not len(bad_chance) or bad_value[0] <= bad_chance[0]):
+        i = int(bad_value[0])
+        raise ResultsError(f"{path}:{lines[i]}: column 'value': metric {str(cols['metric'][i])!r} lies in "
+                           f"[{low[i]:g}, {high[i]:g}], got {value[i]:g}")
+    if len(bad_chance):
+        i = int(bad_chance[0])
+        raise ResultsError(f"{path}:{lines[i]}: column 'chance': a chance level lies in [0, 1], got {chance[i]:g}")
+
+
+def _check_one_checkpoint_one_row(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
+    """The rows of one checkpoint (run, tokens) agree on what describes it: its loss, step, sizes and flops.
+    Two losses for one checkpoint (two tables pasted together, an evaluation of other weights) would
+    put its task results at the wrong place on the x-axis."""
+    key = np.rec.fromarrays([cols["run"], cols["tokens"]])
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    head = first[inverse]  # each row's first row of its checkpoint
+    conflicts = {c: np.flatnonzero(~np.isclose(cols[c], cols[c][head], rtol=1e-6, atol=0.0))
+                 for c in ("loss", "step", "n_params", "n_params_nonembed", "flops")}
+    firsts = [(int(rows[0]), c) for c, rows in conflicts.items() if len(rows)]
+    if firsts:
+        i, c = min(firsts)
+        raise ResultsError(f"{path}:{lines[i]}: column {c!r}: {cols[c][i]:.10g} for run {str(cols['run'][i])!r} at "
+                           f"{cols['tokens'][i]} tokens, but line {lines[head[i]]} says {cols[c][head[i]]:.10g}; "
+                           f"one checkpoint has one {c}")
 
 
 def _x_label(path: Path, labels: dict[str, int]) -> str:

@@ -1,8 +1,9 @@
 """Task kinds: what one example looks like, and what is asked of the model for it. One record per kind.
 
 A :class:`TaskKind` declares, for one kind of task: the JSON fields of an example and how to parse
-one (errors name ``file:line``), how a solved example reads as a few-shot shot, how many choices
-an example has (for chance levels), and its *observer*: the function that turns examples into
+one (errors name ``file:line``), how a solved example reads as a few-shot shot, which of its strings
+the model sees (to find characters its tokenizer cannot encode), how many choices an example has
+(for chance levels), and its *observer*: the function that turns examples into
 requests (:mod:`losslens.evaluate.requests`), has a :class:`~losslens.evaluate.requests.LanguageModel`
 answer them, and returns one outcome per example for the metrics (:mod:`losslens.metrics`) and one
 record per example for the per-example file. Tasks (:mod:`losslens.evaluate.tasks`) and the runner
@@ -43,6 +44,7 @@ class TaskKind:
     parse: Callable[[dict, Fail], Any]  # a JSON object that has ``fields`` -> an example
     solved: Callable[[Any, str], str]  # (example, separator) -> the example with its answer, as a shot
     observe: Callable[..., tuple[list, list[dict]]]  # (lm, task, examples, settings, progress) -> (outcomes, records)
+    texts: Callable[[Any], tuple[str, ...]]  # the strings of an example that are tokenized for the model
     n_choices: Optional[Callable[[Any], int]] = None  # choices of an example; None: not a choice task
 
 
@@ -81,6 +83,12 @@ def _parse_choice_example(obj: dict, fail: Fail) -> MCExample:
         fail(f"'answer' must be an integer index into 'choices', got {answer!r}")
     if not 0 <= answer < len(choices):
         fail(f"answer index {answer} is out of range for {len(choices)} choices")
+    if len(choices) < 2:  # one choice is always right: accuracy and chance would both be 1.0
+        fail(f"'choices' has {len(choices)} choice; a multiple-choice example needs at least 2")
+    first = {}
+    for i, c in enumerate(choices):
+        if first.setdefault(c, i) != i:  # the model cannot tell them apart: the answer is decided by index
+            fail(f"choices {first[c]} and {i} are identical ({c!r})")
     return MCExample(context, tuple(choices), answer)
 
 
@@ -107,7 +115,7 @@ def _observe_choices(lm: LanguageModel, task: Task, examples: list[MCExample], s
 register_kind(TaskKind(
     MULTIPLE_CHOICE, fields=("context", "choices", "answer"), detect_by=("choices", "answer"),
     parse=_parse_choice_example, solved=lambda ex, sep: ex.context + sep + ex.choices[ex.answer],
-    observe=_observe_choices, n_choices=lambda ex: len(ex.choices),
+    observe=_observe_choices, texts=lambda ex: (ex.context, *ex.choices), n_choices=lambda ex: len(ex.choices),
 ))
 
 
@@ -160,5 +168,5 @@ def _observe_generations(lm: LanguageModel, task: Task, examples: list[GenExampl
 register_kind(TaskKind(
     GENERATIVE, fields=("prompt", "reference"), detect_by=("reference", "prompt"),
     parse=_parse_generation_example, solved=lambda ex, sep: ex.prompt + sep + ex.reference,
-    observe=_observe_generations,
+    observe=_observe_generations, texts=lambda ex: (ex.prompt, ex.reference),
 ))

@@ -7,11 +7,13 @@ answers lists of them; tasks turn examples into requests (strings become token i
 and models meet on nothing else, so any task definition that can phrase itself as these requests
 (e.g. an lm-evaluation-harness task's ``Instance`` list) runs on any model that answers them
 (:class:`losslens.evaluate.scoring.Scorer` for Hugging Face causal LMs). Requests are plain,
-hashable values, so equal requests are answered once.
+hashable values, so equal requests are answered once. :func:`unknown_characters` finds the text a
+tokenizer cannot encode (it would be scored as its unknown token).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -99,3 +101,18 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[LoglikelihoodR
         for i, cont in zip(bare, conts):
             out[i] = LoglikelihoodRequest((prefix,), tuple(cont))
     return out  # type: ignore[return-value]
+
+
+def unknown_characters(tokenizer, counts: Counter[str]) -> Counter[str]:
+    """The characters of ``counts`` that ``tokenizer`` maps to its unknown token, with their counts.
+
+    Each distinct character is encoded alone: one outside the vocabulary of a character-level (or
+    word-piece) tokenizer comes back as the unknown token. Byte-level tokenizers have no unknown
+    token, so nothing is unknown to them.
+    """
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None or not counts:
+        return Counter()
+    chars = sorted(counts)
+    ids = tokenizer(chars, add_special_tokens=False)["input_ids"]
+    return Counter({ch: counts[ch] for ch, encoded in zip(chars, ids) if unk in encoded})

@@ -111,7 +111,7 @@ def plan_units(study: StudyConfig, study_dir: Path, *, tasks: Optional[list[str]
     task_list = resolve_tasks(cfg.tasks if tasks is None else tasks, study_dir, study)
     units: list[Unit] = [PretrainUnit(study_dir, study.model.context, cfg.val_tokens or study.checkpoints.val_tokens,
                                       cfg.confidence)]
-    units += [TaskUnit(t, settings) for t in task_list]
+    units += [TaskUnit(t, settings, log) for t in task_list]
     names = parse_names(cfg.lm_eval if lm_eval is None else lm_eval)
     if names:
         if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # lm-eval would split each checkpoint's requests

@@ -19,7 +19,8 @@ stem) or a YAML file::
     max_new_tokens: 16             # generative: default from the study's eval.max_new_tokens
 
 ``PREFIX:NAME`` entries (``demo:arith``) are resolved by :data:`TASK_SOURCES`. Errors name the
-file and line: a missing field, an answer out of range, empty choices.
+file and line: a missing field, a key given twice, an answer out of range, fewer than two choices,
+identical choices.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional
@@ -100,6 +102,14 @@ class Task:
         shots = [self._solved(self.fewshot_examples[int(i)]) for i in picks]
         return o.fewshot_separator.join(shots) + o.fewshot_separator
 
+    def characters(self) -> Counter[str]:
+        """How often each character occurs in what the model is shown: examples, few-shot split, separators."""
+        texts = TASK_KINDS[self.kind].texts
+        counts = Counter(ch for ex in (*self.examples, *self.fewshot_examples) for text in texts(ex) for ch in text)
+        o = self.options
+        counts.update(o.separator + (o.fewshot_separator if o.num_fewshot else ""))
+        return counts
+
     def _solved(self, ex: Example) -> str:
         return TASK_KINDS[self.kind].solved(ex, self.options.separator)
 
@@ -112,6 +122,18 @@ class Task:
 
 
 # ---------------------------------------------------------------- reading JSONL
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object names a key twice: ``json.loads`` would keep the last value without a word."""
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        keys = [k for k, _ in pairs]
+        raise _DuplicateKey(next(k for i, k in enumerate(keys) if k in keys[:i]))
+    return obj
 
 
 def _parse_example(obj: object, kind: str, where: str) -> Example:
@@ -142,9 +164,11 @@ def read_examples(path: Path, kind: Optional[str] = None) -> tuple[str, list[Exa
             continue
         where = f"{path}:{lineno}"
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=_object_without_duplicate_keys)
         except json.JSONDecodeError as e:
             raise DataError(f"{where}: not valid JSON ({e.msg})") from None
+        except _DuplicateKey as e:
+            raise DataError(f"{where}: key {e.args[0]!r} given twice (JSON would silently keep the last)") from None
         if kind is None:
             kind = kind_of(obj) if isinstance(obj, dict) else None
             if kind is None:

@@ -17,15 +17,21 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
 from losslens import contracts
 from losslens.errors import CheckpointError
+from losslens.evaluate.requests import unknown_characters
 from losslens.evaluate.runner import TaskSettings, evaluate_pretrain, evaluate_task
 from losslens.evaluate.tasks import Task
 from losslens.shards import open_shard, read_data_meta
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def fingerprint(obj) -> str:
@@ -151,11 +157,25 @@ class TaskUnit:
 
     has_examples = True
 
-    def __init__(self, task: Task, settings: TaskSettings):
-        self.task, self.settings = task, settings
+    def __init__(self, task: Task, settings: TaskSettings, log: Callable[[str], None] = _log):
+        self.task, self.settings, self.log = task, settings, log
         self.name = task.name
         self.fingerprint = fingerprint({"task": task.fingerprint, "settings": asdict(settings)})
+        self._characters_checked = False
 
     def run(self, context: CheckpointContext) -> dict:
         o = context.options
+        if not self._characters_checked:  # once per task: the checkpoints of a study share a tokenizer
+            self._characters_checked = True
+            self._warn_unknown_characters(context.tokenizer)
         return evaluate_task(context.lm, self.task, self.settings, per_example=o.per_example, progress=o.progress)
+
+    def _warn_unknown_characters(self, tokenizer) -> None:
+        """Characters the tokenizer cannot encode are all scored as one unknown token: say so, in one line."""
+        unknown = unknown_characters(tokenizer, self.task.characters())
+        if unknown:
+            shown = ", ".join(repr(ch) for ch, _ in unknown.most_common(5))
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            self.log(f"warning: task {self.name!r} ({self.task.source}): {unknown.total()} characters map to the "
+                     f"tokenizer's unknown token {tokenizer.unk_token!r}, so they are scored as one another: "
+                     f"{shown}{more}")
