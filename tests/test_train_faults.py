@@ -128,6 +128,7 @@ def test_nonfinite_batches_are_skipped_when_asked(tmp_path: Path, monkeypatch):
 
     from losslens.config import load_study
     from losslens.train import loop
+    from losslens.train.runtime import make_accelerator
     from losslens.train.plan import find_run, plan_runs
     from losslens.train.study import prepare_study_dir
 
@@ -140,7 +141,7 @@ def test_nonfinite_batches_are_skipped_when_asked(tmp_path: Path, monkeypatch):
 
     monkeypatch.setattr(loop, "F", types.SimpleNamespace(cross_entropy=poisoned))
     study = load_study(write_study(tmp_path, train__on_nonfinite="skip"))
-    accelerator = loop.make_accelerator(study)
+    accelerator = make_accelerator(study)
     data_dir = prepare_study_dir(study, accelerator)
     summary = loop.train_run(study, find_run(plan_runs(study), "xs_32768"), accelerator, data_dir)
     assert summary.steps == 64

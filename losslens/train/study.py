@@ -9,8 +9,9 @@ from losslens import contracts
 from losslens.config import StudyConfig
 from losslens.fsio import atomic_write_text
 from losslens.train.data import prepare_data
-from losslens.train.loop import RunSummary, make_accelerator, train_run
+from losslens.train.loop import RunSummary, train_run
 from losslens.train.plan import RunPlan, find_run, plan_runs
+from losslens.train.runtime import make_accelerator
 
 
 def prepare_study_dir(study: StudyConfig, accelerator=None) -> Path:
