@@ -63,54 +63,49 @@ def prepare_data(cfg: DataConfig, seed: int, data_dir: Path) -> dict:
         return meta
 
     tokenizer = build_tokenizer(cfg.tokenizer, iter_documents(cfg, seed))
-    vocab_size = len(tokenizer)
-    dtype = shard_dtype(vocab_size)
-    eos = tokenizer.eos_token_id
-    backend = tokenizer.backend_tokenizer
-    counts = {"train": 0, "val": 0}
-    n_bytes = {"train": 0, "val": 0}
-
+    dtype = shard_dtype(len(tokenizer))
     with atomic_directory(data_dir) as tmp:
         tokenizer.save_pretrained(tmp / contracts.TOKENIZER_DIR)
-        with open(tmp / contracts.TRAIN_SHARD, "wb") as f_train, open(tmp / contracts.VAL_SHARD, "wb") as f_val:
-            files = {"train": f_train, "val": f_val}
-            docs = iter_documents(cfg, seed)
-            progress = tqdm(desc="tokenizing", unit=" tok", unit_scale=True, dynamic_ncols=True)
-            index = 0
-            while True:
-                batch = [d for _, d in zip(range(cfg.encode_batch), docs)]
-                if not batch:
-                    break
-                for doc, enc in zip(batch, backend.encode_batch(batch, add_special_tokens=False)):
-                    # Every val_every-th document is held out until the validation shard is full.
-                    split = "val" if index % cfg.val_every == 0 and counts["val"] < cfg.val_tokens else "train"
-                    ids = np.asarray(enc.ids + [eos], dtype=np.int64)
-                    if ids.max(initial=0) >= np.iinfo(dtype).max or ids.min(initial=0) < 0:
-                        raise DataError(f"token id {ids.max()} does not fit the {dtype} shard (vocab {vocab_size})")
-                    ids.astype(dtype).tofile(files[split])
-                    counts[split] += len(ids)
-                    n_bytes[split] += len(doc.encode("utf-8")) + 1  # +1: the separator
-                    index += 1
-                progress.update(counts["train"] + counts["val"] - progress.n)
-            progress.close()
-        if counts["train"] == 0:
+        counts = _write_shards(cfg, seed, tokenizer, dtype, tmp)
+        if counts["train_tokens"] == 0:
             raise DataError(f"corpus is empty: {', '.join(cfg.paths) or cfg.source} gave no text")
-        if counts["val"] == 0:
+        if counts["val_tokens"] == 0:
             raise DataError("no validation tokens: lower data.val_every or give a larger corpus")
-        meta = {
-            "fingerprint": fingerprint,
-            "dtype": dtype.name,
-            "vocab_size": vocab_size,
-            "eos_id": eos,
-            "train_tokens": counts["train"],
-            "val_tokens": counts["val"],
-            "train_bytes": n_bytes["train"],
-            "val_bytes": n_bytes["val"],
-            "documents": index,
-            "tokenizer": cfg.tokenizer.kind,
-        }
+        meta = {"fingerprint": fingerprint, "dtype": dtype.name, "vocab_size": len(tokenizer),
+                "eos_id": tokenizer.eos_token_id, **counts, "tokenizer": cfg.tokenizer.kind}
         atomic_write_json(tmp / contracts.DATA_META_FILE, meta)
     return meta
+
+
+def _write_shards(cfg: DataConfig, seed: int, tokenizer: PreTrainedTokenizerBase, dtype: np.dtype, out: Path) -> dict:
+    """Encode the documents in batches and append each, with its end-of-text token, to a shard.
+
+    Returns the token, byte and document counts of ``data.json``.
+    """
+    eos, backend = tokenizer.eos_token_id, tokenizer.backend_tokenizer
+    counts, n_bytes, index = {"train": 0, "val": 0}, {"train": 0, "val": 0}, 0
+    with open(out / contracts.TRAIN_SHARD, "wb") as f_train, open(out / contracts.VAL_SHARD, "wb") as f_val:
+        files = {"train": f_train, "val": f_val}
+        docs = iter_documents(cfg, seed)
+        progress = tqdm(desc="tokenizing", unit=" tok", unit_scale=True, dynamic_ncols=True)
+        while True:
+            batch = [d for _, d in zip(range(cfg.encode_batch), docs)]
+            if not batch:
+                break
+            for doc, enc in zip(batch, backend.encode_batch(batch, add_special_tokens=False)):
+                # Every val_every-th document is held out until the validation shard is full.
+                split = "val" if index % cfg.val_every == 0 and counts["val"] < cfg.val_tokens else "train"
+                ids = np.asarray(enc.ids + [eos], dtype=np.int64)
+                if ids.max(initial=0) >= np.iinfo(dtype).max or ids.min(initial=0) < 0:
+                    raise DataError(f"token id {ids.max()} does not fit the {dtype} shard (vocab {len(tokenizer)})")
+                ids.astype(dtype).tofile(files[split])
+                counts[split] += len(ids)
+                n_bytes[split] += len(doc.encode("utf-8")) + 1  # +1: the separator
+                index += 1
+            progress.update(counts["train"] + counts["val"] - progress.n)
+        progress.close()
+    return {"train_tokens": counts["train"], "val_tokens": counts["val"], "train_bytes": n_bytes["train"],
+            "val_bytes": n_bytes["val"], "documents": index}
 
 
 def load_tokenizer(data_dir: Path) -> PreTrainedTokenizerBase:
