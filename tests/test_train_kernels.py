@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from losslens import cli
 from losslens.config import load_study
@@ -56,5 +55,26 @@ def test_auto_on_cpu_trains_the_plain_hf_llama(tmp_path: Path):
     accelerator = make_accelerator(study)
     run = loop.set_up(study, plan_runs(study)[0], accelerator, prepare_study_dir(study, accelerator))
     assert run.fused_loss is False
-    norms = [m for m in run.model.modules() if "RMSNorm" in type(m).__name__]
-    assert norms and all(type(m) is LlamaRMSNorm for m in norms)
+    # Liger patches instances in place and renames them through _get_name (their class stays)
+    names = {m._get_name() for m in run.model.modules()}
+    assert {"LlamaRMSNorm", "LlamaMLP"} <= names and not any("Liger" in n for n in names)
+    assert "forward" not in vars(run.model)  # the fused-loss forward is bound on the instance
+
+
+def test_liger_keeps_the_checkpoint_a_plain_hf_llama(tmp_path: Path):
+    """Patched modules keep their parameter names and shapes, so saved weights load without Liger.
+    (Needs liger-kernel and triton: runs where ``losslens[gpu]`` is installed.)"""
+    pytest.importorskip("liger_kernel.transformers")
+    from transformers import LlamaForCausalLM
+
+    from losslens.train.model import build_model
+
+    study = load_study(TINY)
+    model = build_model(study.model.resolved_sizes()["xs"], study.model, vocab_size=40, eos_id=0, seed=0)
+    before = {k: v.shape for k, v in model.state_dict().items()}
+    kernels.apply_liger(model)
+    assert {"LigerRMSNorm", "LigerSwiGLUMLP"} <= {m._get_name() for m in model.modules()}
+    assert {k: v.shape for k, v in model.state_dict().items()} == before
+    model.save_pretrained(tmp_path)
+    reloaded = LlamaForCausalLM.from_pretrained(tmp_path, local_files_only=True)
+    assert set(reloaded.state_dict()) == set(before)
