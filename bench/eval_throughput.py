@@ -73,7 +73,7 @@ def make_task(path: Path, n: int, k: int, context_chars: int, seed: int = 0) -> 
 def run_losslens(ckpt: Path, data: Path, batch_size: int, device: str) -> tuple[float, float]:
     from losslens.evaluate.runner import TaskSettings, evaluate_task
     from losslens.evaluate.scoring import Scorer
-    from losslens.evaluate.sweep import load_checkpoint
+    from losslens.evaluate.units import load_checkpoint
     from losslens.evaluate.tasks import load_task
 
     start = time.perf_counter()

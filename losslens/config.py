@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 import re
 import types
 import typing
@@ -266,18 +267,46 @@ def study_from_dict(raw: dict, file: str = "<dict>") -> StudyConfig:
 
 
 def resolve_paths(study: StudyConfig, base: Path) -> None:
-    """Relative corpus and tokenizer paths are taken relative to the config file, if they exist there."""
+    """Relative paths are taken relative to the config file, if they exist there (else to the working directory)."""
 
     def fix(p: str) -> str:
         candidate = base / p
         return str(candidate) if not Path(p).is_absolute() and not Path(p).exists() and candidate.exists() else p
 
+    def absolute(p: str) -> str:
+        # Evaluation inputs are stored absolute in RUN_DIR/study.yaml, so that `losslens evaluate RUN_DIR`
+        # finds them from any directory and after the study folder moves. (Not the data paths: they
+        # are part of the config hash that resuming checks.)
+        if not Path(fix(p)).exists():
+            return p
+        full, home = os.path.abspath(fix(p)), os.path.abspath(study.output_dir)
+        return os.path.relpath(full, home) if full.startswith(home + os.sep) else full  # inside: travels along
+
     study.data.paths = [fix(p) for p in study.data.paths]
     if study.data.tokenizer.path:
         study.data.tokenizer.path = fix(study.data.tokenizer.path)
-    study.eval.tasks = [fix(t) for t in study.eval.tasks]
+    study.eval.tasks = [absolute(t) for t in study.eval.tasks]
     if study.eval.lm_eval_include:
-        study.eval.lm_eval_include = fix(study.eval.lm_eval_include)
+        study.eval.lm_eval_include = absolute(study.eval.lm_eval_include)
+
+
+# A BPE starts from the 256 byte symbols plus end-of-text and <unk>; beyond 2^20 tokens the embedding
+# dwarfs any model this tool trains, and the Rust trainer allocates per requested token up front.
+MIN_BPE_VOCAB = 258
+MAX_VOCAB = 2**20
+
+
+def _validate_eval(e: EvalConfig, fail) -> None:
+    for attr in ("batch_size", "max_new_tokens"):
+        if getattr(e, attr) <= 0:
+            fail(f"eval.{attr}", f"must be positive, got {getattr(e, attr)}")
+    for attr in ("max_examples", "val_tokens"):
+        if getattr(e, attr) is not None and getattr(e, attr) <= 0:
+            fail(f"eval.{attr}", f"must be positive (or absent, for all), got {getattr(e, attr)}")
+    if e.bootstrap < 0:
+        fail("eval.bootstrap", f"must not be negative, got {e.bootstrap}")
+    if not 0 < e.confidence < 1:
+        fail("eval.confidence", f"a probability in (0, 1), got {e.confidence}")
 
 
 def validate(study: StudyConfig) -> None:
@@ -341,6 +370,15 @@ def validate(study: StudyConfig) -> None:
         fail("data.tokenizer.path", "a pretrained tokenizer needs a local directory")
     if d.val_tokens <= 0:
         fail("data.val_tokens", f"must be positive, got {d.val_tokens}")
+    if d.val_every <= 0:
+        fail("data.val_every", f"must be positive, got {d.val_every}")
+    vocab = d.tokenizer.vocab_size
+    if d.tokenizer.kind == "bpe" and not MIN_BPE_VOCAB <= vocab <= MAX_VOCAB:
+        fail("data.tokenizer.vocab_size", f"a BPE vocabulary holds {MIN_BPE_VOCAB} (the 256 bytes and 2 special "
+             f"tokens) to {MAX_VOCAB:,} tokens, got {vocab:,}")
+    if study.out_dir and Path(study.out_dir).exists() and not Path(study.out_dir).is_dir():
+        fail("out_dir", f"{study.out_dir} is a file, not a folder")
+    _validate_eval(study.eval, fail)
     c = study.checkpoints
     if c.count < 0 or c.every < 0:
         fail("checkpoints", "count and every must not be negative")

@@ -12,16 +12,20 @@
    checkpoint x task x metric (the pretraining loss itself is task ``pretrain``, metrics ``loss`` and
    ``bpb``). It is rebuilt from the per-(checkpoint, task) JSON files under ``RUN_DIR/evals/``, which
    may hold per-example records. ``analyze`` reads nothing else, so tables made elsewhere work too.
+   An optional ``X_LABEL_COLUMN`` says what the ``loss`` column holds when it is not the pretraining
+   loss (a table imported from other labs' result files).
 
-This module imports nothing heavy: every stage may import it.
+How to read each metric (``METRICS``, :func:`metric_info`) comes from the metric registry in
+:mod:`losslens.metrics`. This module imports nothing heavy (numpy at most): every stage may import it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
+
+from losslens.metrics import METRICS, PRETRAIN, Metric, kind_metrics
 
 STUDY_FILE = "study.yaml"
 DATA_DIR = "data"
@@ -53,51 +57,30 @@ CHECKPOINT_META_KEYS = (
 )
 
 RESULTS_FILE = "results.csv"
-PRETRAIN_TASK = "pretrain"  # rows of the pretraining loss itself (metrics loss, bpb): the x-axis, not a task
-PRETRAIN_METRICS = ("loss", "bpb")
+PRETRAIN_TASK = PRETRAIN  # rows of the pretraining loss itself (metrics loss, bpb): the x-axis, not a task
+PRETRAIN_METRICS = kind_metrics(PRETRAIN)
 EVALS_DIR = "evals"  # RUN_DIR/evals/<run>/<ckpt>/<task>.json: one result per checkpoint x task
 RESULTS_COLUMNS = (
     "run", "n_params", "n_params_nonembed", "tokens", "step", "flops", "loss",
     "task", "metric", "value", "ci_low", "ci_high", "n", "chance",
 )
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """How to read a metric: is it discontinuous (a threshold on a score), and which way is better."""
-
-    name: str
-    discontinuous: bool
-    higher_is_better: bool
-    description: str
-
-
-_METRICS = [
-    MetricInfo("loss", False, False, "validation cross-entropy, nats per token (task 'pretrain')"),
-    MetricInfo("bpb", False, False, "validation bits per UTF-8 byte (task 'pretrain')"),
-    MetricInfo("acc", True, True, "multiple-choice accuracy (argmax of summed log-likelihood)"),
-    MetricInfo("acc_norm", True, True, "multiple-choice accuracy, log-likelihood per byte of choice"),
-    MetricInfo("exact_match", True, True, "greedy output equals the reference (stripped)"),
-    MetricInfo("prob_correct", False, True, "softmax over choices' log-likelihoods at the answer"),
-    MetricInfo("brier", False, False, "multi-class Brier score over the choices"),
-    MetricInfo("loglik_token", False, True, "target log-likelihood per token"),
-    MetricInfo("loglik_byte", False, True, "target log-likelihood per byte"),
-    MetricInfo("token_prob", False, True, "mean teacher-forced probability of each reference token"),
-    MetricInfo("edit_distance", False, False, "token edit distance, greedy output vs reference"),
-    MetricInfo("edit_distance_norm", False, False, "token edit distance / reference length"),
-]
-METRICS: dict[str, MetricInfo] = {m.name: m for m in _METRICS}
+# Optional column: what the ``loss`` column holds, one value for the whole table. Absent, it is the
+# pretraining loss; a table imported from result files without one (``losslens import-results``)
+# names the task metric standing in for it, e.g. "LAMBADA (OpenAI) ln perplexity". Reports and plots
+# label the x-axis with it.
+X_LABEL_COLUMN = "x_label"
+DEFAULT_X_LABEL = "validation loss (nats/token)"
 
 
 # lm-evaluation-harness metrics that are better when lower (its registry's higher_is_better=False).
 _LOWER_IS_BETTER_EXTERNAL = {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "brier_score", "ter"}
 
 
-def metric_info(name: str) -> MetricInfo:
+def metric_info(name: str) -> Metric:
     """How to read a metric named in a results table, ours or one made elsewhere.
 
-    Known names as listed. ``metric:filter`` (an lm-eval metric after one of its filters, e.g.
-    ``exact_match:strict-match``) reads as its metric. Other names, e.g. lm-eval's: accuracies and
+    Known names as declared in the registry (``losslens.metrics.METRICS``). ``metric:filter`` (an
+    lm-eval metric after one of its filters, e.g. ``exact_match:strict-match``) reads as its metric. Other names, e.g. lm-eval's: accuracies and
     exact matches (``acc*``, ``exact_match*``, ``em``) are discontinuous; lm-eval's perplexities,
     bits per byte, Brier score and TER are better when lower; the rest are continuous, higher-better.
     """
@@ -106,9 +89,9 @@ def metric_info(name: str) -> MetricInfo:
     base, _, filt = name.partition(":")
     if base in METRICS:
         known = METRICS[base]
-        return MetricInfo(name, known.discontinuous, known.higher_is_better, f"{known.description}, filter {filt}")
+        return Metric(name, f"{known.description}, filter {filt}", known.discontinuous, known.higher_is_better)
     discontinuous = base.startswith(("acc", "exact_match")) or base == "em"
-    return MetricInfo(name, discontinuous, base not in _LOWER_IS_BETTER_EXTERNAL, "external metric")
+    return Metric(name, "external metric", discontinuous, base not in _LOWER_IS_BETTER_EXTERNAL)
 
 
 def checkpoint_dirname(tokens: int) -> str:

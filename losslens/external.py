@@ -40,6 +40,7 @@ from losslens.config import build_dataclass, read_yaml_mapping, study_from_dict
 from losslens.errors import CheckpointError, ConfigError, DataError
 from losslens.evaluate.config import EvalConfig
 from losslens.fsio import atomic_directory, atomic_write_json, atomic_write_text
+from losslens.shards import shard_dtype
 
 
 @dataclass
@@ -153,19 +154,50 @@ def _write_validation(manifest: Manifest, first_ckpt: Path, data_dir: Path) -> N
             raise DataError(f"{text_path}: validation text is empty")
         tok = AutoTokenizer.from_pretrained(first_ckpt, local_files_only=True, trust_remote_code=False)
         ids = tok(text, add_special_tokens=False).input_ids
-        dtype = np.uint16 if len(tok) <= 2**16 else np.uint32
+        dtype = shard_dtype(len(tok))
         np.asarray(ids, dtype=dtype).tofile(tmp / contracts.VAL_SHARD)
         atomic_write_json(tmp / contracts.DATA_META_FILE, {
-            "dtype": np.dtype(dtype).name, "vocab_size": len(tok), "eos_id": tok.eos_token_id,
+            "dtype": dtype.name, "vocab_size": len(tok), "eos_id": tok.eos_token_id,
             "train_tokens": 0, "val_tokens": len(ids), "val_bytes": len(text.encode("utf-8")),
             "tokenizer": "pretrained", "fingerprint": "external:" + hashlib.sha256(text.encode()).hexdigest()[:16],
         })
 
 
-def import_manifest(manifest_path: str | Path, out_dir: str | Path) -> Path:
-    """Write a study folder for the manifest's checkpoints; re-importing refreshes it in place."""
+def _checkpoint_meta(manifest: Manifest, entry: ExternalCheckpoint, src: Path, cfg: dict) -> dict:
+    """``meta.json`` of an external checkpoint: the manifest's numbers, else counted from its files."""
     from losslens.train.model import flops_per_token
 
+    width, depth, heads = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
+    counted = _safetensors_counts(src)
+    nonembed = entry.n_params_nonembed or counted[1]
+    flops = entry.flops or entry.tokens * flops_per_token(nonembed, width, depth, manifest.context, cfg["vocab_size"])
+    return {
+        "study": manifest.name, "run": entry.run, "size": entry.size or entry.run, "budget_tokens": None,
+        "step": entry.step if entry.step is not None else 0, "tokens": entry.tokens,
+        "n_params": entry.n_params or counted[0], "n_params_nonembed": nonembed, "flops": flops,
+        "train_loss": None, "val_loss": None, "val_loss_stderr": None, "val_tokens": None,
+        "config_hash": None, "external": True, "source": str(src.resolve()),
+        "width": width, "depth": depth, "heads": heads, "context": manifest.context, "scheduled": True,
+    }
+
+
+def _study_dict(manifest: Manifest, sizes: dict, budgets: dict, tokenizer_dir: Path) -> dict:
+    """The study.yaml of an imported suite: its context, sizes, budgets, validation size and eval section."""
+    return {
+        "name": manifest.name,
+        "model": {"context": manifest.context, "sizes": {
+            "".join(ch if ch.isalnum() or ch in ".-" else "-" for ch in run): s for run, s in sizes.items()}},
+        "data": {"source": "files", "paths": [manifest.validation.text or manifest.validation.data_dir],
+                 "tokenizer": {"kind": "pretrained", "path": str(tokenizer_dir.resolve())}},
+        "budgets": sorted(set(budgets.values())),
+        "train": {"global_batch": 1, "micro_batch": 1},
+        "checkpoints": {"val_tokens": manifest.validation.tokens},
+        "eval": asdict(manifest.eval),
+    }
+
+
+def import_manifest(manifest_path: str | Path, out_dir: str | Path) -> Path:
+    """Write a study folder for the manifest's checkpoints; re-importing refreshes it in place."""
     manifest = load_manifest(manifest_path)
     out = Path(out_dir)
     ckpts = [Path(c.path) for c in manifest.checkpoints]
@@ -181,26 +213,13 @@ def import_manifest(manifest_path: str | Path, out_dir: str | Path) -> Path:
     sizes, budgets = {}, {}
     for entry, src in zip(manifest.checkpoints, ckpts):
         cfg = _hf_config(src)
-        width, depth, heads = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
-        counted = _safetensors_counts(src)
-        n_params = entry.n_params or counted[0]
-        nonembed = entry.n_params_nonembed or counted[1]
-        flops = entry.flops or entry.tokens * flops_per_token(nonembed, width, depth, manifest.context, cfg["vocab_size"])
-        meta = {
-            "study": manifest.name, "run": entry.run, "size": entry.size or entry.run, "budget_tokens": None,
-            "step": entry.step if entry.step is not None else 0, "tokens": entry.tokens,
-            "n_params": n_params, "n_params_nonembed": nonembed, "flops": flops,
-            "train_loss": None, "val_loss": None, "val_loss_stderr": None, "val_tokens": None,
-            "config_hash": None, "external": True, "source": str(src.resolve()),
-            "width": width, "depth": depth, "heads": heads, "context": manifest.context, "scheduled": True,
-        }
-        final = out / entry.run / contracts.checkpoint_dirname(entry.tokens)
-        with atomic_directory(final) as tmp:
+        meta = _checkpoint_meta(manifest, entry, src, cfg)
+        with atomic_directory(out / entry.run / contracts.checkpoint_dirname(entry.tokens)) as tmp:
             for f in src.iterdir():  # link the files (weights, config, tokenizer): nothing is copied
                 if f.is_file() and f.name != contracts.META_FILE:
                     os.symlink(f.resolve(), tmp / f.name)
             atomic_write_json(tmp / contracts.META_FILE, meta)
-        sizes.setdefault(entry.run, {"width": width, "depth": depth, "heads": heads})
+        sizes.setdefault(entry.run, {k: meta[k] for k in ("width", "depth", "heads")})
         budgets[entry.run] = max(budgets.get(entry.run, 0), entry.tokens)
     for run, budget in budgets.items():  # the budget of an external run is its last checkpoint
         for ckpt in contracts.list_checkpoints(out / run):
@@ -209,17 +228,7 @@ def import_manifest(manifest_path: str | Path, out_dir: str | Path) -> Path:
                 meta["budget_tokens"] = budget
                 atomic_write_json(ckpt / contracts.META_FILE, meta)
 
-    study = {
-        "name": manifest.name,
-        "model": {"context": manifest.context, "sizes": {
-            "".join(ch if ch.isalnum() or ch in ".-" else "-" for ch in run): s for run, s in sizes.items()}},
-        "data": {"source": "files", "paths": [manifest.validation.text or manifest.validation.data_dir],
-                 "tokenizer": {"kind": "pretrained", "path": str(ckpts[0].resolve())}},
-        "budgets": sorted(set(budgets.values())),
-        "train": {"global_batch": 1, "micro_batch": 1},
-        "checkpoints": {"val_tokens": manifest.validation.tokens},
-        "eval": asdict(manifest.eval),
-    }
+    study = _study_dict(manifest, sizes, budgets, ckpts[0])
     study_from_dict(study, f"{manifest_path} (as a study)")  # validate before writing
     atomic_write_text(out / contracts.STUDY_FILE, yaml.safe_dump(study, sort_keys=False))
     print(f"imported {len(ckpts)} checkpoints of {len(budgets)} runs into {out}; "

@@ -1,4 +1,4 @@
-"""Atomic file and directory writes: write to a temporary name, fsync, rename.
+"""Atomic file and directory writes: write to a temporary name, fsync, rename; and plain JSON values.
 
 A reader (or a process that was killed mid-write) sees either the old content or the new,
 never a partial file. Temporary names start with ``.tmp-`` so that listings can skip them.
@@ -7,12 +7,15 @@ never a partial file. Temporary names start with ``.tmp-`` so that listings can 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 TMP_PREFIX = ".tmp-"
 _UMASK = os.umask(0)
@@ -47,6 +50,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays to Python, tuples to lists, NaN and infinities to None
+    (strict JSON has neither), and any other object (a path, a library's enum) to its string."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, str):
+        return obj
+    if hasattr(obj, "item"):  # a 0-d tensor of another library
+        return jsonable(obj.item())
+    return str(obj)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -97,6 +122,18 @@ def publish_directory(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
     else:
         os.replace(tmp, final)
     fsync_dir(final.parent)
+
+
+def apply_umask(root: str | os.PathLike) -> None:
+    """Give every file and folder below ``root`` the ordinary permissions (0666/0777 less the umask).
+
+    Some writers (safetensors) create 0600 files, which other users of a shared cluster cannot read.
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o777 & ~_UMASK)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o666 & ~_UMASK)
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> None:

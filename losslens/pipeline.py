@@ -12,13 +12,14 @@ import os
 import time
 from pathlib import Path
 
+from losslens.argtypes import output_dir
 from losslens.config import load_study
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", help="study config (YAML), e.g. configs/demo.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    p.add_argument("--out", help="study folder (default: the config's out_dir, or checkpoints/<name>)")
+    p.add_argument("--out", type=output_dir, help="study folder (default: the config's out_dir, or checkpoints/<name>)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples in analyze")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
 
@@ -56,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     result = run_study(args.study, overrides, bootstrap=args.bootstrap, plots=not args.no_plots)
     if "report" not in result:
         return 0
-    times = ", ".join(f"{k} {v:.0f} s" for k, v in result["timings"].items())
+    times = ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items())
     print(f"done in {sum(result['timings'].values()):.0f} s ({times})")
     print(f"report: {result['report']}")
     if not args.no_plots:

@@ -20,10 +20,6 @@ class ValLoss:
     stderr: float  # standard error of the mean, over sequences
     n_tokens: int  # predicted tokens behind the mean
 
-    def bits_per_byte(self, tokens_per_byte: float) -> float:
-        """Convert to bits per UTF-8 byte, so that studies with different tokenizers compare."""
-        return self.mean * tokens_per_byte / math.log(2)
-
 
 def validation_windows(tokens: np.ndarray, seq_len: int, max_tokens: int) -> np.ndarray:
     """The first ``max_tokens`` predicted tokens of ``tokens`` cut into windows of ``seq_len + 1``.

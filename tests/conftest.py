@@ -1,11 +1,15 @@
-"""Shared fixtures: the tiny study config (configs/tiny.yaml) pointed at a temporary folder."""
+"""Shared fixtures: the tiny study config (configs/tiny.yaml) pointed at a temporary folder, and two ways
+to run the ``losslens`` command: ``run_cli`` in a fresh process, ``call_cli`` in this one."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -45,6 +49,33 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     )
 
 
+def call_cli(*args: str) -> subprocess.CompletedProcess:
+    """Call ``losslens.cli.main(ARGS)`` in this process and return what ``run_cli`` would: the exit code
+    (argparse's ``SystemExit`` included; an uncaught exception prints its traceback and gives 1, as the
+    interpreter does) and what was written to ``sys.stdout`` and ``sys.stderr``.
+
+    For bad input and other cases where a fresh process proves nothing more: each one costs seconds of
+    importing torch and transformers again. Launches, kills and signals need ``run_cli``; so does an
+    assertion about output that bypasses ``sys.stderr`` (C libraries, log handlers made at import).
+    """
+    from losslens.cli import main
+
+    out, err, cwd = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(ROOT)  # as run_cli
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(cwd)
+    return subprocess.CompletedProcess(["losslens", *args], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def tiny_study(tmp_path: Path) -> Path:
     return write_study(tmp_path)
@@ -52,10 +83,14 @@ def tiny_study(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory) -> Path:
-    """configs/tiny.yaml trained once per test session (2 sizes x 2 budgets, ~20 s); returns the study dir."""
+    """configs/tiny.yaml trained once per test session (2 sizes x 2 budgets, ~10 s); returns the study dir.
+
+    Trained in this process: tests of launching ``losslens train`` (and of its output matching this
+    study's bitwise) start their own processes.
+    """
     tmp = tmp_path_factory.mktemp("trained_tiny")
     cfg = write_study(tmp)
-    result = run_cli("train", str(cfg))
+    result = call_cli("train", str(cfg))
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp / "study"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from tokenizers import Tokenizer, decoders, models
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from losslens import contracts
+from losslens.evaluate.requests import LoglikelihoodRequest, LoglikelihoodResult
 
 ALPHABET = " \n0123456789+-=?.,:abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZé√"
 EOS, UNK = "<|endoftext|>", "<unk>"
@@ -62,6 +64,19 @@ def save_checkpoint(study_dir: Path, run: str, tokens: int, seed: int, **model_k
     }
     (ckpt / contracts.META_FILE).write_text(json.dumps(meta))
     return ckpt
+
+
+def score_one(model, tokenizer, request: LoglikelihoodRequest, device: Optional[str] = None) -> LoglikelihoodResult:
+    """The scorer's reference: one plain forward pass over ``context + continuation``, no packing or batching."""
+    ids = torch.tensor([list(request.context_ids) + list(request.continuation_ids)], device=device)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].float()
+    lp = torch.log_softmax(logits, dim=-1)
+    n_ctx, n = len(request.context_ids), len(request.continuation_ids)
+    tgt = ids[0, n_ctx:]
+    token_lp = lp[n_ctx - 1 : n_ctx - 1 + n].gather(1, tgt[:, None])[:, 0].double().cpu().numpy()
+    greedy = bool((lp[n_ctx - 1 : n_ctx - 1 + n].argmax(1) == tgt).all())
+    return LoglikelihoodResult(float(token_lp.sum()), token_lp, greedy)
 
 
 MC_ROWS = [

@@ -125,9 +125,14 @@ def test_verdicts_on_the_synthetic_study(analyzed):
 def test_scaling_fit_and_forecasts(analyzed):
     _, analysis, report = analyzed
     sc = report["scaling"]
-    assert sc["alpha"] == pytest.approx(LAW["alpha"], rel=0.25) and sc["beta"] == pytest.approx(LAW["beta"], rel=0.1)
-    lo, hi = sc["intervals"]["beta"]
-    assert lo <= sc["beta"] <= hi
+    # By default only the 6 final (decayed) checkpoints: 2 budgets cannot separate E from B / D^beta.
+    assert report["settings"]["scaling_points"] == "decayed" and sc["n_points"] == 6
+    assert sc["E"] == "not identified" and "E" not in sc["intervals"]
+    lo, hi = sc["profile_intervals"]["E"]
+    assert lo <= LAW["E"] <= hi
+    alt = report["scaling_alternative"]  # all 48 checkpoints: on the law here, so they pin it down
+    assert alt["points"] == "all" and alt["n_points"] == 48
+    assert alt["alpha"] == pytest.approx(LAW["alpha"], rel=0.25) and alt["beta"] == pytest.approx(LAW["beta"], rel=0.1)
     fc = next(f for f in report["forecasts"] if f["metric"] == "exact_match")
     sizes = fc["sizes"]
     assert [s["trained"] for s in sizes] == [True, True, True, False, False]
@@ -142,10 +147,11 @@ def test_report_files_and_every_plot(analyzed):
     run_dir, analysis, report = analyzed
     md = (run_dir / "report.md").read_text()
     for text in ("## Verdicts", "## Mirage check", "## Scaling law", "## Forecasts", "![overview](plots/overview.png)",
+                 "| E | **not identified** |", "## Backtest", "Held out (largest-size): m_4M, m_16M",
                  "| arith | exact_match | disc. | **emergent** |"):
         assert text in md
     names = {"task_arith", "task_mcq", "task_hard", "contrast_arith", "contrast_mcq", "contrast_hard",
-             "training", "overview"}
+             "training", "overview", "backtest"}
     assert set(report["plots"]) == names
     for name in names:
         for ext in ("png", "pdf"):
@@ -153,6 +159,24 @@ def test_report_files_and_every_plot(analyzed):
             assert path.stat().st_size > 10_000, path
     assert (run_dir / "plots" / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "NaN" not in (run_dir / "report.json").read_text()  # strict JSON: NaN became null
+
+
+def test_backtest_of_the_largest_size(analyzed):
+    _, _, report = analyzed
+    bt = report["backtest"]
+    assert bt["held_out"]["runs"] == ["m_4M", "m_16M"] and bt["train_runs"] == ["xs_4M", "xs_16M", "s_4M", "s_16M"]
+    rows = {(r["task"], r["metric"], r["run"]): r for r in bt["metrics"]}
+    assert len(rows) == 2 * (4 + 3 + 1)  # runs x (arith, mcq, hard metrics)
+    # A smooth metric of loss is predicted well through loss, within its interval.
+    tp = rows[("arith", "token_prob", "m_16M")]["two_stage"]
+    assert tp["rel_error"] < 0.1 and tp["inside"]
+    for r in rows.values():
+        for way in ("two_stage", "direct"):
+            w = r[way]
+            if w.get("predicted") is not None:
+                assert w["ci"][0] <= w["predicted"] <= w["ci"][1]
+                assert w["abs_error"] == pytest.approx(abs(w["predicted"] - r["actual"]))
+    assert bt["loss"]["decayed"]["n"] == 2
 
 
 def test_cli_on_a_table_made_elsewhere(tmp_path):

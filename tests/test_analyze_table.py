@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
 
 from losslens.analyze.table import ResultsError, count_label, read_results
@@ -80,3 +81,19 @@ def test_a_table_from_another_study_is_refused(tmp_path):
         check_table_matches_study(read_results(write(tmp_path, [{**ROW, "run": "m_1M"}])), study)
     with pytest.raises(ResultsError, match=r"results.csv:2: run 's_1M' has n_params 5 but its checkpoint"):
         check_table_matches_study(read_results(write(tmp_path, [{**ROW, "n_params": 5}])), study)
+
+
+def test_rows_in_any_order_give_the_same_grid_and_series(tmp_path):
+    rows = [{**ROW, "run": run, "n_params": n, "tokens": tok, "task": task, "metric": metric, "value": v}
+            for run, n in (("b", 2000000), ("a", 900000)) for tok in (3000, 1000, 2000)
+            for task in ("t2", "t1") for metric, v in (("prob_correct", 0.4), ("acc", 0.3))]
+    ordered = read_results(write(tmp_path, rows))
+    shuffled = read_results(write(tmp_path, [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]))
+    for t in (ordered, shuffled):
+        assert t.runs() == ["a", "b"] and t.sizes() == [900000, 2000000] and t.budgets() == [3000]
+        assert t.tasks() == ["t1", "t2"] and t.metrics("t1") == ["acc", "prob_correct"]
+        s = t.series("t1", "acc")
+        assert s.run.tolist() == ["a"] * 3 + ["b"] * 3 and s.tokens.tolist() == [1000, 2000, 3000] * 2
+        ck = t.checkpoints()
+        assert ck["run"].tolist() == ["a"] * 3 + ["b"] * 3 and ck["tokens"].tolist() == [1000, 2000, 3000] * 2
+    assert len(ordered.series("t1", "nope")) == 0

@@ -151,3 +151,52 @@ def test_extrapolation_flags_an_unpredictable_jump():
     line = extrapolation_test(x, 1.0 - 0.2 * x, ETA)
     assert line["rel_error"] < 1e-6
     assert extrapolation_test(x, y, 1.0) is None  # nothing below eta
+
+
+@pytest.mark.parametrize("model, chance", [("sigmoid", CHANCE), ("sigmoid", None), ("hinge", CHANCE), ("hinge", None)])
+def test_batched_bootstrap_equals_refitting_each_resample(model, chance):
+    # The bootstrap evaluates each grid once for all resamples that share it, with resamples as
+    # counts; it must find what refitting every resampled point set one by one finds.
+    from losslens.analyze.threshold import _bootstrap_eta, _hinge_eta, _sigmoid_search, sigmoid_onset
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(2.0, 4.5, 60)
+    y = CHANCE + 0.6 / (1 + np.exp((x - 2.9) / 0.1)) + rng.normal(0, 0.03, 60)
+    batched = _bootstrap_eta(model, x, y, chance, 1.0, None, 60, np.random.default_rng(11))
+    draw, one_by_one = np.random.default_rng(11), []
+    for pick in draw.integers(0, 60, (60, 60)):
+        if model == "hinge":
+            one_by_one.append(_hinge_eta(x[pick], y[pick], chance, grid=128)[0])
+        else:
+            m, w, *_ = _sigmoid_search(x[pick], y[pick], chance)
+            one_by_one.append(sigmoid_onset({"midpoint": m, "width": w}))
+    assert len(batched) == 60
+    np.testing.assert_allclose(batched, one_by_one, rtol=0, atol=1e-9)
+
+
+def test_pairs_in_worker_processes_equal_pairs_in_one(monkeypatch):
+    # Each pair keeps its seed: the results cannot depend on how many processes computed them.
+    from losslens.analyze import pairs
+    from losslens.analyze.parallel import WORKERS_ENV, max_workers
+    from losslens.analyze.table import Series
+    from losslens.errors import LossLensError
+
+    jobs = []
+    for i in range(4):
+        x, y = hinge_points(i, n=40)
+        n = np.repeat([1000, 4000], 20)
+        s = Series("t", "acc", np.repeat(["a", "b"], 20), n, n, np.arange(40), 6.0 * n * np.arange(40), x, y,
+                   np.full(40, np.nan), np.full(40, np.nan), CHANCE)
+        jobs.append((s, None, 100, i))
+    monkeypatch.setattr(pairs, "PARALLEL_MIN_WORK", 0)
+    runs = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv(WORKERS_ENV, workers)
+        assert max_workers() == int(workers)
+        runs[workers] = pairs.analyze_pairs(jobs, progress=False)
+    for (one, align1), (two, align2) in zip(runs["1"], runs["2"]):
+        assert one.verdict == two.verdict == EMERGENT and align1 == align2
+        np.testing.assert_array_equal(one.bootstrap, two.bootstrap)
+    monkeypatch.setenv(WORKERS_ENV, "lots")
+    with pytest.raises(LossLensError, match="LOSSLENS_ANALYZE_WORKERS='lots': expected a whole number"):
+        max_workers()

@@ -28,7 +28,7 @@ from losslens.evaluate.harness import harness_task_yaml, metric_name, parse_name
 from losslens.evaluate.runner import TaskSettings, evaluate_task
 from losslens.evaluate.scoring import Scorer
 from losslens.evaluate.tasks import load_task
-from losslens.evaluate.sweep import load_checkpoint
+from losslens.evaluate.units import load_checkpoint
 from tests.eval_fixtures import ALPHABET, MC_ROWS, make_study, save_checkpoint, write_jsonl
 
 pytestmark = pytest.mark.lm_eval

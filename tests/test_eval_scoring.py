@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,9 +12,9 @@ import torch
 from losslens.evaluate.generation import cut_at_stop, greedy_generate
 from losslens.evaluate.requests import GenerationRequest, LoglikelihoodRequest, encode_pair
 from losslens.evaluate.runner import TaskSettings, evaluate_task
-from losslens.evaluate.scoring import Scorer, score_one
+from losslens.evaluate.scoring import Scorer
 from losslens.evaluate.tasks import load_task
-from tests.eval_fixtures import GEN_ROWS, MC_ROWS, char_tokenizer, tiny_model, write_jsonl
+from tests.eval_fixtures import GEN_ROWS, MC_ROWS, char_tokenizer, score_one, tiny_model, write_jsonl
 
 torch.set_num_threads(1)
 
@@ -129,3 +132,39 @@ def test_task_results_do_not_depend_on_batch_size(lm, tmp_path):
         for m in task.metrics:
             assert a["metrics"][m]["value"] == pytest.approx(b["metrics"][m]["value"], abs=1e-5)
         assert [r.get("prediction") for r in a["examples"]] == [r.get("prediction") for r in b["examples"]]
+
+
+@pytest.fixture
+def ranking_kind():
+    """The task kind docs/extending.md adds, run from the doc's own code; unregistered afterwards."""
+    from dataclasses import dataclass
+
+    from losslens import metrics
+    from losslens.evaluate import kinds
+    from losslens.evaluate.requests import encode_pairs
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "extending.md").read_text()
+    code = re.search(r"## Adding a task kind.*?```python\n(.*?)```", doc, re.S).group(1)
+    namespace = {"dataclass": dataclass, "np": np, "encode_pairs": encode_pairs, "ChoiceOutcome": metrics.ChoiceOutcome,
+                 "TaskKind": kinds.TaskKind, "register_kind": kinds.register_kind, "register": metrics.register,
+                 "Metric": metrics.Metric, "accuracy": metrics.accuracy, "chance_one_in_k": metrics.chance_one_in_k}
+    exec(compile(code, "docs/extending.md", "exec"), namespace)
+    yield namespace["RANKING"]
+    del kinds.TASK_KINDS["ranking"], metrics.METRICS["top1"]
+
+
+def test_a_task_kind_declared_once_is_loaded_and_evaluated(lm, tmp_path, ranking_kind):
+    model, tok = lm
+    rows = [{"query": "2+2=", "candidates": ["4", "5", "22"], "best": 0},
+            {"query": "The sky is", "candidates": ["blue", "green"], "best": 1}]
+    task = load_task(write_jsonl(tmp_path / "rank.jsonl", rows))
+    assert task.kind == ranking_kind and task.metrics == ("top1",)
+    assert task.chance_levels()["top1"] == (1 / 3 + 1 / 2) / 2
+    scorer = Scorer(model, tok)
+    result = evaluate_task(scorer, task, TaskSettings(bootstrap=0), per_example=True)
+    expected = []
+    for r in rows:
+        per_token = [score_one(model, tok, encode_pair(tok, r["query"], " " + c)) for c in r["candidates"]]
+        expected.append(float(np.argmax([x.loglik / len(x.token_logprobs) for x in per_token]) == r["best"]))
+    assert [ex["top1"] for ex in result["examples"]] == expected
+    assert result["metrics"]["top1"]["value"] == pytest.approx(np.mean(expected))

@@ -16,15 +16,16 @@ import pytest
 import torch
 import yaml
 
-from losslens import contracts
+from losslens import contracts, metrics
 from losslens.evaluate import sweep
 from losslens.evaluate.claims import Claim
-from losslens.evaluate.tasks import GEN_METRICS, MC_METRICS
+from losslens.metrics import GENERATIVE, MULTIPLE_CHOICE, kind_metrics
 from losslens.valloss import validation_loss
-from tests.conftest import ROOT, run_cli
-from tests.eval_fixtures import make_study, save_checkpoint, write_jsonl
+from tests.conftest import ROOT, call_cli, run_cli
+from tests.eval_fixtures import MC_ROWS, make_study, save_checkpoint, write_jsonl
 
 torch.set_num_threads(1)
+MC_METRICS, GEN_METRICS = kind_metrics(MULTIPLE_CHOICE), kind_metrics(GENERATIVE)
 N_METRICS = 2 + len(MC_METRICS) * 2 + len(GEN_METRICS)  # pretrain (loss, bpb), mc, mc3, gen
 
 
@@ -123,6 +124,32 @@ def test_only_what_changed_is_evaluated_again(tmp_path):
     assert gen_n == {"1"}
 
 
+@pytest.fixture
+def margin_metric():
+    """A metric declared in one place (a registry entry), removed again after the test."""
+    def margin(o: metrics.ChoiceOutcome) -> float:  # the answer's log-likelihood minus the best other choice's
+        return float(o.logliks[o.answer] - np.delete(o.logliks, o.answer).max())
+
+    metric = metrics.register(metrics.Metric("loglik_margin", "answer minus best other choice, nats", False, True,
+                                             (metrics.MULTIPLE_CHOICE,), margin))
+    yield metric
+    del metrics.METRICS[metric.name]
+
+
+def test_a_metric_declared_once_reaches_results_csv(tmp_path, margin_metric):
+    task = write_jsonl(tmp_path / "t.jsonl", MC_ROWS)
+    study_dir = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[str(task)])
+    _quiet(study_dir, per_example=True)
+    rows = [r for r in _read_csv(study_dir / contracts.RESULTS_FILE) if r["metric"] == "loglik_margin"]
+    result = json.loads(next((study_dir / contracts.EVALS_DIR).rglob("t.json")).read_text())
+    expected = [ll[r["answer"]] - max(x for i, x in enumerate(ll) if i != r["answer"])
+                for ll, r in ((ex["logliks"], row) for ex, row in zip(result["examples"], MC_ROWS))]
+    assert len(rows) == 1 and rows[0]["task"] == "t" and rows[0]["chance"] == ""
+    assert float(rows[0]["value"]) == pytest.approx(np.mean(expected))
+    assert [ex["loglik_margin"] for ex in result["examples"]] == pytest.approx(expected)
+    assert contracts.metric_info("loglik_margin") is margin_metric  # analyze reads its direction from the registry
+
+
 def test_shards_split_the_work_without_overlap(tmp_path):
     study_dir = make_study(tmp_path, tasks=[str(write_jsonl(tmp_path / "t.jsonl", [{"context": "a", "choices": ["b", "c"], "answer": 0}]))],
                            runs={"a_1": [1024, 2048, 3072], "b_1": [1024, 2048]})
@@ -162,12 +189,12 @@ def test_claim_from_another_host_expires(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    result = run_cli("evaluate", str(tmp_path / "missing"))
+    result = call_cli("evaluate", str(tmp_path / "missing"))
     assert result.returncode == 2 and "study.yaml" in result.stderr and "Traceback" not in result.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"context": "a", "choices": ["b"], "answer": 3}) + "\n")
     study_dir = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[str(bad)])
-    result = run_cli("evaluate", str(study_dir))
+    result = call_cli("evaluate", str(study_dir))
     assert result.returncode == 2
     assert f"error: {bad}:1: answer index 3 is out of range for 1 choices" in result.stderr
 

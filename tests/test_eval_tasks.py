@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import types
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from losslens.errors import DataError
+from losslens.errors import ConfigError, DataError
 from losslens.evaluate import tasks as T
+from losslens.evaluate.kinds import MCExample
+from losslens.metrics import GENERATIVE, MULTIPLE_CHOICE, kind_metrics
 from tests.eval_fixtures import GEN_ROWS, MC_ROWS, write_jsonl
 
 
@@ -22,12 +25,12 @@ def _write_lines(path: Path, lines: list[str]) -> Path:
 
 def test_jsonl_kind_is_told_by_fields(tmp_path):
     mc = T.load_task(write_jsonl(tmp_path / "arith.jsonl", MC_ROWS))
-    assert (mc.name, mc.kind, len(mc.examples)) == ("arith", T.MULTIPLE_CHOICE, len(MC_ROWS))
-    assert mc.examples[3] == T.MCExample("Caf", ("é", "e", "a"), 0)
-    assert mc.metrics == T.MC_METRICS
+    assert (mc.name, mc.kind, len(mc.examples)) == ("arith", MULTIPLE_CHOICE, len(MC_ROWS))
+    assert mc.examples[3] == MCExample("Caf", ("é", "e", "a"), 0)
+    assert mc.metrics == kind_metrics(MULTIPLE_CHOICE)
     gen = T.load_task(write_jsonl(tmp_path / "g.jsonl", GEN_ROWS))
-    assert gen.kind == T.GENERATIVE and gen.examples[1].stop == ("\n",) and gen.examples[0].stop is None
-    assert gen.metrics == T.GEN_METRICS
+    assert gen.kind == GENERATIVE and gen.examples[1].stop == ("\n",) and gen.examples[0].stop is None
+    assert gen.metrics == kind_metrics(GENERATIVE)
 
 
 @pytest.mark.parametrize("row, message", [
@@ -76,15 +79,20 @@ def _yaml_task(tmp_path: Path, **raw) -> Path:
 def test_yaml_task_settings(tmp_path):
     task = T.load_task(_yaml_task(tmp_path, num_fewshot=2, fewshot_file="shots.jsonl", chance=0.3,
                                   metrics=["acc", "brier"], separator=" ", fewshot_separator="\n"))
-    assert (task.name, task.kind, task.num_fewshot, task.chance, task.metrics) == ("t", "multiple_choice", 2, 0.3, ("acc", "brier"))
-    assert len(task.fewshot_examples) == 5 and task.separator == " "
+    o = task.options
+    assert (task.name, task.kind, o.num_fewshot, o.chance, task.metrics) == ("t", "multiple_choice", 2, 0.3, ("acc", "brier"))
+    assert len(task.fewshot_examples) == 5 and o.separator == " "
     levels = task.chance_levels()
     assert levels == {"acc": 0.3, "brier": pytest.approx(sum(1 - 1 / len(r["choices"]) for r in MC_ROWS) / len(MC_ROWS))}
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"kind": "cloze"}, "kind: expected one of"),
+    ({"kind": "cloze"}, "kind: expected one of multiple_choice, generative, got 'cloze'"),
     ({"colour": 1}, "colour: unknown key"),
+    ({"num_fewshots": 2}, "num_fewshots: unknown key (did you mean 'num_fewshot'?)"),
+    ({"num_fewshot": -1}, "num_fewshot: expected a non-negative integer"),
+    ({"max_new_tokens": 0}, "max_new_tokens: expected a positive integer"),
+    ({"stop": "\n"}, "stop: expected list of str"),
     ({"num_fewshot": 2}, "fewshot_file: num_fewshot is 2"),
     ({"num_fewshot": 2, "fewshot_file": "data.jsonl"}, "must be a separate split"),
     ({"num_fewshot": 9, "fewshot_file": "shots.jsonl"}, "has only 5 examples"),
@@ -95,7 +103,7 @@ def test_yaml_task_settings(tmp_path):
 ])
 def test_bad_yaml_tasks(tmp_path, raw, message):
     path = _yaml_task(tmp_path, **raw)
-    with pytest.raises(DataError) as err:
+    with pytest.raises(ConfigError) as err:
         T.load_task(path)
     assert str(err.value).startswith(str(path)) and message in str(err.value)
 
@@ -105,7 +113,7 @@ def test_yaml_kind_overrides_detection_and_missing_data(tmp_path):
     with pytest.raises(DataError, match=r"data\.jsonl:1: missing field 'prompt'"):
         T.load_task(path)
     (tmp_path / "x.yaml").write_text("name: x\n")
-    with pytest.raises(DataError, match="data: required key is missing"):
+    with pytest.raises(ConfigError, match="data: required key is missing"):
         T.load_task(tmp_path / "x.yaml")
 
 
@@ -140,6 +148,19 @@ def test_fingerprint_follows_content(tmp_path):
     assert T.load_task(path).fingerprint != before
 
 
+def test_every_yaml_option_is_in_the_fingerprint(tmp_path):
+    """A new TaskOptions field changes the fingerprint without being listed anywhere: stale results cannot be reused."""
+    base = dict(num_fewshot=1, fewshot_file="shots.jsonl")
+    first = T.load_task(_yaml_task(tmp_path, **base)).fingerprint
+    assert T.load_task(_yaml_task(tmp_path, **base)).fingerprint == first
+    changed = {"name": "t2", "kind": "multiple_choice", "num_fewshot": 2, "chance": 0.5, "metrics": ["acc"],
+               "separator": " ", "fewshot_separator": "\n", "stop": ["."], "max_new_tokens": 3}
+    options = {f.name for f in dataclasses.fields(T.TaskOptions)} - {"data", "fewshot_file"}
+    assert set(changed) == options  # every option is exercised here
+    for key, value in changed.items():
+        assert T.load_task(_yaml_task(tmp_path, **{**base, key: value})).fingerprint != first, key
+
+
 def test_registry_and_resolution(tmp_path, monkeypatch):
     target = write_jsonl(tmp_path / "made" / "arith.jsonl", MC_ROWS)
     calls = []
@@ -155,7 +176,7 @@ def test_registry_and_resolution(tmp_path, monkeypatch):
     assert task.name == "arith" and calls == [("arith", tmp_path, "S")]
 
     monkeypatch.setitem(T.TASK_SOURCES, "mine", lambda name, d, s: write_jsonl(tmp_path / f"{name}.jsonl", GEN_ROWS))
-    assert T.resolve_task("mine:echo", tmp_path).kind == T.GENERATIVE
+    assert T.resolve_task("mine:echo", tmp_path).kind == GENERATIVE
 
     write_jsonl(tmp_path / "rel.jsonl", MC_ROWS)  # relative to the study folder
     assert T.resolve_task("rel.jsonl", tmp_path).name == "rel"

@@ -13,7 +13,7 @@ import yaml
 from losslens import contracts
 from losslens.errors import ConfigError
 from losslens.external import import_manifest, load_manifest
-from tests.conftest import run_cli
+from tests.conftest import call_cli
 
 
 def _manifest(trained: Path, tmp_path: Path, **extra) -> Path:
@@ -61,11 +61,11 @@ def test_import_links_checkpoints_and_counts_parameters(trained_tiny: Path, tmp_
 def test_external_study_gives_the_same_results_and_report(trained_tiny_copy: Path, tmp_path: Path):
     trained_tiny = trained_tiny_copy
     ext = tmp_path / "ext"
-    assert run_cli("import", str(_manifest(trained_tiny, tmp_path)), "--out", str(ext)).returncode == 0
+    assert call_cli("import", str(_manifest(trained_tiny, tmp_path)), "--out", str(ext)).returncode == 0
     for study_dir in (trained_tiny, ext):
-        result = run_cli("evaluate", str(study_dir))
+        result = call_cli("evaluate", str(study_dir))
         assert result.returncode == 0, result.stderr[-3000:]
-        result = run_cli("analyze", str(study_dir), "--bootstrap", "100", "--no-plots")
+        result = call_cli("analyze", str(study_dir), "--bootstrap", "100", "--no-plots")
         assert result.returncode == 0, result.stderr[-3000:]
     ours, theirs = _rows(trained_tiny / contracts.RESULTS_FILE), _rows(ext / contracts.RESULTS_FILE)
     assert len(ours) == len(theirs) > 0

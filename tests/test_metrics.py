@@ -1,4 +1,4 @@
-"""losslens.evaluate.metrics: hand-computed values and edge cases for every metric function."""
+"""losslens.metrics: hand-computed values and edge cases for every metric function, and the registry."""
 
 from __future__ import annotations
 
@@ -8,14 +8,18 @@ import numpy as np
 import pytest
 
 from losslens import contracts
-from losslens.evaluate import metrics as M
-from losslens.evaluate.tasks import GEN_METRICS, MC_METRICS
+from losslens import metrics as M
 
 LOG = math.log
 
 
 def test_metric_names_are_the_contract_names():
-    assert set(MC_METRICS) | set(GEN_METRICS) | set(contracts.PRETRAIN_METRICS) == set(contracts.METRICS)
+    kinds = (M.MULTIPLE_CHOICE, M.GENERATIVE, M.PRETRAIN)
+    assert {m for kind in kinds for m in M.kind_metrics(kind)} == set(contracts.METRICS)
+    assert contracts.PRETRAIN_METRICS == ("loss", "bpb")
+    for name, metric in contracts.METRICS.items():  # a task metric can be computed and has a direction
+        assert contracts.metric_info(name) is metric
+        assert (metric.per_example is None) == (metric.kinds == (M.PRETRAIN,)), name
 
 
 # ---------------------------------------------------------------- multiple choice

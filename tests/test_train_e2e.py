@@ -21,7 +21,7 @@ from losslens import contracts
 from losslens.config import load_study
 from losslens.train.plan import plan_runs
 from losslens.valloss import validation_loss
-from tests.conftest import ROOT, run_cli, write_study
+from tests.conftest import ROOT, call_cli, run_cli, write_study
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_xs_65536_loss.json"
 
@@ -71,7 +71,7 @@ def test_golden_loss_curve(trained_tiny: Path):
 
 def test_rerunning_a_finished_study_trains_nothing(trained_tiny: Path):
     before = {c: c.stat().st_mtime_ns for c in trained_tiny.glob("*/ckpt-*")}
-    result = run_cli("train", str(trained_tiny.parent / "study.yaml"))
+    result = call_cli("train", str(trained_tiny.parent / "study.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert {c: c.stat().st_mtime_ns for c in trained_tiny.glob("*/ckpt-*")} == before
 

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from losslens import contracts
-from tests.conftest import ROOT, run_cli, write_study
+from tests.conftest import ROOT, call_cli, run_cli, write_study
 
 
 def _start(cfg: Path, *args: str, preexec=None) -> subprocess.Popen:
@@ -59,7 +59,7 @@ def test_sigterm_saves_then_resume_matches_uninterrupted(tmp_path: Path, trained
 
 def test_diverging_loss_stops_with_step_and_last_checkpoint(tmp_path: Path):
     cfg = write_study(tmp_path, train__optimizer={"lr": 1.0e6, "grad_clip": 0.0})
-    result = run_cli("train", str(cfg), "--run", "xs_32768")
+    result = call_cli("train", str(cfg), "--run", "xs_32768")
     assert result.returncode == 2
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: "), line

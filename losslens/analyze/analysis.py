@@ -11,16 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from losslens.analyze.alignment import alignment_r2
-from losslens.analyze.scaling import ScalingFit, fit_scaling_law, forecast
-from losslens.analyze.table import (ResultsError, Series, Table, check_table_matches_study, load_examples,
-                                    read_results)
-from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test, find_threshold
+from losslens.analyze.backtest import Holdout, choose_holdout, fit_law, run_backtest
+from losslens.analyze.pairs import analyze_pairs
+from losslens.analyze.scaling import ScalingFit, forecast
+from losslens.analyze.table import ResultsError, Series, Table, check_table_matches_study, read_results
+from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test
 from losslens.contracts import RESULTS_FILE
 
 SCALING_BOOTSTRAP_MAX = 200  # scaling-law refits are ~100x dearer than eta refits
+MIN_SIDE = 3  # points an emergent claim needs on each side of eta
+SCALING_POINTS = ("decayed", "all")  # which checkpoints the scaling law is fitted to
 EXTRA_SIZES = (10, 100)  # forecast also for these multiples of the largest trained size
 
 
@@ -42,6 +43,9 @@ class Analysis:
     scaling_error: str | None
     forecasts: list[dict] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    scaling_alternative: dict | None = None  # the law on the other point set, to show how much it moves
+    backtest: dict | None = None
+    backtest_note: str | None = None  # why there is no backtest
 
 
 def _mirage(task: str, verdicts: dict[str, tuple[bool, str]]) -> dict:
@@ -84,27 +88,35 @@ def _one_blas_thread():
 
 
 def run_analysis(results: str | Path, run_dir: str | Path | None = None, *, n_bootstrap: int = 1000,
-                 seed: int = 0, forecast_sizes: list[float] | None = None, progress: bool | None = None) -> Analysis:
-    """Analyze a results table; ``run_dir`` (if given) is searched for per-example records."""
+                 seed: int = 0, forecast_sizes: list[float] | None = None, progress: bool | None = None,
+                 scaling_points: str = "decayed", backtest: str | None = None, ci_level: float = 0.95) -> Analysis:
+    """Analyze a results table; ``run_dir`` (if given) is searched for per-example records.
+
+    ``scaling_points``: fit the scaling law to each run's final, fully decayed checkpoint
+    (``decayed``) or to every checkpoint (``all``). ``backtest``: which runs to hold out (see
+    :func:`losslens.analyze.backtest.choose_holdout`; None: the largest size when there are 3 or more).
+    """
+    if scaling_points not in SCALING_POINTS:
+        raise ResultsError(f"--scaling-points: expected one of {', '.join(SCALING_POINTS)}, got {scaling_points!r}")
+    if not 0 < ci_level < 1:
+        raise ResultsError(f"--ci-level: expected a number between 0 and 1, got {ci_level}")
+    opts = dict(n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes, progress=progress,
+                scaling_points=scaling_points, backtest=backtest, ci_level=ci_level)
     with _one_blas_thread():
-        return _run_analysis(results, run_dir, n_bootstrap, seed, forecast_sizes, progress)
+        return _run_analysis(results, run_dir, **opts)
 
 
-def _run_analysis(results, run_dir, n_bootstrap, seed, forecast_sizes, progress) -> Analysis:
+def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progress, scaling_points, backtest,
+                  ci_level) -> Analysis:
     table = read_results(results)
     if run_dir is not None:
         check_table_matches_study(table, run_dir)
-    metrics: dict[tuple[str, str], MetricAnalysis] = {}
+    holdout = choose_holdout(table, backtest)  # before any work: a bad --backtest fails fast
     items = [(t, m) for t in table.tasks() for m in table.metrics(t)]
-    # disable=None: a bar only on a terminal.
-    bar = tqdm(items, desc="thresholds", disable=None if progress is None else not progress, leave=False)
-    for i, (task, metric) in enumerate(bar):
-        s = table.series(task, metric)
-        res = find_threshold(s.loss, s.value, s.chance, higher_is_better=s.higher_is_better,
-                             n_bootstrap=n_bootstrap, seed=seed + i, examples=load_examples(run_dir, s))
-        align = {"loss": alignment_r2(s.loss, s.value, s.n_params),
-                 "compute": alignment_r2(np.log10(np.maximum(s.flops, 1.0)), s.value, s.n_params)}
-        metrics[(task, metric)] = MetricAnalysis(s, res, align)
+    series = [table.series(task, metric) for task, metric in items]
+    jobs = [(s, run_dir, n_bootstrap, seed + i, ci_level, MIN_SIDE) for i, s in enumerate(series)]
+    metrics: dict[tuple[str, str], MetricAnalysis] = {
+        key: MetricAnalysis(s, res, align) for key, s, (res, align) in zip(items, series, analyze_pairs(jobs, progress))}
 
     # Extrapolation and mirage, per task: one reference eta (from an emergent metric, a
     # discontinuous one first, the tightest interval next) applied to every metric of the task.
@@ -119,39 +131,67 @@ def _run_analysis(results, run_dir, n_bootstrap, seed, forecast_sizes, progress)
                 a.extrapolation = extrapolation_test(a.series.loss, a.series.value, reference[task][1])
         mirage[task] = _mirage(task, {m: (a.series.discontinuous, a.threshold.verdict) for m, a in mine})
 
-    ckpts = table.checkpoints()
-    scaling, scaling_error = None, None
+    scaling_bootstrap = min(n_bootstrap, SCALING_BOOTSTRAP_MAX)
+    scaling, scaling_error, scaling_note = None, None, ""
     try:
-        scaling = fit_scaling_law(ckpts["n_params_nonembed"], ckpts["tokens"], ckpts["loss"],
-                                  n_bootstrap=min(n_bootstrap, SCALING_BOOTSTRAP_MAX), seed=seed)
+        scaling, scaling_note = fit_law(table, scaling_points, scaling_bootstrap, seed, ci_level)
     except ValueError as e:
         scaling_error = str(e)
+    alternative = _alternative_law(table, scaling_points, ci_level)
 
-    forecasts = []
-    if scaling is not None:
-        trained = sorted({float(n) for n in ckpts["n_params_nonembed"]})
-        extra = sorted(set(forecast_sizes or [trained[-1] * f for f in EXTRA_SIZES]) - set(trained))
-        pos = ckpts["tokens"] > 0
-        k = float(np.median(ckpts["flops"][pos] / (ckpts["n_params_nonembed"][pos] * ckpts["tokens"][pos])))
-        for (task, metric), a in metrics.items():
-            th = a.threshold
-            if th.verdict != EMERGENT:
-                continue
-            rows = forecast(scaling, th.loss, th.bootstrap, trained + extra, k, seed=seed)
-            for r in rows:
-                r["trained"] = r["n_params_nonembed"] in trained
-            forecasts.append({"task": task, "metric": metric, "eta": th.loss, "eta_ci": [th.ci_low, th.ci_high],
-                              "flops_per_param_token": k, "sizes": rows})
+    forecasts = [] if scaling is None else _forecasts(table, metrics, scaling, forecast_sizes, ci_level, seed)
 
     settings = {"results": str(results), "run_dir": None if run_dir is None else str(run_dir),
-                "n_bootstrap": n_bootstrap, "scaling_bootstrap": min(n_bootstrap, SCALING_BOOTSTRAP_MAX),
-                "seed": seed}
-    return Analysis(table, metrics, mirage, reference, scaling, scaling_error, forecasts, settings)
+                "n_bootstrap": n_bootstrap, "scaling_bootstrap": scaling_bootstrap, "seed": seed,
+                "ci_level": ci_level, "min_side": MIN_SIDE, "scaling_points": scaling_points,
+                "scaling_note": scaling_note, "x_label": table.x_label,
+                "backtest": holdout.spec if isinstance(holdout, Holdout) else "none"}
+    analysis = Analysis(table, metrics, mirage, reference, scaling, scaling_error, forecasts, settings, alternative)
+    if isinstance(holdout, Holdout):
+        emergent = [key for key, a in metrics.items() if a.threshold.verdict == EMERGENT]
+        analysis.backtest = run_backtest(table, holdout, emergent, scaling_points=scaling_points,
+                                         n_bootstrap=n_bootstrap, scaling_bootstrap=scaling_bootstrap, seed=seed,
+                                         ci_level=ci_level)
+    else:
+        analysis.backtest_note = holdout
+    return analysis
+
+
+def _forecasts(table: Table, metrics: dict, scaling: ScalingFit, forecast_sizes, ci_level: float, seed: int):
+    """For each emergent task x metric: tokens and compute at which each size reaches its eta."""
+    ckpts = table.checkpoints()
+    trained = sorted({float(n) for n in ckpts["n_params_nonembed"]})
+    extra = sorted(set(forecast_sizes or [trained[-1] * f for f in EXTRA_SIZES]) - set(trained))
+    pos = ckpts["tokens"] > 0
+    k = float(np.median(ckpts["flops"][pos] / (ckpts["n_params_nonembed"][pos] * ckpts["tokens"][pos])))
+    out = []
+    for (task, metric), a in metrics.items():
+        th = a.threshold
+        if th.verdict != EMERGENT:
+            continue
+        rows = forecast(scaling, th.loss, th.bootstrap, trained + extra, k, ci_level=ci_level, seed=seed)
+        for r in rows:
+            r["trained"] = r["n_params_nonembed"] in trained
+        out.append({"task": task, "metric": metric, "eta": th.loss, "eta_ci": [th.ci_low, th.ci_high],
+                    "flops_per_param_token": k, "sizes": rows})
+    return out
+
+
+def _alternative_law(table: Table, scaling_points: str, ci_level: float) -> dict | None:
+    """The law's point estimate on the other point set (no bootstrap): how much do stable-phase
+    checkpoints move it? None where that set cannot be fitted."""
+    other = "all" if scaling_points == "decayed" else "decayed"
+    try:
+        fit, note = fit_law(table, other, 0, 0, ci_level)
+    except ValueError:
+        return None
+    return None if note else {"points": other, **fit.to_dict()}
 
 
 def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = None, out: str | Path | None = None,
             n_bootstrap: int = 1000, seed: int = 0, forecast_sizes: list[float] | None = None,
-            plots: bool = True, progress: bool | None = None) -> Analysis:
+            plots: bool = True, progress: bool | None = None, scaling_points: str = "decayed",
+            backtest: str | None = None, ci_level: float = 0.95) -> Analysis:
     """Analyze ``RUN_DIR/results.csv`` (or ``results``) and write report.json, report.md and plots/.
 
     Output goes to ``out`` (default: ``run_dir``, else the folder of ``results``).
@@ -162,8 +202,8 @@ def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = N
     if run_dir is not None and not Path(run_dir).is_dir():
         raise ResultsError(f"{run_dir}: run directory not found")
     out = Path(out) if out is not None else Path(run_dir) if run_dir is not None else results.parent
-    analysis = run_analysis(results, run_dir, n_bootstrap=n_bootstrap, seed=seed,
-                            forecast_sizes=forecast_sizes, progress=progress)
+    analysis = run_analysis(results, run_dir, n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes,
+                            progress=progress, scaling_points=scaling_points, backtest=backtest, ci_level=ci_level)
     # Imported here: matplotlib costs a second, and run_analysis must not need it.
     from losslens.analyze.report import write_report
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from losslens.analyze.table import ResultsError
+from losslens.argtypes import output_dir, unwritable_folder
 
 
 def _sizes(text: str) -> list[float]:
@@ -18,12 +19,20 @@ def _sizes(text: str) -> list[float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", nargs="?", type=Path, help="study directory holding results.csv")
     parser.add_argument("--results", type=Path, help="results table to read (default: RUN_DIR/results.csv)")
-    parser.add_argument("--out", type=Path, help="where report.json, report.md and plots/ go (default: RUN_DIR)")
+    parser.add_argument("--out", type=output_dir, help="where report.json, report.md and plots/ go (default: RUN_DIR)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--forecast-sizes", type=_sizes, metavar="N1,N2",
                         help="untrained non-embedding sizes to forecast (default: 10x and 100x the largest)")
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
+    parser.add_argument("--scaling-points", default="decayed", metavar="decayed|all",
+                        help="checkpoints the scaling law is fitted to: each run's final, fully decayed one "
+                             "(default) or all, stable-phase ones included")
+    parser.add_argument("--backtest", metavar="SPEC",
+                        help="runs to hold out and predict: none, largest-size[:K], largest-budget, or RUN[,RUN] "
+                             "(default: largest-size with 3 or more sizes, else none)")
+    parser.add_argument("--ci-level", type=float, default=0.95, metavar="P",
+                        help="level of every interval (default 0.95)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -32,14 +41,26 @@ def main(args: argparse.Namespace) -> int:
 
     if args.run_dir is None and args.results is None:
         raise ResultsError("give a RUN_DIR or --results PATH")
+    if args.out is None and args.run_dir is not None and args.run_dir.is_dir() and unwritable_folder(args.run_dir):
+        raise ResultsError(f"{unwritable_folder(args.run_dir)}: the report goes there; give --out DIR")
     if args.bootstrap < 0:
         raise ResultsError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     analysis = analyze(args.run_dir, results=args.results, out=args.out, n_bootstrap=args.bootstrap,
-                       seed=args.seed, forecast_sizes=args.forecast_sizes, plots=not args.no_plots)
+                       seed=args.seed, forecast_sizes=args.forecast_sizes, plots=not args.no_plots,
+                       scaling_points=args.scaling_points, backtest=args.backtest, ci_level=args.ci_level)
     out = Path(analysis.settings["out"])
     verdicts = [a.threshold.verdict for a in analysis.metrics.values()]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
     print(f"analyzed {len(analysis.metrics)} task x metric pairs: {counts}")
+    if analysis.backtest is not None:
+        sm = analysis.backtest["summary"]
+        mae = lambda d: "–" if d["mae"] is None else f"{d['mae']:.3g}"  # noqa: E731
+        print(f"backtest ({', '.join(analysis.backtest['held_out']['runs'])} held out): mean abs error two-stage "
+              f"{mae(sm['two_stage'])}, direct {mae(sm['direct'])}; inside the interval "
+              f"{sm['two_stage']['inside']}/{sm['two_stage']['n_with_interval']} and "
+              f"{sm['direct']['inside']}/{sm['direct']['n_with_interval']}")
+    else:
+        print(f"backtest: {analysis.backtest_note}")
     print(f"report: {out / REPORT_MD}")
     if not args.no_plots:
         print(f"plots:  {out / PLOTS_DIR}/")

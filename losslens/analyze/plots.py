@@ -1,7 +1,7 @@
 """Figures of an analysis, as PNG and PDF under ``plots/``.
 
 * ``task_<task>``: each metric of the task against pretraining loss (loss decreasing to the
-  right, as in Du et al. 2024), discontinuous metrics first; one colour per model size, one
+  right, as in Du et al. 2024; or the stand-in the table names in ``x_label``), discontinuous metrics first; one colour per model size, one
   marker per data budget, a line through each run's checkpoints, chance, the preferred fit and
   the threshold with its confidence band.
 * ``contrast_<task>``: the same against loss, parameters (final checkpoints) and compute, with
@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
+from losslens.analyze.parallel import fork_map, max_workers
 from losslens.analyze.table import count_label
 from losslens.analyze.threshold import EMERGENT
 from losslens.fsio import atomic_write_bytes
@@ -39,7 +40,6 @@ STYLE = {
     "axes.grid": True, "grid.alpha": 0.25, "grid.linewidth": 0.5, "lines.linewidth": 1.0,
     "savefig.dpi": 200,
 }
-LOSS_LABEL = "pretraining loss (nats/token) → lower"
 
 
 def slug(name: str) -> str:
@@ -121,7 +121,7 @@ def draw_metric(ax, ma, styles: Styles, compact: bool = False, errorbars: bool =
     ax.set_xlim(hi + pad, lo - pad)  # decreasing loss to the right
     ax.set_title(f"{s.metric}: {th.verdict}" if compact else f"{s.metric} — {th.verdict}", loc="left")
     if not compact:
-        ax.set_xlabel(LOSS_LABEL)
+        ax.set_xlabel(f"{styles.table.x_label} → lower")
         ax.set_ylabel(_ylabel(s))
 
 
@@ -131,7 +131,7 @@ def task_figure(analysis, task: str, styles: Styles) -> Figure:
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, m in zip(axes, metrics):
         draw_metric(ax, analysis.metrics[(task, m)], styles)
-    fig.suptitle(f"{task}: performance against pretraining loss", fontsize=9.5)
+    fig.suptitle(f"{task}: performance against {analysis.table.x_label}", fontsize=9.5)
     fig.legend(handles=styles.legend_handles(), loc="outside lower center", ncol=min(8, len(styles.legend_handles())),
                frameon=False)
     return fig
@@ -209,7 +209,7 @@ def training_figure(analysis, styles: Styles) -> Figure:
             ax_c.plot(k * N * D, fit.predict(N, D), color=colour, ls="--", lw=1, alpha=0.8)
     for ax in (ax_t, ax_c):
         ax.set_xscale("log")
-        ax.set_ylabel("validation loss (nats/token)")
+        ax.set_ylabel(table.x_label)
     ax_t.set_xlabel("training tokens")
     ax_t.set_title("training curves", loc="left")
     ax_c.set_xlabel("training compute (FLOPs)")
@@ -241,23 +241,88 @@ def overview_figure(analysis, styles: Styles) -> Figure:
                 ax.set_ylabel(task, fontsize=9, fontweight="bold")
             if r == len(tasks) - 1 or c >= len(analysis.table.metrics(tasks[r + 1])):
                 ax.set_xlabel("loss → lower")
-    fig.suptitle("every task against pretraining loss", fontsize=10)
+    fig.suptitle(f"every task against {analysis.table.x_label}", fontsize=10)
     fig.legend(handles=styles.legend_handles(), loc="outside lower center", ncol=min(8, len(styles.legend_handles())),
                frameon=False)
     return fig
 
 
-def write_plots(analysis, out_dir: str | Path) -> dict[str, list[Path]]:
-    """Render every figure into ``out_dir``; returns {figure name: [png, pdf]}."""
-    out_dir = Path(out_dir)
-    styles = Styles(analysis.table)
-    written = {}
+_ANALYSIS = None  # the analysis being drawn, read by forked workers (see losslens.analyze.parallel)
+
+
+def _task_figures(job) -> dict[str, list[Path]]:
+    """The task and contrast figures of one task (in a worker process when there are several)."""
+    task, out_dir = job
+    styles = Styles(_ANALYSIS.table)
     with rc_context(STYLE):
-        for task in analysis.table.tasks():
-            written[f"task_{slug(task)}"] = _save(task_figure(analysis, task, styles), out_dir / f"task_{slug(task)}")
-            written[f"contrast_{slug(task)}"] = _save(contrast_figure(analysis, task, styles),
-                                                      out_dir / f"contrast_{slug(task)}")
+        return {f"{kind}_{slug(task)}": _save(draw(_ANALYSIS, task, styles), out_dir / f"{kind}_{slug(task)}")
+                for kind, draw in (("task", task_figure), ("contrast", contrast_figure))}
+
+
+def write_plots(analysis, out_dir: str | Path) -> dict[str, list[Path]]:
+    """Render every figure into ``out_dir``; returns {figure name: [png, pdf]}. The figures of
+    different tasks are independent: with several tasks they are drawn in parallel processes."""
+    global _ANALYSIS
+    out_dir = Path(out_dir)
+    tasks = analysis.table.tasks()
+    _ANALYSIS = analysis
+    try:
+        written = {}
+        for figures in fork_map(_task_figures, [(task, out_dir) for task in tasks], max_workers() if len(tasks) > 1 else 1):
+            written.update(figures)
+    finally:
+        _ANALYSIS = None
+    styles = Styles(analysis.table)
+    with rc_context(STYLE):
         written["training"] = _save(training_figure(analysis, styles), out_dir / "training")
-        if analysis.table.tasks():
+        if tasks:
             written["overview"] = _save(overview_figure(analysis, styles), out_dir / "overview")
     return written
+
+
+def backtest_figure(backtest: dict, base: Path) -> list[Path]:
+    """Predicted against actual for a backtest: task metrics (two-stage and direct, with their
+    intervals) and the held-out validation loss; points on the diagonal were predicted exactly."""
+    with rc_context(STYLE):
+        fig = Figure(figsize=(7.2, 3.4), layout="constrained")
+        ax_m, ax_l = fig.subplots(1, 2)
+        _backtest_metrics(ax_m, backtest)
+        _backtest_loss(ax_l, backtest)
+        for ax in (ax_m, ax_l):
+            lo, hi = min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])
+            ax.plot([lo, hi], [lo, hi], color="0.4", ls="--", lw=0.8, zorder=0)
+            ax.set_xlabel("actual (held-out runs)")
+            if ax.has_data():
+                ax.legend(frameon=False, loc="upper left")
+        ax_m.set_ylabel("predicted")
+        fig.suptitle(f"backtest: {', '.join(backtest['held_out']['runs'])} held out, predicted from the other runs",
+                     fontsize=9)
+        return _save(fig, base)
+
+
+def _backtest_metrics(ax, backtest: dict) -> None:
+    for way, colour, marker, fill, label in (("two_stage", OKABE_ITO[0], "o", OKABE_ITO[0], "two-stage (via loss)"),
+                                             ("direct", OKABE_ITO[1], "s", "none", "direct (via compute)")):
+        rows = [r for r in backtest["metrics"] if r[way].get("predicted") is not None]
+        if not rows:
+            continue
+        actual = np.array([r["actual"] for r in rows])
+        pred = np.array([r[way]["predicted"] for r in rows])
+        ci = np.array([[np.nan if v is None else v for v in r[way]["ci"]] for r in rows], float)
+        yerr = np.nan_to_num(np.abs(np.vstack([pred - ci[:, 0], ci[:, 1] - pred])))
+        ax.errorbar(actual, pred, yerr=yerr, color=colour, marker=marker, mfc=fill, ms=4, ls="none",
+                    elinewidth=0.6, capsize=1.5, label=label, alpha=0.9)
+    ax.set_title(f"task metrics, final checkpoint ({backtest['ci_level']:.0%} intervals)", loc="left")
+
+
+def _backtest_loss(ax, backtest: dict) -> None:
+    rows = [r for r in (backtest.get("loss") or {"rows": []})["rows"] if r["predicted"] is not None]
+    for decayed, colour, label in ((False, "0.6", "earlier checkpoints"), (True, OKABE_ITO[2], "final checkpoints")):
+        sel = [r for r in rows if r["decayed"] == decayed]
+        if sel:
+            pred = np.array([r["predicted"] for r in sel])
+            ci = np.array([[np.nan if v is None else v for v in r["ci"]] for r in sel], float)
+            yerr = np.nan_to_num(np.abs(np.vstack([pred - ci[:, 0], ci[:, 1] - pred])))
+            ax.errorbar([r["actual"] for r in sel], pred, yerr=yerr, fmt="o", ms=3.5, color=colour, mec="white",
+                        mew=0.4, elinewidth=0.6, capsize=1.5, label=label)
+    ax.set_title("validation loss", loc="left")

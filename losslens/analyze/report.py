@@ -5,30 +5,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
-
 from losslens.analyze.table import count_label
 from losslens.analyze.threshold import BIC_MARGIN, FLAT_FRACTION
-from losslens.fsio import atomic_write_json, atomic_write_text
+from losslens.fsio import atomic_write_json, atomic_write_text, jsonable
 
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
-
-
-def jsonable(obj):
-    """numpy scalars/arrays to Python; NaN and infinities to None (strict JSON has neither)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 def build_report(analysis, plots: dict[str, list[Path]], out: Path) -> dict:
@@ -46,7 +27,7 @@ def build_report(analysis, plots: dict[str, list[Path]], out: Path) -> dict:
                 {"run": r, "n_params": t.run_size(r), "n_params_nonembed": t.run_nonembed(r),
                  "size": t.size_label(t.run_size(r)), "budget_tokens": t.run_budget(r)} for r in t.runs()],
             "sizes": t.sizes(), "budgets": t.budgets(), "n_checkpoints": len(t.checkpoints()["run"]),
-            "tasks": t.tasks(),
+            "tasks": t.tasks(), "x_label": t.x_label,
         },
         "settings": analysis.settings,
         "method": {
@@ -63,7 +44,9 @@ def build_report(analysis, plots: dict[str, list[Path]], out: Path) -> dict:
         "reference_eta": {task: None if v is None else {"metric": v[0], "eta": v[1]}
                           for task, v in analysis.reference_eta.items()},
         "scaling": analysis.scaling.to_dict() if analysis.scaling is not None else {"error": analysis.scaling_error},
+        "scaling_alternative": analysis.scaling_alternative,
         "forecasts": analysis.forecasts,
+        "backtest": analysis.backtest if analysis.backtest is not None else {"skipped": analysis.backtest_note},
         "plots": {name: [str(p.relative_to(out)) for p in paths] for name, paths in plots.items()},
     })
 
@@ -76,20 +59,48 @@ def _count(v) -> str:
     return "–" if v is None else "never" if not math.isfinite(v) else count_label(v)
 
 
+def _level(report: dict) -> str:
+    return f"{report['settings'].get('ci_level', 0.95):.0%}"
+
+
 def render_markdown(report: dict) -> str:
-    st = report["study"]
-    L = [f"# losslens analysis", "",
+    L = _md_verdicts(report) + _md_mirage(report) + _md_scaling(report) + _md_forecasts(report)
+    L += render_backtest(report)
+    if report["plots"]:
+        L += ["", "## Plots", ""]
+        for name, paths in report["plots"].items():
+            png = next(p for p in paths if p.endswith(".png"))
+            L += [f"### {name.replace('_', ' ', 1)}", "", f"![{name}]({png})", ""]
+    L += ["", "## Method", "",
+          f"- Models: constant at chance, a flat level, and (improving only) linear, sigmoid and hinge in loss, "
+          f"chosen by BIC = n ln(RSS/n) + k ln n; a claim "
+          f"(learned, emergent vs smooth) needs ΔBIC ≥ {BIC_MARGIN:g}.",
+          "- Chance comes from the table; a metric without one gets a plateau fitted from the data.",
+          "- Lower-is-better metrics are negated for fitting and reported in their own units.",
+          "- η intervals: percentile bootstrap over checkpoints (and test examples where per-example "
+          f"records exist). `insufficient-data` when fewer than {report['settings'].get('min_side', 3)} points lie "
+          "on a side of η or the interval is wider than half the loss range or reaches its edge.",
+          "- Forecast intervals pair scaling-law and η bootstrap replicates; where a scaling-law parameter is "
+          "not identified they are widened to every parameter set its profile likelihood allows."]
+    return "\n".join(L) + "\n"
+
+
+def _md_verdicts(report: dict) -> list[str]:
+    st, lvl = report["study"], _level(report)
+    axis = st.get("x_label") or "pretraining loss"
+    L = ["# losslens analysis", "",
          f"Table `{st['results']}`: {st['n_rows']} rows, {len(st['runs'])} runs "
          f"({len(st['sizes'])} sizes x {len(st['budgets'])} budgets), {st['n_checkpoints']} checkpoints, "
-         f"{len(st['tasks'])} tasks. Bootstrap: {report['settings']['n_bootstrap']} resamples "
-         f"(scaling law: {report['settings']['scaling_bootstrap']}), seed {report['settings']['seed']}.", "",
+         f"{len(st['tasks'])} tasks. x-axis ('loss' below): {axis}. Bootstrap: "
+         f"{report['settings']['n_bootstrap']} resamples (scaling law: {report['settings']['scaling_bootstrap']}), "
+         f"seed {report['settings']['seed']}.", "",
          "## Verdicts", "",
-         "Per task x metric: the verdict, the loss threshold η with its 95% bootstrap interval (only where "
+         f"Per task x metric: the verdict, the loss threshold η with its {lvl} bootstrap interval (only where "
          "the data point to an emergent shape), the model preferred by BIC and its margin over the best model "
          "standing for another verdict, how well one curve fits all model sizes (leave-one-size-out R²) "
          "against loss and against compute, and the extrapolation error from points above the task's η "
          "(relative to the jump it had to predict).", "",
-         "| task | metric | kind | verdict | η | 95% CI | preferred | ΔBIC | R² loss | R² compute | extrap. error |",
+         f"| task | metric | kind | verdict | η | {lvl} CI | preferred | ΔBIC | R² loss | R² compute | extrap. error |",
          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in report["metrics"]:
         th = m["threshold"]
@@ -103,62 +114,176 @@ def render_markdown(report: dict) -> str:
     L += [f"- {m['task']} / {m['metric']}: {m['reason']}"
           + ("" if not m["plateau_fitted"] or m["verdict"] != "emergent"
              else " (no chance level given: the plateau was fitted from the data)") for m in report["metrics"]]
+    return L
 
-    L += ["", "## Mirage check", "",
-          "Discontinuous and continuous metrics of each task side by side (Schaeffer et al. 2023). "
-          "`mirage`: a discontinuous metric jumps while a continuous one improves smoothly.", "",
-          "| task | discontinuous | continuous | flag | note |", "|---|---|---|---|---|"]
+
+def _md_mirage(report: dict) -> list[str]:
+    L = ["", "## Mirage check", "",
+         "Discontinuous and continuous metrics of each task side by side (Schaeffer et al. 2023). "
+         "`mirage`: a discontinuous metric jumps while a continuous one improves smoothly.", "",
+         "| task | discontinuous | continuous | flag | note |", "|---|---|---|---|---|"]
     for mg in report["mirage"]:
         side = lambda d: ", ".join(f"{k}: {v}" for k, v in d.items()) or "–"  # noqa: E731
         L.append(f"| {mg['task']} | {side(mg['discontinuous'])} | {side(mg['continuous'])} | "
                  f"{'**' + mg['flag'] + '**' if mg['flag'] else '–'} | {mg['note']} |")
+    return L
 
-    L += ["", "## Scaling law", ""]
-    sc = report["scaling"]
-    if "error" in sc:
-        L.append(f"No fit: {sc['error']}")
-    else:
-        L += [f"L(N, D) = E + A / N^α + B / D^β fitted to {sc['n_points']} checkpoints (Huber loss on log-loss, "
-              f"N non-embedding parameters, D tokens):", "",
-              "| parameter | estimate | 95% CI |", "|---|---|---|"]
-        for p, sym in (("E", "E"), ("A", "A"), ("B", "B"), ("alpha", "α"), ("beta", "β")):
+
+_SYMBOLS = (("E", "E"), ("A", "A"), ("B", "B"), ("alpha", "α"), ("beta", "β"))
+
+
+def scaling_table(sc: dict, level: str) -> list[str]:
+    """Estimates with their intervals; "not identified" (with why, and the profile range) where
+    the data do not pin a parameter down."""
+    L = [f"| parameter | estimate | {level} CI | note |", "|---|---|---|---|"]
+    for p, sym in _SYMBOLS:
+        if p in sc["not_identified"]:
+            prof = sc["profile_intervals"].get(p)
+            rng = f"profile [{prof[0]:.3g}, {prof[1]:.3g}]" if prof else "–"
+            L.append(f"| {sym} | **not identified** | {rng} | {sc['not_identified'][p]} |")
+        else:
             ci = sc["intervals"].get(p)
-            L.append(f"| {sym} | {sc[p]:.4g} | {'–' if not ci else f'[{ci[0]:.4g}, {ci[1]:.4g}]'} |")
+            L.append(f"| {sym} | {sc[p]:.4g} | {'–' if not ci else f'[{ci[0]:.4g}, {ci[1]:.4g}]'} | |")
+    return L
 
-    L += ["", "## Forecasts", ""]
+
+def _md_scaling(report: dict) -> list[str]:
+    L = ["", "## Scaling law", ""]
+    sc, st = report["scaling"], report["settings"]
+    if "error" in sc:
+        return L + [f"No fit: {sc['error']}"]
+    points = ("each run's final, fully decayed checkpoint" if st.get("scaling_points") == "decayed"
+              else "every checkpoint, stable-phase ones included")
+    L += [f"{sc['form']}, fitted to {sc['n_points']} points ({points}; Huber loss on log-loss). "
+          + (st.get("scaling_note") or ""), ""]
+    L += scaling_table(sc, _level(report))
+    alt = report.get("scaling_alternative")
+    if alt:
+        fmt = lambda d, p: "not identified" if p in d["not_identified"] else f"{d[p]:.4g}"  # noqa: E731
+        L += ["", f"The same law fitted to {'all' if alt['points'] == 'all' else 'only the decayed'} checkpoints "
+                  f"({alt['n_points']} points) instead: "
+              + ", ".join(f"{sym} = {fmt(alt, p)}" for p, sym in _SYMBOLS)
+              + ". Stable-phase checkpoints sit above the decayed law: the difference is how much they move it."]
+    return L
+
+
+def _md_forecasts(report: dict) -> list[str]:
+    L, lvl = ["", "## Forecasts", ""], _level(report)
     if not report["forecasts"]:
         L.append("No forecast: it needs an emergent task x metric and a scaling fit.")
     for fc in report["forecasts"]:
         ci = fc["eta_ci"]
+        how = fc["sizes"][0].get("interval", "") if fc["sizes"] else ""
         L += [f"**{fc['task']} / {fc['metric']}** (η = {fc['eta']:.3f}, CI [{_num(ci[0])}, {_num(ci[1])}]): "
               f"tokens and compute at which each size's loss falls below η ('never': η is below what the size "
-              f"can reach).", "",
-              "| size (non-embed.) | trained | tokens | 95% CI | FLOPs | 95% CI |", "|---|---|---|---|---|---|"]
+              f"can reach). Interval: {how}.", "",
+              f"| size (non-embed.) | trained | tokens | {lvl} CI | FLOPs | {lvl} CI |", "|---|---|---|---|---|---|"]
+        flops = lambda v: "–" if v is None else f"{v:.2e}"  # noqa: E731
         for r in fc["sizes"]:
-            flops = lambda v: "–" if v is None else f"{v:.2e}"  # noqa: E731
+            if r["reachable"] is None:
+                L.append(f"| {count_label(r['n_params_nonembed'])} | {'yes' if r['trained'] else 'no'} "
+                         f"| not identified | – | – | – |")
+                continue
             L.append(f"| {count_label(r['n_params_nonembed'])} | {'yes' if r['trained'] else 'no'} "
                      f"| {_count(r['tokens']) if r['reachable'] else 'never'} "
                      f"| [{_count(r['tokens_ci'][0])}, {_count(r['tokens_ci'][1]) if r['tokens_ci'][1] else 'never'}] "
                      f"| {flops(r['flops']) if r['reachable'] else 'never'} "
                      f"| [{flops(r['flops_ci'][0])}, {flops(r['flops_ci'][1]) if r['flops_ci'][1] else 'never'}] |")
         L.append("")
+    return L
 
-    if report["plots"]:
-        L += ["", "## Plots", ""]
-        for name, paths in report["plots"].items():
-            png = next(p for p in paths if p.endswith(".png"))
-            L += [f"### {name.replace('_', ' ', 1)}", "", f"![{name}]({png})", ""]
-    L += ["", "## Method", "",
-          f"- Models: constant at chance, a flat level, and (improving only) linear, sigmoid and hinge in loss, "
-          f"chosen by BIC = n ln(RSS/n) + k ln n; a claim "
-          f"(learned, emergent vs smooth) needs ΔBIC ≥ {BIC_MARGIN:g}.",
-          "- Chance comes from the table; a metric without one gets a plateau fitted from the data.",
-          "- Lower-is-better metrics are negated for fitting and reported in their own units.",
-          "- η intervals: percentile bootstrap over checkpoints (and test examples where per-example "
-          "records exist). `insufficient-data` when fewer than 3 points lie on a side of η or the interval is "
-          "wider than half the loss range or reaches its edge.",
-          "- Forecast intervals pair scaling-law and η bootstrap replicates."]
-    return "\n".join(L) + "\n"
+
+def _ci(ci, fmt=".3g") -> str:
+    return "–" if not ci or ci[0] is None else f"[{_num(ci[0], fmt)}, {_num(ci[1], fmt)}]"
+
+
+def _yes(v) -> str:
+    return "–" if v is None else "yes" if v else "**no**"
+
+
+def render_backtest(report: dict) -> list[str]:
+    """The backtest section: what was held out, loss, metrics (OLMo-ladder-like table), crossings."""
+    bt, lvl = report["backtest"], _level(report)
+    L = ["", "## Backtest", ""]
+    if "skipped" in bt:
+        return L + [f"No backtest: {bt['skipped']}."]
+    ho, sc = bt["held_out"], bt["scaling"]
+    L += [f"Held out ({ho['spec']}): {', '.join(ho['runs'])} (size {', '.join(ho['sizes'])}). Everything below "
+          f"was refitted on the other runs ({', '.join(bt['train_runs'])}) and compared with what the held-out "
+          f"runs measured. Intervals: {lvl} bootstrap prediction intervals ({bt['curve_bootstrap']} curve "
+          f"replicates); 'inside': the measurement fell in it.", ""]
+    if "error" in sc:
+        L += [f"Scaling law on the training runs: no fit ({sc['error']}); no two-stage prediction.", ""]
+    else:
+        L += [f"Scaling law on the training runs: {sc['form']}, {sc['n_points']} points. {sc.get('note', '')}", ""]
+        L += scaling_table(sc, lvl) + [""]
+    L += _md_backtest_loss(bt) + _md_backtest_metrics(bt, lvl) + _md_backtest_crossings(bt, lvl)
+    return L
+
+
+def _md_backtest_loss(bt: dict) -> list[str]:
+    ls = bt["loss"]
+    if ls is None:
+        return []
+    pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731
+    L = ["### Validation loss", "",
+         f"Mean relative error at the held-out runs' final (decayed) checkpoints: {pct(ls['decayed']['mean_rel_error'])} "
+         f"(inside the interval: {ls['decayed']['inside']}/{ls['decayed']['n_with_interval']}); at all "
+         f"{ls['all']['n']} checkpoints: {pct(ls['all']['mean_rel_error'])} "
+         f"({ls['all']['inside']}/{ls['all']['n_with_interval']} inside)."
+         + (" A law of decayed points is expected to fall below stable-phase checkpoints."
+            if bt["scaling_points"] == "decayed" and not bt["scaling"].get("note") else ""), "",
+         "| run | tokens | actual | predicted | interval | rel. error | inside |", "|---|---|---|---|---|---|---|"]
+    for r in ls["rows"]:
+        if r["decayed"]:
+            L.append(f"| {r['run']} | {count_label(r['tokens'])} | {r['actual']:.4f} | {_num(r['predicted'], '.4f')} "
+                     f"| {_ci(r['ci'], '.4f')} | {pct(r['rel_error'])} | {_yes(r['inside'])} |")
+    return L + [""]
+
+
+def _md_backtest_metrics(bt: dict, lvl: str) -> list[str]:
+    sm = bt["summary"]
+    mae = lambda d: "–" if d["mae"] is None else f"{d['mae']:.3g}"  # noqa: E731
+    L = ["### Task metrics at the final checkpoint", "",
+         f"Two-stage: (N, D) → loss by the law, loss → metric by the curve preferred by BIC on the training runs. "
+         f"Direct: the same family of curves against log10 compute. Mean absolute error: two-stage "
+         f"{mae(sm['two_stage'])} ({sm['two_stage']['inside']}/{sm['two_stage']['n_with_interval']} inside), "
+         f"direct {mae(sm['direct'])} ({sm['direct']['inside']}/{sm['direct']['n_with_interval']} inside); "
+         f"two-stage closer {sm['two_stage_closer']} times, direct {sm['direct_closer']}.", "",
+         f"| task | metric | run | actual | two-stage | {lvl} CI | abs. err. | rel. err. | inside "
+         f"| direct | {lvl} CI | abs. err. | rel. err. | inside | closer |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in bt["metrics"]:
+        cells = []
+        for way in ("two_stage", "direct"):
+            w = r[way]
+            if w.get("predicted") is None:
+                cells.append(f"{w.get('note', '–')} | – | – | – | –")
+                continue
+            cells.append(f"{w['predicted']:.3f} | {_ci(w['ci'])} | {w['abs_error']:.3f} | {_num(w['rel_error'], '.1%')} "
+                         f"| {_yes(w['inside'])}")
+        L.append(f"| {r['task']} | {r['metric']} | {r['run']} | {r['actual']:.3f} | {cells[0]} | {cells[1]} "
+                 f"| {r['closer'] or '–'} |")
+    return L + [""]
+
+
+def _md_backtest_crossings(bt: dict, lvl: str) -> list[str]:
+    if not bt["crossings"]:
+        return ["No emergent task x metric: no threshold crossing to predict."]
+    L = ["### When the held-out runs cross η", "",
+         "η and the law refitted on the training runs; actual: where the held-out run's measured loss first falls "
+         "below η (log-linear between checkpoints).", "",
+         f"| task | metric | run | η | predicted tokens | {lvl} CI | actual tokens | predicted/actual | inside | note |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in bt["crossings"]:
+        if "eta" not in r:
+            L.append(f"| {r['task']} | {r['metric']} | {r['run']} | – | – | – | – | – | – | {r['note']} |")
+            continue
+        tok = lambda v: "–" if v is None else _count(v)  # noqa: E731
+        L.append(f"| {r['task']} | {r['metric']} | {r['run']} | {r['eta']:.3f} | {tok(r['predicted_tokens'])} "
+                 f"| [{tok(r['tokens_ci'][0])}, {tok(r['tokens_ci'][1])}] | {tok(r['actual_tokens'])} "
+                 f"| {_num(r['ratio'], '.2f')} | {_yes(r['inside'])} | {r['note']} |")
+    return L
 
 
 def write_report(analysis, out: str | Path, plots: bool = True) -> dict:
@@ -166,9 +291,11 @@ def write_report(analysis, out: str | Path, plots: bool = True) -> dict:
     out = Path(out)
     written = {}
     if plots:
-        from losslens.analyze.plots import write_plots  # matplotlib only when plotting
+        from losslens.analyze.plots import backtest_figure, write_plots  # matplotlib only when plotting
 
         written = write_plots(analysis, out / PLOTS_DIR)
+        if analysis.backtest is not None:
+            written["backtest"] = backtest_figure(analysis.backtest, out / PLOTS_DIR / "backtest")
     report = build_report(analysis, written, out)
     atomic_write_json(out / REPORT_JSON, report)
     atomic_write_text(out / REPORT_MD, render_markdown(report))

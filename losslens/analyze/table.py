@@ -11,12 +11,13 @@ import csv
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from losslens.contracts import (META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, checkpoint_dirname, list_runs, metric_info,
-                                read_meta)
+from losslens.contracts import (DEFAULT_X_LABEL, EVALS_DIR, META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, X_LABEL_COLUMN,
+                                checkpoint_dirname, list_runs, metric_info, read_meta)
 from losslens.errors import LossLensError
 
 
@@ -91,65 +92,91 @@ class Series:
 
 @dataclass
 class Table:
-    """All rows of a results table as numpy columns (``cols[name]``), plus the source path."""
+    """All rows of a results table as numpy columns (``cols[name]``), plus the source path and what
+    the ``loss`` column holds (``x_label``: the pretraining loss, or a stand-in named by the table).
+
+    Per-run and per-(task, metric) indexes are built once, on first use, so that every lookup costs
+    the size of its answer, not of the table: ``cols`` must not change after the first query.
+    """
 
     path: Path
     cols: dict[str, np.ndarray]
+    x_label: str = DEFAULT_X_LABEL
 
     def __len__(self) -> int:
         return len(self.cols["run"])
 
+    @cached_property
+    def _run_info(self) -> dict[str, tuple[int, int, int]]:
+        """run -> (n_params, n_params_nonembed, budget), in order of first appearance."""
+        c = self.cols
+        names, first, inverse = np.unique(c["run"], return_index=True, return_inverse=True)
+        budget = np.zeros(len(names), dtype=np.int64)
+        np.maximum.at(budget, inverse, c["tokens"])
+        order = np.argsort(first, kind="stable")
+        return {str(names[k]): (int(c["n_params"][first[k]]), int(c["n_params_nonembed"][first[k]]), int(budget[k]))
+                for k in order}
+
+    @cached_property
+    def _pairs(self) -> dict[tuple[str, str], np.ndarray]:
+        """(task, metric) -> its rows ordered by size, run and tokens; pairs in order of first appearance."""
+        c = self.cols
+        order = np.lexsort((c["tokens"], c["run"], c["n_params"], c["metric"], c["task"]))
+        key_t, key_m = c["task"][order], c["metric"][order]
+        starts = np.flatnonzero(np.r_[True, (key_t[1:] != key_t[:-1]) | (key_m[1:] != key_m[:-1])])
+        groups = np.split(order, starts[1:])
+        groups.sort(key=lambda idx: idx.min())
+        return {(str(c["task"][idx[0]]), str(c["metric"][idx[0]])): idx for idx in groups}
+
     # --- the study's grid -------------------------------------------------------------
     def runs(self) -> list[str]:
         """Runs ordered by model size, then by data budget."""
-        return sorted(set(self.cols["run"].tolist()), key=lambda r: (self.run_size(r), self.run_budget(r), r))
+        return sorted(self._run_info, key=lambda r: (self.run_size(r), self.run_budget(r), r))
 
     def run_size(self, run: str) -> int:
-        return int(self.cols["n_params"][self.cols["run"] == run][0])
+        return self._run_info[run][0]
 
     def run_nonembed(self, run: str) -> int:
-        return int(self.cols["n_params_nonembed"][self.cols["run"] == run][0])
+        return self._run_info[run][1]
 
     def run_budget(self, run: str) -> int:
         """The data budget of a run: the most tokens any of its checkpoints has seen."""
-        return int(self.cols["tokens"][self.cols["run"] == run].max())
+        return self._run_info[run][2]
 
     def sizes(self) -> list[int]:
         """Distinct model sizes (``n_params``), ascending."""
-        return sorted(set(self.cols["n_params"].tolist()))
+        return sorted({size for size, _, _ in self._run_info.values()})
 
     def size_label(self, n_params: int) -> str:
         """'0.8M'-style label of a size, from its non-embedding parameter count."""
-        ne = self.cols["n_params_nonembed"][self.cols["n_params"] == n_params][0]
+        ne = next(ne for size, ne, _ in self._run_info.values() if size == n_params)
         return count_label(float(ne))
 
     def budgets(self) -> list[int]:
-        return sorted({self.run_budget(r) for r in set(self.cols["run"].tolist())})
+        return sorted({budget for _, _, budget in self._run_info.values()})
 
     def tasks(self) -> list[str]:
         """Downstream tasks. The ``pretrain`` rows (validation loss, bpb) are the x-axis, not a task:
         they feed the training curves and the scaling law, never a threshold or a verdict."""
-        return sorted(set(self.cols["task"].tolist()) - {PRETRAIN_TASK})
+        return sorted({task for task, _ in self._pairs} - {PRETRAIN_TASK})
 
     def metrics(self, task: str) -> list[str]:
         """A task's metrics, discontinuous ones first, then in order of first appearance."""
-        seen = list(dict.fromkeys(self.cols["metric"][self.cols["task"] == task].tolist()))
+        seen = [m for t, m in self._pairs if t == task]
         return sorted(seen, key=lambda m: (not metric_info(m).discontinuous, seen.index(m)))
 
     def checkpoints(self) -> dict[str, np.ndarray]:
         """One row per distinct (run, tokens): run, n_params, n_params_nonembed, tokens, step, flops, loss."""
-        keys = list(zip(self.cols["run"].tolist(), self.cols["tokens"].tolist()))
-        first = sorted({k: i for i, k in reversed(list(enumerate(keys)))}.values(),
-                       key=lambda i: (self.run_size(keys[i][0]), keys[i][0], keys[i][1]))
-        idx = np.array(first, dtype=int)
+        c = self.cols
+        _, first = np.unique(np.rec.fromarrays([c["run"], c["tokens"]]), return_index=True)
+        # by size, then run, then tokens
+        idx = first[np.lexsort((c["tokens"][first], c["run"][first], c["n_params"][first]))]
         names = ("run", "n_params", "n_params_nonembed", "tokens", "step", "flops", "loss")
-        return {c: self.cols[c][idx] for c in names}
+        return {name: c[name][idx] for name in names}
 
     def series(self, task: str, metric: str) -> Series:
         c = self.cols
-        sel = np.flatnonzero((c["task"] == task) & (c["metric"] == metric))
-        order = sorted(sel, key=lambda i: (c["n_params"][i], c["run"][i], c["tokens"][i]))
-        idx = np.array(order, dtype=int)
+        idx = self._pairs.get((task, metric), np.empty(0, dtype=int))
         chances = c["chance"][idx]
         chances = chances[np.isfinite(chances)]
         return Series(
@@ -160,10 +187,52 @@ class Table:
         )
 
 
+def _parse_column(texts: list[str], kind: str, optional: bool) -> np.ndarray | None:
+    """A column's cells as an array, or None when some cell is wrong (the slow path then names it)."""
+    if kind == _STR:
+        return None if not optional and "" in texts else np.array(texts, dtype=str)
+    empty = [t == "" or (optional and t.lower() == "nan") for t in texts]
+    if not optional and any(empty):
+        return None
+    try:
+        values = np.array(["nan" if e else t for t, e in zip(texts, empty)]).astype(float)
+    except ValueError:
+        return None
+    if not np.isfinite(values[~np.array(empty, dtype=bool)]).all():
+        return None
+    if kind == _INT and (values[np.isfinite(values)] % 1 != 0).any():
+        return None
+    return values
+
+
+def _parse_rows(path: Path, texts: dict[str, list[str]], lines: list[int]) -> dict[str, list]:
+    """Cell by cell, in file order: raises at the first wrong cell, naming its line and column."""
+    rows: dict[str, list] = {c: [] for c in RESULTS_COLUMNS}
+    for i, line in enumerate(lines):
+        for col, (kind, optional) in _SCHEMA.items():
+            text = texts[col][i]
+            where = f"{path}:{line}: column {col!r}"
+            if text == "" and not optional:
+                raise ResultsError(f"{where}: empty")
+            if optional and text.lower() in ("", "nan"):
+                rows[col].append(math.nan)
+                continue
+            rows[col].append(_parse(text, kind, where))
+    return rows
+
+
+def _first_repeat(keys: np.ndarray) -> tuple[int, int] | None:
+    """(i, j): the first row i whose key already appeared, at row j; None when keys are distinct."""
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    repeats = np.flatnonzero(first[inverse] != np.arange(len(keys)))
+    return (int(repeats[0]), int(first[inverse[repeats[0]]])) if len(repeats) else None
+
+
 def read_results(path: str | Path) -> Table:
     """Parse and validate a results table.
 
-    Checks: every column of ``RESULTS_COLUMNS`` present (extra columns are ignored), every cell
+    Checks: every column of ``RESULTS_COLUMNS`` present (extra columns are ignored, but an
+    ``x_label`` column must hold one label for the whole table), every cell
     of the right type (only flops, ci_low, ci_high, n and chance may be empty), loss > 0,
     tokens >= 0, one size per run, and no checkpoint x task x metric given twice.
     A missing ``flops`` cell is filled with the usual estimate 6 * N_nonembed * tokens.
@@ -171,32 +240,31 @@ def read_results(path: str | Path) -> Table:
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"{path}: results table not found")
+    _check_is_text(path)
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
+        reader = csv.reader(f)
+        header = next(reader, [])
         missing = [c for c in RESULTS_COLUMNS if c not in header]
         if missing:
             raise ResultsError(f"{path}: missing column(s) {', '.join(missing)} (have: {', '.join(header) or 'none'})")
-        rows: dict[str, list] = {c: [] for c in RESULTS_COLUMNS}
-        lines: list[int] = []
+        raw, lines = [], []
         for row in reader:
-            line = reader.line_num
-            if None in row:  # more cells than header fields
-                raise ResultsError(f"{path}:{line}: more cells than columns in the header")
-            for col, (kind, optional) in _SCHEMA.items():
-                text = (row[col] or "").strip()
-                where = f"{path}:{line}: column {col!r}"
-                if text == "" and not optional:
-                    raise ResultsError(f"{where}: empty")
-                if optional and text.lower() in ("", "nan"):
-                    rows[col].append(math.nan)
-                    continue
-                rows[col].append(_parse(text, kind, where))
-            lines.append(line)
+            if not row:
+                continue  # a blank line, as csv.DictReader skips it
+            if len(row) > len(header):
+                raise ResultsError(f"{path}:{reader.line_num}: more cells than columns in the header")
+            raw.append(row)
+            lines.append(reader.line_num)
     if not lines:
         raise ResultsError(f"{path}: no rows")
+    position = {name: header.index(name) for name in [*RESULTS_COLUMNS, X_LABEL_COLUMN] if name in header}
+    texts = {name: [r[k].strip() if k < len(r) else "" for r in raw] for name, k in position.items()}
+    x_label = _x_label(path, dict(reversed([(t, line) for t, line in zip(texts.get(X_LABEL_COLUMN, []), lines)])))
 
-    cols = {c: np.array(v, dtype=str if _SCHEMA[c][0] == _STR else float) for c, v in rows.items()}
+    cols = {c: _parse_column(texts[c], *_SCHEMA[c]) for c in RESULTS_COLUMNS}
+    if any(v is None for v in cols.values()):  # some cell is wrong: find the first, in file order
+        rows = _parse_rows(path, texts, lines)
+        cols = {c: np.array(v, dtype=str if _SCHEMA[c][0] == _STR else float) for c, v in rows.items()}
     for c in ("n_params", "n_params_nonembed", "tokens", "step"):
         cols[c] = cols[c].astype(np.int64)
 
@@ -214,23 +282,53 @@ def read_results(path: str | Path) -> Table:
     if len(bad):
         raise fail(bad[0], "tokens", f"must be >= 0, got {cols['tokens'][bad[0]]}")
 
-    size_of: dict[str, tuple[int, int]] = {}
-    seen: dict[tuple, int] = {}
-    for i, run in enumerate(rows["run"]):
-        size = (int(cols["n_params"][i]), int(cols["n_params_nonembed"][i]))
-        if size_of.setdefault(run, size) != size:
-            raise fail(i, "n_params", f"run {run!r} has two sizes: {size_of[run][0]} and {size[0]}")
-        key = (run, int(cols["tokens"][i]), rows["task"][i], rows["metric"][i])
-        if key in seen:
-            raise ResultsError(
-                f"{path}:{lines[i]}: duplicate row for run {run!r}, tokens {key[1]}, task {key[2]!r}, "
-                f"metric {key[3]!r} (first on line {seen[key]})")
-        seen[key] = lines[i]
+    # One size per run, no checkpoint x task x metric twice; the first offending row is reported.
+    run = cols["run"]
+    _, first_of_run, run_inverse = np.unique(run, return_index=True, return_inverse=True)
+    head = first_of_run[run_inverse]  # each row's first row of its run
+    two_sizes = np.flatnonzero((cols["n_params"] != cols["n_params"][head])
+                               | (cols["n_params_nonembed"] != cols["n_params_nonembed"][head]))
+    key = np.array(["\0".join(k) for k in zip(run.tolist(), cols["tokens"].astype(str).tolist(),
+                                                 cols["task"].tolist(), cols["metric"].tolist())])
+    repeat = _first_repeat(key)
+    if len(two_sizes) and (repeat is None or two_sizes[0] <= repeat[0]):
+        i = int(two_sizes[0])
+        raise fail(i, "n_params", f"run {str(run[i])!r} has two sizes: {cols['n_params'][head[i]]} and "
+                                  f"{cols['n_params'][i]}")
+    if repeat is not None:
+        i, j = repeat
+        raise ResultsError(
+            f"{path}:{lines[i]}: duplicate row for run {str(run[i])!r}, tokens {cols['tokens'][i]}, task "
+            f"{str(cols['task'][i])!r}, metric {str(cols['metric'][i])!r} (first on line {lines[j]})")
 
     no_flops = ~np.isfinite(cols["flops"])
     cols["flops"][no_flops] = 6.0 * cols["n_params_nonembed"][no_flops] * cols["tokens"][no_flops]
     cols["line"] = np.array(lines)
-    return Table(path=path, cols=cols)
+    return Table(path=path, cols=cols, x_label=x_label)
+
+
+def _x_label(path: Path, labels: dict[str, int]) -> str:
+    """The table's one ``x_label`` (``losslens.contracts.X_LABEL_COLUMN``; label -> first line), or the default."""
+    if not labels:
+        return DEFAULT_X_LABEL
+    if "" in labels:
+        raise ResultsError(f"{path}:{labels['']}: column {X_LABEL_COLUMN!r}: empty (label every row, or drop the column)")
+    if len(labels) > 1:
+        (a, la), (b, lb) = sorted(labels.items(), key=lambda kv: kv[1])[:2]
+        raise ResultsError(f"{path}:{lb}: column {X_LABEL_COLUMN!r}: {b!r}, but line {la} says {a!r}; "
+                           f"a table has one x-axis")
+    return next(iter(labels))
+
+
+def _check_is_text(path: Path) -> None:
+    """Refuse a binary file by name (the csv module would fail on it with a decoding traceback)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ResultsError(f"{path}: not a UTF-8 CSV file ({e.reason} at byte {e.start})") from None
+    if b"\0" in data:
+        raise ResultsError(f"{path}: not a CSV file (holds NUL bytes)")
 
 
 def check_table_matches_study(table: Table, run_dir: str | Path) -> None:
@@ -272,7 +370,7 @@ def load_examples(run_dir: str | Path | None, series: Series) -> list[np.ndarray
         return None
     out: list[np.ndarray | None] = []
     for run, tokens in zip(series.run, series.tokens):
-        path = Path(run_dir) / "evals" / str(run) / checkpoint_dirname(int(tokens)) / f"{series.task}.json"
+        path = Path(run_dir) / EVALS_DIR / str(run) / checkpoint_dirname(int(tokens)) / f"{series.task}.json"
         if not path.is_file():
             out.append(None)
             continue

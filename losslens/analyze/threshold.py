@@ -58,6 +58,7 @@ VERDICTS = (EMERGENT, SMOOTH, NOT_LEARNED, INSUFFICIENT)
 BIC_MARGIN = 2.0  # the BIC difference a claim needs
 FLAT_FRACTION = 0.05  # a sigmoid point is "on the floor" below 5 % of the sigmoid's height
 HINGE_GRID = 256  # eta candidates for the profile search
+BLOCK = 1 << 15  # design elements per block (256 KB): the work of one block stays in cache
 
 
 @dataclass
@@ -176,18 +177,25 @@ def _hinge_eta(x: np.ndarray, y: np.ndarray, c: float | None, grid: int = HINGE_
 def _sigmoid_search(x: np.ndarray, y: np.ndarray, c: float | None, rounds: int = 3):
     """Least squares of y = c + h expit((m - x) / w) by grid search over (m, w), with (c, h)
     profiled out: a coarse grid, then ``rounds`` finer grids around the best cell (each 5x finer).
-    Vectorized, so cheap enough to run inside the bootstrap. Returns (m, w, h, c, rss)."""
-    span = float(x.max() - x.min()) or 1.0
-    ms = np.linspace(x.min() - 0.5 * span, x.max() + 0.5 * span, 41)
-    ws = span * np.geomspace(0.01, 3.0, 20)
+    Returns (m, w, h, c, rss). (The bootstrap runs the same search on many resamples at once:
+    :func:`_bootstrap_sigmoid`.)"""
+    grid = _sigmoid_grid(float(x.min()), float(x.max()))
     for r in range(rounds + 1):
-        mm, ww = (a.ravel() for a in np.meshgrid(ms, ws))
-        rss, h, cc = _profile(expit((mm[:, None] - x[None, :]) / ww[:, None]), y, c)
+        if r:
+            grid = _finer_grid(grid, g)
+        rss, h, cc = _sigmoid_profile(grid, x, y, c)
         g = int(np.argmin(rss))
-        dm, ratio = ms[1] - ms[0], ws[1] / ws[0]
-        ms = np.linspace(mm[g] - dm, mm[g] + dm, 11)
-        ws = np.geomspace(ww[g] / ratio, ww[g] * ratio, 11)
-    return mm[g], ww[g], h[g], cc[g], float(rss[g])
+    m, w = _cell(grid, g)
+    return m, w, h[g], cc[g], float(rss[g])
+
+
+def _sigmoid_profile(grid, x: np.ndarray, y: np.ndarray, c: float | None):
+    """:func:`_profile` of the sigmoid design, a block of rows at a time: with many points the whole
+    design no longer fits in cache, and each element then costs several times more."""
+    step = max(1, BLOCK // len(x))
+    parts = [_profile(_sigmoid_design(grid, x, slice(i, i + step)), y, c)
+             for i in range(0, len(grid[0]) * len(grid[1]), step)]
+    return tuple(np.concatenate(p) for p in zip(*parts))
 
 
 def _fit_sigmoid(x: np.ndarray, y: np.ndarray, c: float | None):
@@ -267,40 +275,145 @@ def sigmoid_onset(params: dict) -> float:
     return params["midpoint"] + params["width"] * math.log((1 - FLAT_FRACTION) / FLAT_FRACTION)
 
 
-def _estimate_eta(model: str, x: np.ndarray, yo: np.ndarray, co: float | None) -> float:
-    if model == "hinge":
-        return float(_hinge_eta(x, yo, co, grid=128)[0])
-    m, w, *_ = _sigmoid_search(x, yo, co)
-    return sigmoid_onset({"midpoint": m, "width": w})
+def _weighted_profile(X: np.ndarray, W: np.ndarray, Y: np.ndarray, c: float | None) -> np.ndarray:
+    """:func:`_profile`'s RSS for many resamples at once, as matrix products.
+
+    X (G x n) holds the design at the n points; resample b draws point i W[i, b] times and has
+    oriented scores Y[:, b]. A resample is its points repeated, so these are the same sums as
+    :func:`_profile` on the repeated points (up to rounding). Returns RSS, G x B.
+    """
+    if c is not None:
+        R = Y - c
+        WR = W * R
+        xr, xx = X @ WR, (X * X) @ W
+        s = np.where(xx > 0, np.maximum(xr, 0.0) / np.where(xx > 0, xx, 1.0), 0.0)
+        return (R * WR).sum(axis=0) - s * xr
+    # Shift X's rows and Y by one mean for all resamples first, so the centred sums below do not cancel.
+    Xs, Ys = X - X.mean(axis=1, keepdims=True), Y - Y.mean()
+    n, WY = W.sum(axis=0), W * Ys
+    s1, ty = Xs @ W, WY.sum(axis=0)
+    sxx = (Xs * Xs) @ W - s1 ** 2 / n
+    sxy = Xs @ WY - s1 * ty / n
+    syy = (WY * Ys).sum(axis=0) - ty ** 2 / n
+    # A constant design row has sxx = 0 up to rounding: no slope, as in _profile.
+    flat = sxx <= 1e-12 * n * np.abs(Xs).max(axis=1, keepdims=True) ** 2
+    s = np.where(flat, 0.0, np.maximum(sxy, 0.0) / np.where(flat, 1.0, sxx))
+    return syy - s * sxy
+
+
+def _sigmoid_grid(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse (midpoint, width) grid of :func:`_sigmoid_search` for points spanning [lo, hi]."""
+    span = (hi - lo) or 1.0
+    return np.linspace(lo - 0.5 * span, hi + 0.5 * span, 41), span * np.geomspace(0.01, 3.0, 20)
+
+
+def _grid_search_many(x, W, Y, co, grids: list, design) -> list[int]:
+    """For each resample b, the index of the best row of ``design(grids[b], x, rows)``. Resamples that
+    share a grid (most do: it depends on little) share one design matrix and one matrix product,
+    computed a block of rows at a time (see ``BLOCK``)."""
+    best = [0] * len(grids)
+    groups: dict[tuple, list[int]] = {}
+    for b, grid in enumerate(grids):
+        groups.setdefault(tuple(a.tobytes() for a in grid), []).append(b)
+    for members in groups.values():
+        drawn = np.flatnonzero(W[:, members].any(axis=1))  # points no member drew add nothing to its sums
+        Wd, Yd, xd = W[np.ix_(drawn, members)], Y[np.ix_(drawn, members)], x[drawn]
+        grid, step = grids[members[0]], max(1, BLOCK // len(drawn))
+        rss = np.concatenate([_weighted_profile(design(grid, xd, slice(i, i + step)), Wd, Yd, co)
+                              for i in range(0, math.prod(len(a) for a in grid), step)])
+        for b, g in zip(members, np.argmin(rss, axis=0)):
+            best[b] = int(g)
+    return best
+
+
+def _sigmoid_design(grid, x, rows=slice(None)):
+    """Rows ``rows`` of the sigmoid design over the (midpoint, width) grid ``meshgrid(ms, ws)``."""
+    ms, ws = grid
+    cells = np.arange(len(ms) * len(ws))[rows]  # meshgrid(ms, ws).ravel() order: ms varies fastest
+    mm, ww = ms[cells % len(ms)], ws[cells // len(ms)]
+    return expit((mm[:, None] - x[None, :]) / ww[:, None])
+
+
+def _hinge_design(grid, x, rows=slice(None)):
+    return np.maximum(0.0, grid[0][rows, None] - x[None, :])
+
+
+def _cell(grid, g: int) -> tuple[float, float]:
+    """(midpoint, width) of row ``g`` of a sigmoid design (``meshgrid(ms, ws)`` raveled)."""
+    ms, ws = grid
+    return ms[g % len(ms)], ws[g // len(ms)]
+
+
+def _finer_grid(grid, g: int) -> tuple[np.ndarray, np.ndarray]:
+    """An 11 x 11 grid around cell ``g``, 5x finer in both directions."""
+    (ms, ws), (m, w) = grid, _cell(grid, g)
+    dm, ratio = ms[1] - ms[0], ws[1] / ws[0]
+    return np.linspace(m - dm, m + dm, 11), np.geomspace(w / ratio, w * ratio, 11)
+
+
+def _bootstrap_sigmoid(x, W, Y, co, lo, hi, rounds: int = 3) -> np.ndarray:
+    """:func:`_sigmoid_search`'s onset on every resample: the same coarse grid and ``rounds`` finer
+    ones, each resample's grid following its own best cell, evaluated a shared grid at a time."""
+    coarse = {key: _sigmoid_grid(*key) for key in set(zip(lo, hi))}
+    grids = [coarse[key] for key in zip(lo, hi)]
+    for _ in range(rounds):
+        best = _grid_search_many(x, W, Y, co, grids, _sigmoid_design)
+        # Resamples with one grid and one best cell share the next grid: build it once.
+        finer = {(id(grid), g): grid for grid, g in zip(grids, best)}
+        finer = {key: _finer_grid(grid, key[1]) for key, grid in finer.items()}
+        grids = [finer[(id(grid), g)] for grid, g in zip(grids, best)]
+    best = _grid_search_many(x, W, Y, co, grids, _sigmoid_design)
+    return np.array([sigmoid_onset(dict(zip(("midpoint", "width"), _cell(grid, g)))) for grid, g in zip(grids, best)])
+
+
+def _bootstrap_hinge(x, W, Y, co, lo, hi, grid: int = 128) -> np.ndarray:
+    """:func:`_hinge_eta`'s eta (a ``grid``-point profile, no polish) on every resample."""
+    grids = [(np.linspace(a, b, grid),) for a, b in zip(lo, hi)]
+    best = _grid_search_many(x, W, Y, co, grids, _hinge_design)
+    return np.array([g[0][i] for g, i in zip(grids, best)])
+
+
+def _resamples(y, examples, n_boot, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the bootstrap: (W, Y), n x n_boot, how often each point is drawn and its score in each
+    resample. Random numbers are drawn in a fixed order, so a seed gives the same resamples."""
+    n = len(y)
+    if examples is None:  # the points alone: one draw for all resamples gives the same numbers
+        picks = rng.integers(0, n, (n_boot, n))
+        W = np.bincount((picks + n * np.arange(n_boot)[:, None]).ravel(), minlength=n * n_boot)
+        return W.reshape(n_boot, n).T.astype(float), np.repeat(y[:, None], n_boot, axis=1)
+    ex_means = np.array([np.nan if e is None else e.mean() for e in examples])
+    paired = len({len(e) for e in examples if e is not None}) == 1
+    W, Y = np.empty((n, n_boot)), np.empty((n, n_boot))
+    for b in range(n_boot):
+        # Shift each score by how much its mean moves when the test set is resampled. The
+        # table's value stays the centre even if it was aggregated differently (e.g. per token).
+        if paired:
+            m = len(next(e for e in examples if e is not None))
+            idx = rng.integers(0, m, m)
+        shift = np.array([0.0 if e is None else (e[idx] if paired else e[rng.integers(0, len(e), len(e))]).mean()
+                          - ex_means[i] for i, e in enumerate(examples)])
+        Y[:, b] = y + shift
+        W[:, b] = np.bincount(rng.integers(0, n, n), minlength=n)
+    return W, Y
 
 
 def _bootstrap_eta(model, x, y, chance, sign, examples, n_boot, rng) -> np.ndarray:
-    """eta of ``model`` refitted on ``n_boot`` resamples of the points (and test examples, if given)."""
-    n = len(x)
+    """eta of ``model`` refitted on ``n_boot`` resamples of the points (and test examples, if given).
+
+    Each resample is fitted exactly as the full data are (:func:`_sigmoid_search`, :func:`_hinge_eta`
+    on a 128-point grid), but all at once: see :func:`_grid_search_many`.
+    """
     co = None if chance is None else sign * chance
-    ex_means = None
-    if examples is not None:
-        ex_means = np.array([np.nan if e is None else e.mean() for e in examples])
-        lengths = {len(e) for e in examples if e is not None}
-        paired = len(lengths) == 1
-    etas = np.empty(n_boot)
-    for b in range(n_boot):
-        yb = y
-        if examples is not None:
-            # Shift each score by how much its mean moves when the test set is resampled. The
-            # table's value stays the centre even if it was aggregated differently (e.g. per token).
-            if paired:
-                m = len(next(e for e in examples if e is not None))
-                idx = rng.integers(0, m, m)
-            shift = np.array([0.0 if e is None else (e[idx] if paired else e[rng.integers(0, len(e), len(e))]).mean()
-                              - ex_means[i] for i, e in enumerate(examples)])
-            yb = y + shift
-        pick = rng.integers(0, n, n)
-        xb = x[pick]
-        if xb.max() == xb.min():
-            etas[b] = np.nan
-            continue
-        etas[b] = _estimate_eta(model, xb, sign * yb[pick], co)
+    W, Y = _resamples(y, examples, n_boot, rng)
+    drawn = W > 0
+    lo = np.where(drawn, x[:, None], np.inf).min(axis=0)
+    hi = np.where(drawn, x[:, None], -np.inf).max(axis=0)
+    ok = hi > lo  # a resample of one loss value cannot place eta
+    if not ok.any():
+        return np.empty(0)
+    W, Y, lo, hi = W[:, ok], sign * Y[:, ok], lo[ok], hi[ok]
+    fit = _bootstrap_hinge if model == "hinge" else _bootstrap_sigmoid
+    etas = fit(x, W, Y, co, lo, hi)
     return etas[np.isfinite(etas)]
 
 

@@ -2,8 +2,10 @@
 
 ``evaluate_study(RUN_DIR)`` (``losslens evaluate RUN_DIR``) fills ``RUN_DIR/results.csv``. The
 pieces: :mod:`.tasks` (task files, few-shot, registry), :mod:`.requests` (what tasks ask of a
-model), :mod:`.scoring` and :mod:`.generation` (batched answers), :mod:`.metrics` (pure functions),
-:mod:`.runner` (one checkpoint x one task), :mod:`.sweep` (all of them, incremental and sharded).
+model), :mod:`.scoring` and :mod:`.generation` (batched answers), :mod:`losslens.metrics` (pure
+functions and the metric registry), :mod:`.runner` (one checkpoint x one task), :mod:`.units`
+(pretraining loss, tasks and harness tasks behind one interface), :mod:`.harness`
+(lm-evaluation-harness tasks), :mod:`.sweep` (all of them, incremental and sharded).
 
 Imported lazily: ``losslens.config`` imports :mod:`.config` and must not pay for torch.
 """

@@ -37,7 +37,7 @@ def _read(path: Path) -> dict | None:
 
 
 class Claim:
-    """``with Claim(path) as ok:`` — ``ok`` is True when this process holds the claim (released on exit)."""
+    """A lock file at ``path``: :meth:`acquire` is True when this process now holds it; :meth:`release` gives it up."""
 
     def __init__(self, path: str | os.PathLike, timeout: float = 6 * 3600):
         self.path = Path(path)
@@ -98,9 +98,3 @@ class Claim:
             if owner is not None and owner.get("token") == self.token:
                 self.path.unlink(missing_ok=True)
             self.held = False
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()

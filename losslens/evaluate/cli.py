@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from losslens.argtypes import device, positive_float, positive_int, shard
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="study folder (holds study.yaml, data/ and the runs)")
@@ -15,24 +17,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(needs the lm-eval extra; see docs/lm-eval.md); '' for none")
     p.add_argument("--lm-eval-include", metavar="DIR", default=None,
                    help="folder of harness task YAMLs (default eval.lm_eval_include)")
-    p.add_argument("--shard", metavar="I/N", default=None,
-                   help="take the I-th of N disjoint parts of the checkpoints (job arrays); "
-                        "default: the rank under accelerate launch, else all")
-    p.add_argument("--batch-size", type=int, default=None, help="sequences per forward pass (default eval.batch_size)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda:LOCAL_RANK if available)")
+    p.add_argument("--shard", metavar="I/N", type=shard, default=None,
+                   help="take part I of N disjoint parts of the checkpoints, counting from 0 (0/4 ... 3/4), for "
+                        "job arrays; 'slurm' reads SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and "
+                        "SLURM_ARRAY_TASK_COUNT (ids may start at 1); default: the rank under accelerate launch, else all")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="sequences per forward pass (default eval.batch_size)")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1, ... (default: cuda:LOCAL_RANK if available)")
     p.add_argument("--per-example", action="store_true", default=None,
                    help="also write per-example records (prediction, reference, per-choice log-likelihoods)")
-    p.add_argument("--max-examples", type=int, default=None, help="evaluate only the first N examples of each task")
+    p.add_argument("--max-examples", type=positive_int, default=None, help="evaluate only the first N examples of each task")
     p.add_argument("--force", action="store_true", help="recompute results that are already up to date")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--lock-timeout", type=float, default=6 * 3600,
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    p.add_argument("--lock-timeout", type=positive_float, default=6 * 3600,
                    help="seconds after which a claim by an evaluator on another host counts as abandoned")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
     from losslens.evaluate.harness import parse_names
-    from losslens.evaluate.sweep import evaluate_study, parse_shard
+    from losslens.evaluate.sweep import evaluate_study
 
     if args.threads:
         import torch
@@ -41,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     summary = evaluate_study(
         args.run_dir,
         tasks=args.tasks,
-        shard=parse_shard(args.shard) if args.shard else None,
+        shard=args.shard,
         batch_size=args.batch_size,
         device=args.device,
         per_example=args.per_example,

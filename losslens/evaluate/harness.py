@@ -8,8 +8,8 @@ one unit holding the aggregate; a tag, or a group without aggregate metrics, sta
 one unit each. Each unit gets a fingerprint (the lm-eval version, the resolved YAML configs of the
 task and its members, the ``*.py`` helpers next to them, the bytes of local data files, and the
 settings that change numbers), so a changed task is evaluated again and an unchanged one never.
-Per checkpoint, all pending harness units run in one ``lm_eval.simple_evaluate(model="hf",
-model_args={"pretrained": <checkpoint>, "dtype": ...})``.
+Each unit runs in its own ``lm_eval.simple_evaluate`` call on the model the sweep loaded for the
+checkpoint (shared with the native units), wrapped in lm-eval's ``HFLM``.
 
 Results become the sweep's JSON files with the columns of native tasks:
 
@@ -42,15 +42,17 @@ import math
 import numbers
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
 from losslens import contracts
 from losslens.errors import DataError, LossLensError
+from losslens.evaluate.units import CheckpointContext
+from losslens.fsio import jsonable
+from losslens.metrics import normal_interval
 
 INSTALL_HINT = "pip install 'losslens[lm-eval]'"
 # Nothing is downloaded at run time: datasets and models come from local files or caches.
@@ -108,11 +110,16 @@ def parse_names(values: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class HarnessTask:
-    """A harness task or group evaluated on every checkpoint: one unit per checkpoint, like a native task."""
+    """A harness task or group evaluated on every checkpoint: a unit of the sweep (losslens.evaluate.units)."""
 
     name: str
     leaves: tuple[str, ...]  # the harness tasks it runs (itself, or a group's members)
     fingerprint: str
+    harness: "Harness" = field(repr=False, compare=False)
+    has_examples = True  # a class attribute, not a field
+
+    def run(self, context: CheckpointContext) -> dict:
+        return self.harness.evaluate(context, self)
 
 
 class Harness:
@@ -123,6 +130,7 @@ class Harness:
         self.lm_eval = import_lm_eval()
         self.version = self.lm_eval.__version__
         self.include = include
+        self.settings = settings  # dtype, limit, bootstrap, confidence: in every task's fingerprint
         self.log = log
         self._noted: set[tuple[str, str]] = set()  # (task, metric) read against lm-eval's direction, told once
         if include is not None and not include.is_dir():
@@ -177,32 +185,41 @@ class Harness:
         h = hashlib.sha256(json.dumps({"lm_eval": self.version, "settings": settings}, sort_keys=True).encode())
         for entry in sorted(members, key=lambda e: e.name):
             _hash_entry(h, entry)
-        return HarnessTask(name, leaves, h.hexdigest()[:16])
+        return HarnessTask(name, leaves, h.hexdigest()[:16], self)
 
     # ------------------------------------------------------------ running
 
-    def evaluate(self, ckpt: Path, tasks: list[HarnessTask], *, dtype: str, device: str, batch_size: int,
-                 limit: Optional[int], bootstrap: int, confidence: float, per_example: bool,
-                 progress: bool = False) -> dict[str, dict]:
-        """Run ``tasks`` on one checkpoint in one ``simple_evaluate`` call; returns each task's JSON-ready result."""
-        names = [t.name for t in tasks]
+    def evaluate(self, context: CheckpointContext, task: HarnessTask) -> dict:
+        """Run one harness task on the context's checkpoint; returns its JSON-ready result.
+
+        The model is the one the context loaded for every unit of the checkpoint, wrapped once per
+        checkpoint in lm-eval's ``HFLM``.
+        """
+        options = context.options
         # lm-eval's and datasets' progress bars write to sys.stderr; their log records still show.
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(sys.stderr if progress else devnull):
-            try:  # datasets first: a missing one fails before the model is loaded
-                loaded = self.manager.load(names)
+        quiet = not options.progress
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull if quiet else sys.stderr):
+            try:  # the dataset first, so that a missing one reads as a data error
+                loaded = self.manager.load([task.name])
             except Exception as e:  # datasets and lm-eval raise many types for a missing or broken dataset
-                raise DataError(f"lm-eval: cannot load {', '.join(names)}: {_first_line(e)} (offline, datasets come "
+                raise DataError(f"lm-eval: cannot load {task.name}: {_first_line(e)} (offline, datasets come "
                                 f"from local files or HF_DATASETS_CACHE: see docs/lm-eval.md)") from e
-            objects = [loaded["groups"][n] if n in loaded["groups"] else loaded["tasks"][n] for n in names]
+            found = loaded["groups"][task.name] if task.name in loaded["groups"] else loaded["tasks"][task.name]
             try:
                 out = self.lm_eval.simple_evaluate(
-                    model="hf", model_args={"pretrained": str(ckpt), "dtype": dtype}, tasks=objects,
-                    task_manager=self.manager, device=device, batch_size=batch_size, limit=limit,
-                    bootstrap_iters=bootstrap, log_samples=True,
+                    model=context.memo("lm_eval.HFLM", lambda: self._model(context)), tasks=[found],
+                    task_manager=self.manager, limit=self.settings["limit"],
+                    bootstrap_iters=self.settings["bootstrap"], log_samples=True,
                 )
             except Exception as e:
-                raise LossLensError(f"lm-eval on {ckpt}: {', '.join(names)}: {_first_line(e)}") from e
-        return {t.name: _jsonable(self._result(out, t, confidence, per_example)) for t in tasks}
+                raise LossLensError(f"lm-eval on {context.ckpt}: {task.name}: {_first_line(e)}") from e
+        return jsonable(self._result(out, task, self.settings["confidence"], options.per_example))
+
+    @staticmethod
+    def _model(context: CheckpointContext):
+        from lm_eval.models.huggingface import HFLM
+
+        return HFLM(pretrained=context.model, tokenizer=context.tokenizer, batch_size=context.options.batch_size)
 
     def _result(self, out: dict, task: HarnessTask, confidence: float, per_example: bool) -> dict:
         raw = out["results"][task.name]
@@ -211,7 +228,6 @@ class Harness:
         multiple_choice = all(c.get("output_type") == "multiple_choice" for c in configs.values())
         chance = _chance(samples) if multiple_choice else None
         their_better = out.get("higher_is_better", {}).get(task.name, {})
-        z = NormalDist().inv_cdf(0.5 + confidence / 2)
         metrics = {}
         for key, value in raw.items():
             metric, _, filt = key.partition(",")
@@ -221,10 +237,9 @@ class Harness:
             stderr = raw.get(f"{metric}_stderr,{filt}")
             stderr = float(stderr) if _finite(stderr) else None
             info = contracts.metric_info(name)
+            low, high = normal_interval(float(value), stderr, confidence) if stderr is not None else (None, None)
             metrics[name] = {
-                "value": float(value),
-                "ci_low": float(value) - z * stderr if stderr is not None else None,
-                "ci_high": float(value) + z * stderr if stderr is not None else None,
+                "value": float(value), "ci_low": low, "ci_high": high,
                 "n": int(raw.get("sample_count", {}).get(key) or raw.get("sample_len") or 0) or None,
                 "chance": chance if metric.startswith("acc") else None,
                 "stderr": stderr, "higher_is_better": their_better.get(metric),
@@ -389,11 +404,3 @@ def _finite(value) -> bool:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
-
-
-def _jsonable(obj):
-    """lm-eval's output as plain JSON (numpy scalars, tuples, and the odd object as its string)."""
-    def default(o):
-        return o.item() if hasattr(o, "item") else str(o)
-
-    return json.loads(json.dumps(obj, default=default))

@@ -1,13 +1,19 @@
 """The seam between tasks and models: what a task asks of a language model, and what it gets back.
 
-Tasks turn examples into requests of token ids; :mod:`losslens.evaluate.scoring` and
-:mod:`losslens.evaluate.generation` answer lists of them in batches; metrics turn the answers
-into numbers. Requests are plain, hashable values, so equal requests are answered once.
+Two request types, as in lm-evaluation-harness: ``loglikelihood`` (score a continuation after a
+context) and ``generate_until`` (greedy continuation until a stop string). A :class:`LanguageModel`
+answers lists of them; tasks turn examples into requests (strings become token ids with
+:func:`encode_pairs`, the harness' tokenization) and metrics turn the answers into numbers. Tasks
+and models meet on nothing else, so any task definition that can phrase itself as these requests
+(e.g. an lm-evaluation-harness task's ``Instance`` list) runs on any model that answers them
+(:class:`losslens.evaluate.scoring.Scorer` for Hugging Face causal LMs). Requests are plain,
+hashable values, so equal requests are answered once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -40,6 +46,18 @@ class GenerationRequest:
 class GenerationResult:
     text: str  # decoded output, cut before the first stop string
     token_ids: tuple[int, ...]  # the generated tokens (before cutting at a stop string)
+
+
+class LanguageModel(Protocol):
+    """What tasks need of a model: its tokenizer, and answers to the two request types, in order."""
+
+    tokenizer: Any
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], progress: bool = False,
+                      desc: str = "scoring") -> list[LoglikelihoodResult]: ...
+
+    def generate_until(self, requests: Sequence[GenerationRequest],
+                       progress: bool = False) -> list[GenerationResult]: ...
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> LoglikelihoodRequest:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from losslens.errors import DataError
-from losslens.evaluate.requests import LoglikelihoodRequest, LoglikelihoodResult
+from losslens.evaluate.generation import greedy_generate
+from losslens.evaluate.requests import (GenerationRequest, GenerationResult, LoglikelihoodRequest,
+                                        LoglikelihoodResult)
 
 
 def model_max_length(model, tokenizer=None) -> int:
@@ -63,7 +65,8 @@ class _Row:
 
 
 class Scorer:
-    """Answers :class:`LoglikelihoodRequest` lists with an HF causal LM; counts its forward passes."""
+    """A Hugging Face causal LM as a :class:`~losslens.evaluate.requests.LanguageModel`: answers
+    loglikelihood requests (counting its forward passes) and generate_until requests in batches."""
 
     def __init__(self, model, tokenizer, batch_size: int = 32, device=None, pack: bool = True):
         self.model = model.eval()
@@ -103,6 +106,11 @@ class Scorer:
             bar.update(len(batch))
         bar.close()
         return [answers[(r.context_ids, r.continuation_ids)] for r in requests]
+
+    def generate_until(self, requests: Sequence[GenerationRequest], progress: bool = False) -> list[GenerationResult]:
+        """Greedy continuations, in order (:func:`losslens.evaluate.generation.greedy_generate`)."""
+        return greedy_generate(self.model, self.tokenizer, requests, self.batch_size, self.max_length, self.device,
+                               progress)
 
     # ------------------------------------------------------------ internals
 
@@ -215,16 +223,3 @@ class Scorer:
                 "nats; scoring one sequence per choice instead (slower)", stacklevel=2)
             return False
         return True
-
-
-def score_one(model, tokenizer, request: LoglikelihoodRequest, device: Optional[str] = None) -> LoglikelihoodResult:
-    """Reference implementation for tests: one plain forward over ``context + continuation``."""
-    ids = torch.tensor([list(request.context_ids) + list(request.continuation_ids)], device=device)
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0].float()
-    lp = torch.log_softmax(logits, dim=-1)
-    n_ctx, n = len(request.context_ids), len(request.continuation_ids)
-    tgt = ids[0, n_ctx:]
-    token_lp = lp[n_ctx - 1 : n_ctx - 1 + n].gather(1, tgt[:, None])[:, 0].double().cpu().numpy()
-    greedy = bool((lp[n_ctx - 1 : n_ctx - 1 + n].argmax(1) == tgt).all())
-    return LoglikelihoodResult(float(token_lp.sum()), token_lp, greedy)

@@ -25,7 +25,7 @@ from transformers.utils import logging as hf_logging
 
 from losslens import contracts
 from losslens.errors import CheckpointError
-from losslens.fsio import TMP_PREFIX, atomic_write_json, atomic_write_text, publish_directory
+from losslens.fsio import TMP_PREFIX, apply_umask, atomic_write_json, atomic_write_text, publish_directory
 
 TRAINER_STATE = "trainer_state.json"
 
@@ -57,6 +57,7 @@ def save_checkpoint(
             atomic_write_text(tmp / contracts.STUDY_FILE, study_yaml)
             atomic_write_json(tmp / contracts.TRAIN_STATE_DIR / TRAINER_STATE, {"step": meta["step"], "tokens": tokens})
             atomic_write_json(tmp / contracts.META_FILE, meta)  # written last: its presence marks completeness
+            apply_umask(tmp)  # safetensors writes model.safetensors 0600
             publish_directory(tmp, final)
     except (OSError, RuntimeError) as e:  # disk full, quota, permissions (torch.save raises RuntimeError)
         shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind

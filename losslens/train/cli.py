@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from losslens.argtypes import output_dir
 from losslens.config import load_study
 
 
@@ -12,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", help="study config (YAML)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.global_batch=64")
     p.add_argument("--run", action="append", metavar="NAME", help="train only this run (repeatable; for job arrays)")
-    p.add_argument("--out", help="output folder (default: the study's out_dir, or checkpoints/<name>)")
+    p.add_argument("--out", type=output_dir, help="output folder (default: the study's out_dir, or checkpoints/<name>)")
     p.add_argument("--list", action="store_true", help="print the runs of the grid and exit")
 
 

@@ -60,8 +60,12 @@ def _iter_txt(path: Path) -> Iterator[str]:
 
 
 def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start} of the line)") from None
             if not line.strip():
                 continue
             try:
@@ -75,15 +79,26 @@ def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
 
 
 def _iter_parquet(path: Path, field: str) -> Iterator[str]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
-    if field not in pf.schema_arrow.names:
-        raise DataError(f"{path}: no column {field!r} (columns: {', '.join(pf.schema_arrow.names)})")
-    for batch in pf.iter_batches(columns=[field], batch_size=4096):
-        for text in batch.column(0).to_pylist():
-            if text:
-                yield text
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a readable parquet file ({str(e).strip().splitlines()[0]})") from None
+    schema = pf.schema_arrow
+    if field not in schema.names:
+        raise DataError(f"{path}: no column {field!r} (columns: {', '.join(schema.names)})")
+    kind = schema.field(field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise DataError(f"{path}: column {field!r} holds {kind}, not text (data.text_field)")
+    try:
+        for batch in pf.iter_batches(columns=[field], batch_size=4096):
+            for text in batch.column(0).to_pylist():
+                if text:
+                    yield text
+    except (pa.ArrowException, OSError) as e:  # a file whose footer reads but whose pages are damaged
+        raise DataError(f"{path}: cannot read column {field!r} ({str(e).strip().splitlines()[0]})") from None
 
 
 def _generator(name: str) -> Callable[[dict, int], Iterator[str]]:

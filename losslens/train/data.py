@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,18 +26,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from losslens import contracts
 from losslens.errors import DataError
 from losslens.fsio import atomic_directory, atomic_write_json
+from losslens.shards import shard_dtype
 from losslens.train.config import DataConfig
 from losslens.train.corpus import iter_documents
 from losslens.train.tokenizer import build_tokenizer
-
-
-def shard_dtype(vocab_size: int) -> np.dtype:
-    """uint16 while every id fits (vocab <= 65536), else uint32."""
-    if vocab_size <= 2**16:
-        return np.dtype(np.uint16)
-    if vocab_size <= 2**32:
-        return np.dtype(np.uint32)
-    raise DataError(f"vocabulary of {vocab_size} tokens does not fit a uint32 shard")
 
 
 def data_fingerprint(cfg: DataConfig, seed: int) -> str:
@@ -71,6 +63,11 @@ def prepare_data(cfg: DataConfig, seed: int, data_dir: Path) -> dict:
             raise DataError(f"corpus is empty: {', '.join(cfg.paths) or cfg.source} gave no text")
         if counts["val_tokens"] == 0:
             raise DataError("no validation tokens: lower data.val_every or give a larger corpus")
+        if counts["val_tokens"] < cfg.val_tokens:  # the corpus ran out before the validation shard filled
+            val, train = counts["val_tokens"], counts["train_tokens"]
+            print(f"data: the validation shard holds {val:,} tokens, fewer than data.val_tokens "
+                  f"{cfg.val_tokens:,}: every {cfg.val_every}th document of the corpus, {val / (val + train):.0%} "
+                  "of its tokens", file=sys.stderr, flush=True)
         meta = {"fingerprint": fingerprint, "dtype": dtype.name, "vocab_size": len(tokenizer),
                 "eos_id": tokenizer.eos_token_id, **counts, "tokenizer": cfg.tokenizer.kind}
         atomic_write_json(tmp / contracts.DATA_META_FILE, meta)
@@ -110,20 +107,6 @@ def _write_shards(cfg: DataConfig, seed: int, tokenizer: PreTrainedTokenizerBase
 
 def load_tokenizer(data_dir: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(Path(data_dir) / contracts.TOKENIZER_DIR, local_files_only=True)
-
-
-def open_shard(data_dir: Path, name: str) -> np.memmap:
-    """A shard as a read-only memory map (dtype from ``data.json``)."""
-    data_dir = Path(data_dir)
-    meta = json.loads((data_dir / contracts.DATA_META_FILE).read_text())
-    path = data_dir / name
-    if not path.is_file():
-        raise DataError(f"{path}: token shard missing")
-    tokens = np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
-    expected = meta["train_tokens" if name == contracts.TRAIN_SHARD else "val_tokens"]
-    if len(tokens) != expected:
-        raise DataError(f"{path}: has {len(tokens)} tokens, data.json says {expected} (truncated?)")
-    return tokens
 
 
 class TokenStream:

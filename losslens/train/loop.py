@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 from losslens import contracts
 from losslens.config import StudyConfig
 from losslens.errors import CheckpointError, LossLensError
+from losslens.shards import open_shard
 from losslens.train import checkpoint as ckpt_io
-from losslens.train.data import TokenStream, load_tokenizer, open_shard
+from losslens.train.data import TokenStream, load_tokenizer
 from losslens.train.kernels import apply_liger, use_liger
 from losslens.train.metrics_log import LossWindow, MetricsLog
 from losslens.train.mfu import device_peak_flops, mfu

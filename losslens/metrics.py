@@ -1,4 +1,4 @@
-"""Per-example metrics and their bootstrap aggregate: pure functions of numbers and strings.
+"""Metrics: pure per-example functions, their bootstrap aggregate, and the registry that declares each metric once.
 
 Two families, following Schaeffer et al. (2023, *Are Emergent Abilities of Large Language Models a
 Mirage?*) and Du et al. (2024, *Understanding Emergent Abilities of Language Models from the Loss
@@ -11,14 +11,24 @@ Perspective*):
   :func:`token_edit_distance` and :func:`normalized_edit_distance`.
 
 Every function here takes one example's numbers and returns one number; :func:`bootstrap_ci`
-turns the per-example values of a task into a mean with a confidence interval. Names match
-``losslens.contracts.METRICS``. Nothing here touches a model.
+turns the per-example values of a task into a mean with a confidence interval.
+
+**The registry** (:data:`METRICS`, at the end of the file) holds one :class:`Metric` record per
+metric: its name in ``results.csv``, the task kinds it applies to, how it reads one example's
+outcome (:class:`ChoiceOutcome` or :class:`GenerationOutcome`), whether it is discontinuous, which
+way is better and its chance-level rule. Everything else is derived from it: the metrics of a
+task kind (:func:`kind_metrics`), how ``analyze`` reads a metric (``losslens.contracts.metric_info``)
+and the per-example values the evaluator writes. This module imports only numpy and rapidfuzz, so
+``analyze`` reads the registry without torch. Nothing here touches a model.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from statistics import NormalDist
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
@@ -227,3 +237,163 @@ def aggregate(
     x = np.asarray(values, dtype=np.float64)
     low, high = bootstrap_ci(x, n_resamples, confidence, seed)
     return {"value": float(x.mean()), "ci_low": low, "ci_high": high, "n": int(x.size)}
+
+
+def normal_interval(value: float, stderr: float, confidence: float) -> tuple[float, float]:
+    """Normal-approximation interval value ± z·stderr, z the (1+c)/2 standard normal quantile (1.96 at 0.95).
+
+    A non-finite standard error (one sample) gives (nan, nan).
+    """
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    half = z * stderr if math.isfinite(stderr) else float("nan")
+    return value - half, value + half
+
+
+# ---------------------------------------------------------------- what one example gives its metrics
+
+MULTIPLE_CHOICE = "multiple_choice"
+GENERATIVE = "generative"
+PRETRAIN = "pretrain"  # the pretraining loss: the x-axis of a study, measured on validation tokens
+
+
+@dataclass(frozen=True)
+class ChoiceOutcome:
+    """A multiple-choice example as the model scored it: each choice's summed log-likelihood and lengths."""
+
+    logliks: np.ndarray  # ℓ_k, nats
+    n_tokens: tuple[int, ...]  # tokens of each choice
+    n_bytes: tuple[int, ...]  # UTF-8 bytes of each choice
+    answer: int
+
+    @cached_property
+    def probs(self) -> np.ndarray:
+        return choice_probs(self.logliks)
+
+    # The target is the correct choice: what the likelihood metrics shared with generative tasks read.
+    @property
+    def target_loglik(self) -> float:
+        return float(self.logliks[self.answer])
+
+    @property
+    def target_tokens(self) -> int:
+        return self.n_tokens[self.answer]
+
+    @property
+    def target_bytes(self) -> int:
+        return self.n_bytes[self.answer]
+
+
+@dataclass(frozen=True)
+class GenerationOutcome:
+    """A generative example: the greedy output, and the reference scored by teacher forcing."""
+
+    prediction: str  # greedy output, cut before the stop string
+    reference: str
+    loglik: float  # Σ_t log p(reference_t | prompt, reference_<t)
+    token_logprobs: np.ndarray = field(repr=False)
+    prediction_ids: tuple[int, ...] = ()  # tokens of the stripped output and reference (edit distance)
+    reference_ids: tuple[int, ...] = ()
+
+    @property
+    def target_loglik(self) -> float:
+        return self.loglik
+
+    @property
+    def target_tokens(self) -> int:
+        return len(self.token_logprobs)
+
+    @property
+    def target_bytes(self) -> int:
+        return len(self.reference.encode("utf-8"))
+
+
+# ---------------------------------------------------------------- chance-level rules
+# A rule maps (number of choices of each example, or None for generative tasks; the chance the task
+# file states, or None) to the metric's chance level: what a model that cannot tell the choices apart scores.
+
+
+def chance_one_in_k(n_choices: Optional[np.ndarray], stated: Optional[float]) -> Optional[float]:
+    """The stated chance, else the mean of 1/k over examples with k choices."""
+    if stated is not None:
+        return stated
+    return float((1.0 / n_choices).mean()) if n_choices is not None else None
+
+
+def chance_uniform_brier(n_choices: Optional[np.ndarray], stated: Optional[float]) -> Optional[float]:
+    """Brier score of uniform probabilities: the mean of 1 − 1/k."""
+    return float((1.0 - 1.0 / n_choices).mean()) if n_choices is not None else None
+
+
+def chance_stated_or_zero(n_choices: Optional[np.ndarray], stated: Optional[float]) -> Optional[float]:
+    """The stated chance, else 0 (an exact match is not guessed)."""
+    return stated if stated is not None else 0.0
+
+
+# ---------------------------------------------------------------- the registry
+
+ChanceRule = Callable[[Optional[np.ndarray], Optional[float]], Optional[float]]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric, declared once: everything the evaluator and ``analyze`` need to know about it."""
+
+    name: str  # its name in results.csv and in per-example records
+    description: str
+    discontinuous: bool  # a hard threshold on a score (accuracy, exact match), or continuous
+    higher_is_better: bool
+    kinds: tuple[str, ...] = ()  # task kinds it applies to (empty: a metric of a table made elsewhere)
+    per_example: Optional[Callable[[Any], float]] = field(default=None, repr=False)  # outcome -> value
+    chance: Optional[ChanceRule] = field(default=None, repr=False)  # None: no chance level
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def add_once(registry: dict, name: str, item: Any, what: str) -> Any:
+    """``registry[name] = item``; a name declared twice is a mistake, not an override."""
+    if name in registry:
+        raise ValueError(f"{what} {name!r} is already registered")
+    registry[name] = item
+    return item
+
+
+def register(metric: Metric) -> Metric:
+    """Add a metric to the registry (a task kind's default metrics follow registration order)."""
+    return add_once(METRICS, metric.name, metric, "metric")
+
+
+def kind_metrics(kind: str) -> tuple[str, ...]:
+    """The metrics of a task kind, in registration order."""
+    return tuple(m.name for m in METRICS.values() if kind in m.kinds)
+
+
+def chance_levels(names: Sequence[str], n_choices: Optional[np.ndarray], stated: Optional[float]) -> dict:
+    """Each named metric's chance level by its rule (None where it has none)."""
+    return {n: METRICS[n].chance(n_choices, stated) if METRICS[n].chance else None for n in names}
+
+
+_MC, _GEN, _BOTH = (MULTIPLE_CHOICE,), (GENERATIVE,), (MULTIPLE_CHOICE, GENERATIVE)
+
+register(Metric("loss", "validation cross-entropy, nats per token (task 'pretrain')", False, False, (PRETRAIN,)))
+register(Metric("bpb", "validation bits per UTF-8 byte (task 'pretrain')", False, False, (PRETRAIN,)))
+register(Metric("acc", "multiple-choice accuracy (argmax of summed log-likelihood)", True, True, _MC,
+                lambda o: accuracy(o.logliks, o.answer), chance_one_in_k))
+register(Metric("acc_norm", "multiple-choice accuracy, log-likelihood per byte of choice", True, True, _MC,
+                lambda o: accuracy_norm(o.logliks, o.n_bytes, o.answer), chance_one_in_k))
+register(Metric("exact_match", "greedy output equals the reference (stripped)", True, True, _GEN,
+                lambda o: exact_match(o.prediction, o.reference), chance_stated_or_zero))
+register(Metric("prob_correct", "softmax over choices' log-likelihoods at the answer", False, True, _MC,
+                lambda o: correct_choice_prob(o.logliks, o.answer), chance_one_in_k))
+register(Metric("brier", "multi-class Brier score over the choices", False, False, _MC,
+                lambda o: brier_score(o.probs, o.answer), chance_uniform_brier))
+register(Metric("token_prob", "mean teacher-forced probability of each reference token", False, True, _GEN,
+                lambda o: token_prob(o.token_logprobs)))
+register(Metric("loglik_token", "target log-likelihood per token", False, True, _BOTH,
+                lambda o: loglik_per_token(o.target_loglik, o.target_tokens)))
+register(Metric("loglik_byte", "target log-likelihood per byte", False, True, _BOTH,
+                lambda o: loglik_per_byte(o.target_loglik, o.target_bytes)))
+register(Metric("edit_distance", "token edit distance, greedy output vs reference", False, False, _GEN,
+                lambda o: float(token_edit_distance(o.prediction_ids, o.reference_ids))))
+register(Metric("edit_distance_norm", "token edit distance / reference length", False, False, _GEN,
+                lambda o: normalized_edit_distance(o.prediction_ids, o.reference_ids)))

@@ -1,0 +1,385 @@
+"""Out-of-sample backtest: fit on some runs, predict the held-out ones, say how wrong it was.
+
+As model ladders do (OLMo, Llama 3), the largest size is held out by default; everything is
+refitted on the other runs and compared with what the held-out runs measured:
+
+* (a) the validation loss at each held-out checkpoint, from the scaling law L(N, D);
+* (b) each task metric at each held-out run's final checkpoint, two ways:
+  **two-stage** (N, D -> loss by the scaling law; loss -> metric by the BIC-preferred curve of
+  the metric against loss on the other runs) and **direct** (the same family of curves against
+  log10 compute instead of loss), the baseline a loss axis must beat;
+* (c) for each emergent task x metric, the tokens at which the held-out run's loss crosses eta
+  (eta and the law both refitted on the other runs).
+
+Intervals are bootstrap prediction intervals: each replicate refits the curve on resampled
+points, evaluates it at a replicate of the scaling law's prediction (two-stage) and adds a
+resampled residual, so they cover the scatter of a measurement around the curve. Where the
+scaling law has a parameter that is not identified, the two-stage interval also spans the
+law's profile region (see :mod:`losslens.analyze.scaling`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from losslens.analyze.scaling import FIXED_TOKENS, ScalingFit, fit_scaling_law, forecast
+from losslens.analyze.table import ResultsError, Table
+from losslens.analyze.threshold import EMERGENT, Fit, _hinge_eta, _sigmoid_search, find_threshold, fit_models
+
+NONE, LARGEST_SIZE, LARGEST_BUDGET = "none", "largest-size", "largest-budget"
+CURVE_BOOTSTRAP_MAX = 100  # each replicate refits every curve model of a pair, twice
+MIN_TRAIN_SIZES = 2
+
+
+@dataclasses.dataclass
+class Holdout:
+    """Which runs a backtest holds out, and why."""
+
+    spec: str
+    runs: list[str]
+
+    def to_dict(self, table: Table) -> dict:
+        return {"spec": self.spec, "runs": self.runs,
+                "sizes": sorted({table.size_label(table.run_size(r)) for r in self.runs})}
+
+
+def choose_holdout(table: Table, spec: str | None) -> Holdout | str:
+    """The runs to hold out for ``spec`` (None: the default), or a note saying why there is no backtest.
+
+    ``spec``: ``none``, ``largest-size`` (all runs of the largest size), ``largest-size:K`` (the
+    K largest sizes), ``largest-budget`` (all runs of the largest budget), or run names joined
+    by commas. Raises ResultsError for a spec this table cannot serve.
+    """
+    sizes = table.sizes()
+    if spec is None:
+        if len(sizes) < MIN_TRAIN_SIZES + 1:
+            return f"skipped: {len(sizes)} model size(s); a size backtest needs at least {MIN_TRAIN_SIZES + 1}"
+        spec = LARGEST_SIZE
+    if spec == NONE:
+        return "not asked for (--backtest none)"
+    if spec.split(":")[0] == LARGEST_SIZE:
+        k = _count_after_colon(spec)
+        if len(sizes) - k < MIN_TRAIN_SIZES:
+            raise ResultsError(f"--backtest {spec}: {table.path} has {len(sizes)} model size(s); holding out {k} "
+                               f"needs at least {k + MIN_TRAIN_SIZES}")
+        held = set(sizes[-k:])
+        return Holdout(spec, [r for r in table.runs() if table.run_size(r) in held])
+    if spec == LARGEST_BUDGET:
+        top = max(table.budgets())
+        runs = [r for r in table.runs() if table.run_budget(r) == top]
+        if len(runs) == len(table.runs()):
+            raise ResultsError(f"--backtest {spec}: every run of {table.path} has the largest budget; nothing to fit on")
+        return Holdout(spec, runs)
+    runs = [r.strip() for r in spec.split(",") if r.strip()]
+    unknown = [r for r in runs if r not in table.runs()]
+    if unknown or not runs:
+        raise ResultsError(f"--backtest {spec}: no run {', '.join(unknown) or spec!r} in {table.path} "
+                           f"(runs: {', '.join(table.runs())}; or none, largest-size[:K], largest-budget)")
+    if len({table.run_size(r) for r in table.runs() if r not in runs}) < MIN_TRAIN_SIZES:
+        raise ResultsError(f"--backtest {spec}: the runs left to fit on span fewer than {MIN_TRAIN_SIZES} sizes")
+    return Holdout(spec, runs)
+
+
+def _count_after_colon(spec: str) -> int:
+    text = spec.partition(":")[2] or "1"
+    if not text.isdigit() or int(text) < 1:
+        raise ResultsError(f"--backtest {spec}: expected largest-size:K with K a positive integer")
+    return int(text)
+
+
+def subset(table: Table, runs: set[str], keep: bool = True) -> Table:
+    """The rows of ``runs`` (or, with keep=False, of every other run), as a Table of its own."""
+    mask = np.isin(table.cols["run"], list(runs)) == keep
+    return dataclasses.replace(table, cols={c: v[mask] for c, v in table.cols.items()})
+
+
+def decayed_mask(ckpts: dict[str, np.ndarray]) -> np.ndarray:
+    """Each run's final checkpoint: the only fully decayed one (a cosine run at its budget, a
+    WSD run or branch at the end of its cooldown). Earlier checkpoints sit above the law."""
+    last = {}
+    for r, t in zip(ckpts["run"].tolist(), ckpts["tokens"].tolist()):
+        last[r] = max(last.get(r, t), t)
+    return np.array([t == last[r] for r, t in zip(ckpts["run"].tolist(), ckpts["tokens"].tolist())])
+
+
+def fit_law(table: Table, points: str, n_bootstrap: int, seed: int, ci_level: float) -> tuple[ScalingFit, str]:
+    """The scaling law on a table's decayed checkpoints (``points='decayed'``) or all of them.
+
+    Returns the fit and a note, empty unless too few decayed checkpoints forced a fit to all of
+    them (then the law is biased upward by stable-phase points, and the note says so).
+    Raises ValueError when no point set can be fitted.
+    """
+    ck = table.checkpoints()
+    every = np.ones(len(ck["run"]), bool)
+
+    def fit(use):
+        return fit_scaling_law(ck["n_params_nonembed"][use], ck["tokens"][use], ck["loss"][use],
+                               n_bootstrap=n_bootstrap, seed=seed, ci_level=ci_level)
+
+    if points == "all":
+        return fit(every), ""
+    try:
+        return fit(decayed_mask(ck)), ""
+    except ValueError as e:
+        note = (f"too few decayed checkpoints ({e}): fitted to all checkpoints instead, stable-phase ones "
+                f"included, which sit above the decayed law")
+        return fit(every), note
+
+
+# --- curves of a metric against an axis (loss, or -log10 compute) -------------------------
+
+@dataclasses.dataclass
+class Curve:
+    """The BIC-preferred model of a metric against x, with bootstrap refits and residuals.
+
+    Predictions are clipped to ``limits``: [0, 1] for a discontinuous metric (a share of
+    examples), else one data range beyond the values seen, since an unpolished sigmoid refit
+    can put an unbounded height just outside the data.
+    """
+
+    model: str
+    point: object  # threshold.Fit
+    replicates: list  # Fit per bootstrap replicate
+    residuals: np.ndarray
+    limits: tuple[float, float]
+
+    def predict(self, x: float) -> float:
+        return float(np.clip(self.point.predict(np.array([x]))[0], *self.limits))
+
+    def samples(self, x_samples: np.ndarray, rng) -> np.ndarray:
+        """One prediction per replicate at x_samples[b] (cycled), plus a resampled residual."""
+        if not self.replicates:
+            return np.empty(0)
+        xs = np.resize(np.asarray(x_samples, float), len(self.replicates))
+        noise = rng.choice(self.residuals, len(self.replicates))
+        curve = np.array([f.predict(np.array([x]))[0] for f, x in zip(self.replicates, xs)])
+        return np.clip(curve + noise, *self.limits)
+
+
+def fit_curve(x, y, chance, higher_is_better: bool, discontinuous: bool, n_bootstrap: int, rng) -> Curve:
+    """The BIC-preferred model of threshold.fit_models; replicates refit that model alone."""
+    fits = fit_models(x, y, chance, higher_is_better)
+    best = min(fits.values(), key=lambda f: f.bic)
+    reps = []
+    for _ in range(n_bootstrap):
+        pick = rng.integers(0, len(x), len(x))
+        if np.ptp(x[pick]) > 0:
+            reps.append(refit(best.model, x[pick], y[pick], chance, higher_is_better))
+    span = float(np.ptp(y))
+    limits = (0.0, 1.0) if discontinuous else (float(y.min()) - span, float(y.max()) + span)
+    return Curve(best.model, best, reps, y - best.predict(x), limits)
+
+
+def refit(model: str, x: np.ndarray, y: np.ndarray, chance, higher_is_better: bool) -> Fit:
+    """One model of threshold.fit_models refitted by its grid search alone (no polish): cheap
+    enough for a bootstrap. Only ``predict`` of the result is meaningful (rss, k, bic are NaN)."""
+    sign = 1.0 if higher_is_better else -1.0
+    yo, co = sign * y, None if chance is None else sign * chance
+    if model == "constant":
+        params = {"level": chance}
+    elif model == "flat":
+        params = {"level": sign * float(yo.mean())}
+    elif model == "linear":
+        b, a = np.polyfit(x, yo, 1)
+        b, a = (0.0, float(yo.mean())) if b > 0 else (b, a)
+        params = {"intercept": sign * a, "slope": sign * b}
+    elif model == "hinge":
+        eta, slope, c, _ = _hinge_eta(x, yo, co, grid=128)
+        params = {"eta": float(eta), "slope": sign * float(slope), "plateau": sign * float(c)}
+    else:
+        m, w, h, c, _ = _sigmoid_search(x, yo, co)
+        params = {"floor": sign * c, "height": sign * h, "midpoint": m, "width": w}
+    return Fit(model, params, math.nan, 0, math.nan)
+
+
+def _interval(samples: np.ndarray, ci_level: float) -> list[float]:
+    q = (1 - ci_level) / 2
+    s = samples[np.isfinite(samples)]
+    return [float(v) for v in np.quantile(s, [q, 1 - q])] if len(s) else [math.nan, math.nan]
+
+
+def _scored(predicted: float, ci: list[float], actual: float) -> dict:
+    err = predicted - actual
+    return {"predicted": predicted, "ci": ci, "abs_error": abs(err),
+            "rel_error": abs(err) / abs(actual) if actual != 0 else math.inf,
+            "inside": bool(ci[0] <= actual <= ci[1]) if all(map(math.isfinite, ci)) else None}
+
+
+# --- the three predictions --------------------------------------------------------------
+
+def predict_losses(law: ScalingFit, held: Table) -> dict:
+    """(a) The law's loss at every held-out checkpoint with tokens > 0, against the measurement."""
+    ck = held.checkpoints()
+    pos = ck["tokens"] > 0
+    decayed = decayed_mask(ck)
+    N, D, L = ck["n_params_nonembed"][pos], ck["tokens"][pos], ck["loss"][pos]
+    pred = law.predict(N, D)
+    lo, hi = law.predict_interval(N, D)
+    rows = [{"run": str(r), "tokens": int(d), "decayed": bool(dec), "actual": float(a),
+             **_scored(float(p), [float(x), float(y)], float(a))}
+            for r, d, dec, a, p, x, y in zip(ck["run"][pos], D, decayed[pos], L, pred, lo, hi)]
+
+    def summary(sel):
+        errs = [r["rel_error"] for r in sel if math.isfinite(r["predicted"])]
+        inside = [r["inside"] for r in sel if r["inside"] is not None]
+        return {"n": len(errs), "mean_rel_error": float(np.mean(errs)) if errs else None,
+                "inside": sum(inside), "n_with_interval": len(inside)}
+
+    return {"rows": rows, "decayed": summary([r for r in rows if r["decayed"]]), "all": summary(rows)}
+
+
+def _final_rows(held: Table, task: str, metric: str) -> list[tuple[str, int]]:
+    s = held.series(task, metric)
+    last = {}
+    for i, r in enumerate(s.run.tolist()):
+        if r not in last or s.tokens[i] > s.tokens[last[r]]:
+            last[r] = i
+    return [(r, i) for r, i in last.items()]
+
+
+def predict_metric(law: ScalingFit | None, train: Table, held: Table, task: str, metric: str,
+                   n_bootstrap: int, ci_level: float, rng) -> list[dict]:
+    """(b) A metric at each held-out run's final checkpoint, two-stage and direct."""
+    s, h = train.series(task, metric), held.series(task, metric)
+    if len(s) < 3 or not len(h):
+        return []
+    shape = (s.chance, s.higher_is_better, s.discontinuous, n_bootstrap, rng)
+    by_loss = fit_curve(s.loss, s.value, *shape)
+    by_compute = fit_curve(-np.log10(np.maximum(s.flops, 1.0)), s.value, *shape)
+    rows = []
+    for run, i in _final_rows(held, task, metric):
+        actual = float(h.value[i])
+        row = {"task": task, "metric": metric, "run": run, "tokens": int(h.tokens[i]), "actual": actual,
+               "two_stage": _two_stage(law, by_loss, float(h.n_params_nonembed[i]), float(h.tokens[i]),
+                                       actual, ci_level, rng)}
+        x = -math.log10(max(float(h.flops[i]), 1.0))
+        row["direct"] = {**_scored(by_compute.predict(x),
+                                   _interval(by_compute.samples(np.array([x]), rng), ci_level), actual),
+                         "model": by_compute.model, "axis": "log10 compute"}
+        a, b = row["two_stage"].get("abs_error"), row["direct"]["abs_error"]
+        row["closer"] = None if a is None else "two-stage" if a < b else "direct" if b < a else "tie"
+        rows.append(row)
+    return rows
+
+
+def _two_stage(law, curve: Curve, N: float, D: float, actual: float, ci_level: float, rng) -> dict:
+    if law is None:
+        return {"predicted": None, "note": "no scaling fit on the training runs"}
+    loss = float(law.predict(N, D))
+    if not math.isfinite(loss):
+        return {"predicted": None, "note": "the scaling fit does not apply at this token count"}
+    samples = [curve.samples(law.predict_samples(N, D)[:, 0], rng)] if len(law.boot) else []
+    how = "bootstrap"
+    if law.not_identified:
+        lo, hi = law.predict_interval(N, D)
+        samples += [curve.samples(np.array([v]), rng) for v in (lo[0], hi[0]) if math.isfinite(v)]
+        how += f" widened to the scaling law's profile region ({', '.join(law.not_identified)} not identified)"
+    ci = [math.nan, math.nan]
+    if samples:
+        bounds = [_interval(v, ci_level) for v in samples if len(v)]
+        ci = [min(b[0] for b in bounds), max(b[1] for b in bounds)] if bounds else ci
+    return {**_scored(curve.predict(loss), ci, actual), "model": curve.model,
+            "loss": loss, "interval": how}
+
+
+def actual_crossing(held: Table, run: str, eta: float) -> float | None:
+    """Tokens at which a run's measured loss first falls below eta (log-linear between
+    checkpoints); None if it never does or was already below at its first checkpoint."""
+    ck = held.checkpoints()
+    sel = (ck["run"] == run) & (ck["tokens"] > 0)
+    t, L = ck["tokens"][sel].astype(float), ck["loss"][sel]
+    order = np.argsort(t)
+    t, L = t[order], L[order]
+    below = np.flatnonzero(L < eta)
+    if not len(below) or below[0] == 0:
+        return None
+    i = below[0]
+    f = (L[i - 1] - eta) / (L[i - 1] - L[i])
+    return float(math.exp(math.log(t[i - 1]) + f * (math.log(t[i]) - math.log(t[i - 1]))))
+
+
+def predict_crossings(law: ScalingFit | None, train: Table, held: Table, task: str, metric: str,
+                      n_bootstrap: int, ci_level: float, seed: int) -> list[dict]:
+    """(c) Tokens at which each held-out run reaches the task's eta, refitted on the training runs."""
+    s = train.series(task, metric)
+    th = find_threshold(s.loss, s.value, s.chance, higher_is_better=s.higher_is_better,
+                        n_bootstrap=n_bootstrap, seed=seed, ci_level=ci_level)
+    base = {"task": task, "metric": metric, "train_verdict": th.verdict}
+    if th.verdict != EMERGENT or law is None:
+        why = "no scaling fit" if law is None else f"{th.verdict} on the training runs: no threshold to forecast"
+        return [{**base, "run": r, "note": why} for r in held.runs()]
+    ck = train.checkpoints()
+    pos = ck["tokens"] > 0
+    k = float(np.median(ck["flops"][pos] / (ck["n_params_nonembed"][pos] * ck["tokens"][pos])))
+    rows = []
+    for run in held.runs():
+        fc = forecast(law, th.loss, th.bootstrap, [held.run_nonembed(run)], k, ci_level=ci_level, seed=seed)[0]
+        actual = actual_crossing(held, run, th.loss)
+        pred, ci = fc["tokens"], fc["tokens_ci"]
+        ok = actual is not None and pred is not None and math.isfinite(pred)
+        rows.append({**base, "run": run, "eta": th.loss, "eta_ci": [th.ci_low, th.ci_high], "predicted_tokens": pred,
+                     "tokens_ci": ci, "actual_tokens": actual, "ratio": pred / actual if ok else None,
+                     "inside": bool(ci[0] <= actual <= ci[1]) if ok and None not in ci else None,
+                     "interval": fc["interval"],
+                     "note": _crossing_note(pred, actual, fc["interval"])})
+    return rows
+
+
+def _crossing_note(predicted, actual, interval: str) -> str:
+    if predicted is None:
+        return f"no forecast: {interval}"
+    return "" if actual is not None else "the held-out run's loss never crossed eta after its first checkpoint"
+
+
+def _summary(rows: list[dict], way: str) -> dict:
+    scored = [r[way] for r in rows if r[way].get("predicted") is not None]
+    inside = [s["inside"] for s in scored if s["inside"] is not None]
+    return {"n": len(scored), "mae": float(np.mean([s["abs_error"] for s in scored])) if scored else None,
+            "mean_rel_error": float(np.mean([s["rel_error"] for s in scored])) if scored else None,
+            "inside": sum(inside), "n_with_interval": len(inside)}
+
+
+def _training_law(train: Table, held: Table, points: str, n_bootstrap: int, seed: int,
+                  ci_level: float) -> tuple[ScalingFit, str]:
+    """fit_law on the training runs; a reduced fixed-tokens law that cannot reach the held-out
+    runs' token counts (e.g. a largest-budget backtest) is refitted on all checkpoints."""
+    law, note = fit_law(train, points, n_bootstrap, seed, ci_level)
+    finals = np.array([held.run_budget(r) for r in held.runs()], float)
+    if points == "decayed" and law.form == FIXED_TOKENS and not law.applies_at(finals).all():
+        law, _ = fit_law(train, "all", n_bootstrap, seed, ci_level)
+        note = ("the training runs' decayed checkpoints share one token count and the held-out runs end at "
+                "another: fitted to all checkpoints instead, stable-phase ones included")
+    return law, note
+
+
+def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]], *, scaling_points: str,
+                 n_bootstrap: int, scaling_bootstrap: int, seed: int, ci_level: float) -> dict:
+    """Refit on the runs not held out and score every prediction (see the module docstring).
+
+    ``emergent``: the task x metric pairs whose verdict on the whole table is emergent (for (c)).
+    """
+    train, held = subset(table, set(holdout.runs), keep=False), subset(table, set(holdout.runs))
+    law, law_error, law_note = None, None, ""
+    try:
+        law, law_note = _training_law(train, held, scaling_points, scaling_bootstrap, seed, ci_level)
+    except ValueError as e:
+        law_error = str(e)
+    rng = np.random.default_rng(seed)
+    n_curve = min(n_bootstrap, CURVE_BOOTSTRAP_MAX)
+    metrics = [row for task in table.tasks() for metric in table.metrics(task)
+               for row in predict_metric(law, train, held, task, metric, n_curve, ci_level, rng)]
+    crossings = [row for i, (task, metric) in enumerate(emergent)
+                 for row in predict_crossings(law, train, held, task, metric, n_bootstrap, ci_level, seed + i)]
+    closer = [r["closer"] for r in metrics if r["closer"]]
+    return {
+        "held_out": holdout.to_dict(table), "train_runs": train.runs(), "scaling_points": scaling_points,
+        "ci_level": ci_level, "curve_bootstrap": n_curve,
+        "scaling": {**law.to_dict(), "note": law_note} if law is not None else {"error": law_error},
+        "loss": predict_losses(law, held) if law is not None else None,
+        "metrics": metrics, "crossings": crossings,
+        "summary": {"two_stage": _summary(metrics, "two_stage"), "direct": _summary(metrics, "direct"),
+                    "two_stage_closer": closer.count("two-stage"), "direct_closer": closer.count("direct")},
+    }

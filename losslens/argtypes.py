@@ -1,0 +1,115 @@
+"""argparse ``type=`` functions: a bad flag value is refused while parsing, naming the flag (exit 2).
+
+argparse prefixes the message with ``argument --flag:``, so these say only what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tempfile
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+_DEVICE_RE = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
+
+
+def device(text: str) -> str:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps``, and only if this machine has it."""
+    m = _DEVICE_RE.match(text)
+    if not m or (m.group(1) == "cpu" and m.group(2)):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r} (use cpu, cuda, cuda:N or mps)")
+    kind, index = m.group(1), int(m.group(2) or 0)
+    if kind == "cpu":
+        return text
+    import torch
+
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError("mps is not available on this machine")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = f"torch {torch.__version__}" + ("" if torch.version.cuda else " built without CUDA")
+            raise argparse.ArgumentTypeError(f"{text}: no CUDA device on this machine ({build}); use cpu")
+        if index >= count:
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return text
+
+
+def output_dir(text: str) -> Path:
+    """A folder to write into: it may not exist yet, but it must not be a file, and must be writable."""
+    problem = unwritable_folder(Path(text))
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return Path(text)
+
+
+def unwritable_folder(path: Path) -> str | None:
+    """Why ``path`` cannot be (created and) written as a folder, or None when it can."""
+    existing = next((p for p in [path, *path.absolute().parents] if p.exists()), None)
+    if existing is None:
+        return None
+    if not existing.is_dir():
+        return f"{path} is a file, not a folder" if existing == path else f"{path}: {existing} is a file, not a folder"
+    try:  # a real probe: os.access says yes to root on a read-only file system
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        return f"{path}: cannot write in {existing} ({e.strerror})"
+    return None
+
+def shard(text: str) -> tuple[int, int]:
+    """``I/N`` (0 <= I < N), or ``slurm``: this job array task's part, from SLURM's environment."""
+    if text == "slurm":
+        return slurm_shard(os.environ)
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N counting from 0 (e.g. 0/4), or slurm; got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"{text}: need 0 <= I < N (parts count from 0: 0/{max(n, 1)} is the first)")
+    return i, n
+
+
+_SLURM = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT")
+
+
+def slurm_shard(env) -> tuple[int, int]:
+    """(i, n) of a SLURM job array task: ``--array=1-8`` gives tasks 1..8, i.e. parts 0/8 ... 7/8.
+
+    Arrays with a step (``--array=0-15:4``) are not contiguous, so their task ids cannot be turned into
+    parts; they are refused.
+    """
+    missing = [k for k in _SLURM if k not in env]
+    if missing:
+        raise argparse.ArgumentTypeError(f"slurm: {', '.join(missing)} not set (not inside a SLURM job array?)")
+    try:
+        task, first, count = (int(env[k]) for k in _SLURM)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"slurm: {', '.join(f'{k}={env[k]!r}' for k in _SLURM)} are not integers") from None
+    top = int(env.get("SLURM_ARRAY_TASK_MAX", first + count - 1))
+    if count <= 0 or top != first + count - 1 or not first <= task <= top:
+        raise argparse.ArgumentTypeError(
+            f"slurm: task {task} of an array {first}-{top} with {count} tasks is not a contiguous range; "
+            f"use --shard I/N")
+    return task - first, count
