@@ -11,9 +11,9 @@ import pytest
 
 from losslens import contracts
 from losslens.errors import DataError
+from losslens.shards import open_shard, shard_dtype
 from losslens.train.config import DataConfig, TokenizerConfig
 from losslens.train.corpus import iter_documents
-from losslens.shards import open_shard, shard_dtype
 from losslens.train.data import TokenStream, prepare_data
 from losslens.train.tokenizer import byte_tokenizer, char_tokenizer, train_bpe
 
