@@ -149,6 +149,7 @@ def test_wsd_branch_starts_from_the_trunk_state_at_its_branch_point(tmp_path: Pa
     while trunk.step < point:
         loop.train_step(trunk, window)
     loop._checkpoint(trunk, train_loss=0.0, scheduled=True)
+    accelerator.free_memory()  # forget the trunk's prepared model, as train_study does between runs
 
     branch = loop.set_up(study, branch_plan, accelerator, data_dir)
     start = loop.resume(branch)
