@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from losslens.config import study_from_dict
-from losslens.train.loop import make_accelerator, train_run
+from losslens.train.loop import train_run
 from losslens.train.plan import plan_runs
+from losslens.train.runtime import make_accelerator
 from losslens.train.study import prepare_study_dir
 
 
@@ -40,6 +41,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--kernels", choices=["auto", "liger", "none"], default="auto", help="train.kernels (Liger)")
     p.add_argument("--out", help="keep the study here instead of a temporary folder")
     args = p.parse_args()
 
@@ -59,7 +61,8 @@ def main() -> None:
                      "val_tokens": 65536},
             "budgets": [args.steps * args.global_batch * args.context],
             "train": {"global_batch": args.global_batch, "micro_batch": args.micro_batch,
-                      "log_every": args.log_every, "compile": args.compile, "precision": "auto"},
+                      "log_every": args.log_every, "compile": args.compile, "precision": "auto",
+                      "kernels": args.kernels},
             "checkpoints": {"count": 1, "log_spaced": False, "val_tokens": 8192},
         })
         accelerator = make_accelerator(study)
@@ -72,7 +75,8 @@ def main() -> None:
         tok_s = statistics.median(r["tokens_per_s"] for r in steady)
         mfu = statistics.median(r["mfu"] for r in steady) if steady[0]["mfu"] is not None else float("nan")
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-        print(f"device: {device}; precision {accelerator.mixed_precision}; compile {args.compile}")
+        print(f"device: {device}; precision {accelerator.mixed_precision}; compile {args.compile}; "
+              f"kernels {args.kernels}")
         print(f"model: {meta['n_params'] / 1e6:.1f}M params ({meta['n_params_nonembed'] / 1e6:.1f}M non-embedding), "
               f"context {args.context}, global batch {args.global_batch} x micro {args.micro_batch}")
         print(f"losses: first {log[0]['loss']:.3f} -> last {log[-1]['loss']:.3f}; val {meta['val_loss']:.3f}")

@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from losslens.config import study_from_dict
-from losslens.train.loop import build_optimizer, make_accelerator, train_run
+from losslens.train.loop import train_run
 from losslens.train.model import build_model, flops_per_token, parameter_counts
 from losslens.train.plan import plan_runs
-from losslens.train.schedule import build_scheduler
+from losslens.train.runtime import build_optimizer, make_accelerator
+from losslens.train.schedule import learning_rate
 from losslens.train.study import prepare_study_dir
 
 
@@ -64,11 +65,12 @@ def bare_tokens_per_s(study, args, vocab: int) -> float:
     plan = plan_runs(study)[0]
     model = build_model(plan.size, study.model, vocab, 0, seed=0)
     optimizer = build_optimizer(model, study, torch.device("cpu"))
-    scheduler = build_scheduler(optimizer, study.train.schedule, plan)
     data = torch.randint(0, vocab, (args.steps, args.batch, args.context + 1))
     times = []
     for step in range(args.steps):
         start = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, study.train.optimizer.lr, study.train.schedule, plan)
         batch = data[step]
         logits = model(input_ids=batch[:, :-1]).logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
@@ -76,7 +78,6 @@ def bare_tokens_per_s(study, args, vocab: int) -> float:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
         times.append(time.perf_counter() - start)
     measured = times[args.log_every:]  # the same warm-up skip as for losslens
     windows = [sum(measured[i : i + args.log_every]) for i in range(0, len(measured) - args.log_every + 1, args.log_every)]

@@ -11,9 +11,10 @@ import pytest
 
 from losslens import contracts
 from losslens.errors import DataError
+from losslens.shards import open_shard, shard_dtype
 from losslens.train.config import DataConfig, TokenizerConfig
 from losslens.train.corpus import iter_documents
-from losslens.train.data import TokenStream, open_shard, prepare_data, shard_dtype
+from losslens.train.data import TokenStream, prepare_data
 from losslens.train.tokenizer import byte_tokenizer, char_tokenizer, train_bpe
 
 DOCS = ["the cat sat on the mat", "12+34=46", "héllo wörld ✓", "the dog ran to the park"] * 50

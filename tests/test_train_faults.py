@@ -128,6 +128,7 @@ def test_nonfinite_batches_are_skipped_when_asked(tmp_path: Path, monkeypatch):
 
     from losslens.config import load_study
     from losslens.train import loop
+    from losslens.train.runtime import make_accelerator
     from losslens.train.plan import find_run, plan_runs
     from losslens.train.study import prepare_study_dir
 
@@ -140,7 +141,7 @@ def test_nonfinite_batches_are_skipped_when_asked(tmp_path: Path, monkeypatch):
 
     monkeypatch.setattr(loop, "F", types.SimpleNamespace(cross_entropy=poisoned))
     study = load_study(write_study(tmp_path, train__on_nonfinite="skip"))
-    accelerator = loop.make_accelerator(study)
+    accelerator = make_accelerator(study)
     data_dir = prepare_study_dir(study, accelerator)
     summary = loop.train_run(study, find_run(plan_runs(study), "xs_32768"), accelerator, data_dir)
     assert summary.steps == 64
@@ -148,3 +149,41 @@ def test_nonfinite_batches_are_skipped_when_asked(tmp_path: Path, monkeypatch):
     assert log[-1]["skipped_steps"] >= 2 and all(np.isfinite(r["loss"]) for r in log)
     weights = load_file(summary.final_checkpoint / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_skipped_micro_batches_do_not_bias_the_logged_loss(tmp_path: Path, monkeypatch):
+    """Each logged train loss is the mean of its window's finite micro-batch losses: a NaN micro-batch
+    (skipped with on_nonfinite: skip) counts in neither the sum nor the count, not as a zero."""
+    import types
+
+    import torch.nn.functional as F
+
+    from losslens.config import load_study
+    from losslens.train import loop
+    from losslens.train.plan import find_run, plan_runs
+    from losslens.train.study import make_accelerator, prepare_study_dir
+
+    measured: list[float] = []  # every micro-batch loss the loop saw, in order (NaN where poisoned)
+
+    def poisoned(logits, targets, **kw):
+        loss = F.cross_entropy(logits, targets, **kw)
+        if len(measured) in (4, 5, 19, 40, 41):
+            loss = loss * float("nan")
+        measured.append(loss.item())
+        return loss
+
+    monkeypatch.setattr(loop, "F", types.SimpleNamespace(cross_entropy=poisoned))
+    study = load_study(write_study(tmp_path, train__on_nonfinite="skip"))
+    accelerator = make_accelerator(study)
+    plan = find_run(plan_runs(study), "xs_32768")
+    loop.train_run(study, plan, accelerator, prepare_study_dir(study, accelerator))
+    log = [json.loads(l) for l in (tmp_path / "study" / plan.name / "train_log.jsonl").read_text().splitlines()]
+    accum = study.train.global_batch // study.train.micro_batch
+    assert len(measured) == plan.total_steps * accum
+    previous, expected = 0, []
+    for record in log:  # a log line covers the micro-batches of steps (previous, step]
+        window = np.array(measured[previous * accum : record["step"] * accum])
+        expected.append(window[np.isfinite(window)].mean())
+        previous = record["step"]
+    assert sum(not np.isfinite(m) for m in measured) == 5
+    np.testing.assert_allclose([r["loss"] for r in log], expected, rtol=1e-6)

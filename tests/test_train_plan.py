@@ -9,7 +9,7 @@ from losslens.config import load_study
 from losslens.train.mfu import mfu, peak_flops_per_device
 from losslens.train.model import build_model, flops_per_token, parameter_counts
 from losslens.train.plan import plan_runs
-from losslens.train.schedule import build_scheduler
+from losslens.train.schedule import learning_rate, lr_factor
 from tests.conftest import TINY
 
 
@@ -41,11 +41,8 @@ def test_wsd_branches_from_the_trunk():
 def test_wsd_branch_lr_equals_trunk_lr_until_it_decays():
     study = load_study(TINY, ["train.schedule.kind=wsd", "train.schedule.cooldown=0.25"])
     trunk, branch = plan_runs(study)[:2]
-    lrs = {}
-    for plan in (trunk, branch):
-        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-        sched = build_scheduler(opt, study.train.schedule, plan)
-        lrs[plan.name] = [sched.lr_lambdas[0](s) for s in range(plan.total_steps + 1)]
+    lrs = {plan.name: [lr_factor(s, study.train.schedule, plan) for s in range(plan.total_steps + 1)]
+           for plan in (trunk, branch)}
     assert lrs[trunk.name][:49] == lrs[branch.name][:49]
     assert lrs[branch.name][64] == pytest.approx(study.train.schedule.min_lr_ratio)
     assert lrs[trunk.name][64] == 1.0
@@ -71,3 +68,33 @@ def test_peak_flops_table():
     assert peak_flops_per_device("Some CPU", torch.float32) is None
     assert mfu(1e9, 1000.0, 1e13) == pytest.approx(0.1)
     assert mfu(1e9, 1000.0, None) is None
+
+
+@pytest.mark.parametrize("schedule", [
+    ["train.schedule.kind=cosine", "train.schedule.warmup=0.1"],
+    ["train.schedule.kind=wsd", "train.schedule.cooldown=0.25", "train.schedule.decay_type=1-sqrt"],
+    ["train.schedule.kind=wsd", "train.schedule.cooldown=0.3", "train.schedule.decay_type=linear"],
+    ["train.schedule.kind=wsd", "train.schedule.cooldown=0.2", "train.schedule.decay_type=cosine"],
+])
+def test_lr_is_a_pure_function_of_the_step_equal_to_transformers_schedules(schedule):
+    """The loop's LR of step s equals (bitwise) what transformers' LambdaLR gave after s steps."""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule
+
+    study = load_study(TINY, schedule)
+    cfg = study.train.schedule
+    for plan in plan_runs(study)[:2]:  # a trunk and (wsd) its branch
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=3e-3)
+        if cfg.kind == "cosine":
+            sched = get_cosine_with_min_lr_schedule_with_warmup(opt, plan.warmup_steps, plan.total_steps,
+                                                                min_lr_rate=cfg.min_lr_ratio)
+        else:
+            sched = get_wsd_schedule(opt, num_warmup_steps=plan.warmup_steps,
+                                     num_stable_steps=plan.decay_start - plan.warmup_steps,
+                                     num_decay_steps=plan.total_steps - plan.decay_start,
+                                     decay_type=cfg.decay_type, min_lr_ratio=cfg.min_lr_ratio)
+        replayed = []
+        for _ in range(plan.total_steps + 1):
+            replayed.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert [learning_rate(s, 3e-3, cfg, plan) for s in range(plan.total_steps + 1)] == replayed

@@ -107,6 +107,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False
+    kernels: Literal["auto", "liger", "none"] = "auto"  # fused Liger kernels; auto: on with CUDA + losslens[gpu]
     log_every: int = 10  # steps; the only host syncs of the loop happen here
     tensorboard: bool = False
     peak_flops: Optional[float] = None  # per device, for MFU; default from a table of GPUs

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -27,7 +26,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from losslens import contracts
 from losslens.errors import DataError
 from losslens.fsio import atomic_directory, atomic_write_json
-from losslens.shards import open_shard, shard_dtype  # noqa: F401  (the training loop imports open_shard from here)
+from losslens.shards import shard_dtype
 from losslens.train.config import DataConfig
 from losslens.train.corpus import iter_documents
 from losslens.train.tokenizer import build_tokenizer
@@ -56,59 +55,54 @@ def prepare_data(cfg: DataConfig, seed: int, data_dir: Path) -> dict:
         return meta
 
     tokenizer = build_tokenizer(cfg.tokenizer, iter_documents(cfg, seed))
-    vocab_size = len(tokenizer)
-    dtype = shard_dtype(vocab_size)
-    eos = tokenizer.eos_token_id
-    backend = tokenizer.backend_tokenizer
-    counts = {"train": 0, "val": 0}
-    n_bytes = {"train": 0, "val": 0}
-
+    dtype = shard_dtype(len(tokenizer))
     with atomic_directory(data_dir) as tmp:
         tokenizer.save_pretrained(tmp / contracts.TOKENIZER_DIR)
-        with open(tmp / contracts.TRAIN_SHARD, "wb") as f_train, open(tmp / contracts.VAL_SHARD, "wb") as f_val:
-            files = {"train": f_train, "val": f_val}
-            docs = iter_documents(cfg, seed)
-            progress = tqdm(desc="tokenizing", unit=" tok", unit_scale=True, dynamic_ncols=True)
-            index = 0
-            while True:
-                batch = [d for _, d in zip(range(cfg.encode_batch), docs)]
-                if not batch:
-                    break
-                for doc, enc in zip(batch, backend.encode_batch(batch, add_special_tokens=False)):
-                    # Every val_every-th document is held out until the validation shard is full.
-                    split = "val" if index % cfg.val_every == 0 and counts["val"] < cfg.val_tokens else "train"
-                    ids = np.asarray(enc.ids + [eos], dtype=np.int64)
-                    if ids.max(initial=0) >= np.iinfo(dtype).max or ids.min(initial=0) < 0:
-                        raise DataError(f"token id {ids.max()} does not fit the {dtype} shard (vocab {vocab_size})")
-                    ids.astype(dtype).tofile(files[split])
-                    counts[split] += len(ids)
-                    n_bytes[split] += len(doc.encode("utf-8")) + 1  # +1: the separator
-                    index += 1
-                progress.update(counts["train"] + counts["val"] - progress.n)
-            progress.close()
-        if counts["train"] == 0:
+        counts = _write_shards(cfg, seed, tokenizer, dtype, tmp)
+        if counts["train_tokens"] == 0:
             raise DataError(f"corpus is empty: {', '.join(cfg.paths) or cfg.source} gave no text")
-        if counts["val"] == 0:
+        if counts["val_tokens"] == 0:
             raise DataError("no validation tokens: lower data.val_every or give a larger corpus")
-        if counts["val"] < cfg.val_tokens:  # the corpus ran out before the validation shard filled
-            share = counts["val"] / (counts["val"] + counts["train"])
-            print(f"data: the validation shard holds {counts['val']:,} tokens, fewer than data.val_tokens "
-                  f"{cfg.val_tokens:,}: every {cfg.val_every}th document of the corpus, {share:.0%} of its tokens",
-                  file=sys.stderr, flush=True)
-        meta = {
-            "fingerprint": fingerprint,
-            "dtype": dtype.name,
-            "vocab_size": vocab_size,
-            "eos_id": eos,
-            "train_tokens": counts["train"],
-            "val_tokens": counts["val"],
-            "train_bytes": n_bytes["train"],
-            "val_bytes": n_bytes["val"],
-            "documents": index,
-            "tokenizer": cfg.tokenizer.kind,
-        }
+        if counts["val_tokens"] < cfg.val_tokens:  # the corpus ran out before the validation shard filled
+            val, train = counts["val_tokens"], counts["train_tokens"]
+            print(f"data: the validation shard holds {val:,} tokens, fewer than data.val_tokens "
+                  f"{cfg.val_tokens:,}: every {cfg.val_every}th document of the corpus, {val / (val + train):.0%} "
+                  "of its tokens", file=sys.stderr, flush=True)
+        meta = {"fingerprint": fingerprint, "dtype": dtype.name, "vocab_size": len(tokenizer),
+                "eos_id": tokenizer.eos_token_id, **counts, "tokenizer": cfg.tokenizer.kind}
         atomic_write_json(tmp / contracts.DATA_META_FILE, meta)
     return meta
+
+
+def _write_shards(cfg: DataConfig, seed: int, tokenizer: PreTrainedTokenizerBase, dtype: np.dtype, out: Path) -> dict:
+    """Encode the documents in batches and append each, with its end-of-text token, to a shard.
+
+    Returns the token, byte and document counts of ``data.json``.
+    """
+    eos, backend = tokenizer.eos_token_id, tokenizer.backend_tokenizer
+    counts, n_bytes, index = {"train": 0, "val": 0}, {"train": 0, "val": 0}, 0
+    with open(out / contracts.TRAIN_SHARD, "wb") as f_train, open(out / contracts.VAL_SHARD, "wb") as f_val:
+        files = {"train": f_train, "val": f_val}
+        docs = iter_documents(cfg, seed)
+        progress = tqdm(desc="tokenizing", unit=" tok", unit_scale=True, dynamic_ncols=True)
+        while True:
+            batch = [d for _, d in zip(range(cfg.encode_batch), docs)]
+            if not batch:
+                break
+            for doc, enc in zip(batch, backend.encode_batch(batch, add_special_tokens=False)):
+                # Every val_every-th document is held out until the validation shard is full.
+                split = "val" if index % cfg.val_every == 0 and counts["val"] < cfg.val_tokens else "train"
+                ids = np.asarray(enc.ids + [eos], dtype=np.int64)
+                if ids.max(initial=0) >= np.iinfo(dtype).max or ids.min(initial=0) < 0:
+                    raise DataError(f"token id {ids.max()} does not fit the {dtype} shard (vocab {len(tokenizer)})")
+                ids.astype(dtype).tofile(files[split])
+                counts[split] += len(ids)
+                n_bytes[split] += len(doc.encode("utf-8")) + 1  # +1: the separator
+                index += 1
+            progress.update(counts["train"] + counts["val"] - progress.n)
+        progress.close()
+    return {"train_tokens": counts["train"], "val_tokens": counts["val"], "train_bytes": n_bytes["train"],
+            "val_bytes": n_bytes["val"], "documents": index}
 
 
 def load_tokenizer(data_dir: Path) -> PreTrainedTokenizerBase:

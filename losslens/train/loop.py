@@ -1,37 +1,39 @@
 """The training loop: one run of the grid, on accelerate (1 process, DDP, FSDP or DeepSpeed ZeRO).
 
-Read ``train_run`` top to bottom: set-up, resume, then the step. The step does no host sync except at
-log intervals and checkpoints (losses accumulate on the device and are read every ``log_every`` steps).
+``train_run`` reads top to bottom: set up a ``RunState``, resume it, then step, log and checkpoint.
+The step does no host sync except at log intervals and checkpoints (losses accumulate on the device
+and are read every ``log_every`` steps), and with ``on_nonfinite: skip``, which reads the gradient norm.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import time
-import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from tqdm.auto import tqdm
 
 from losslens import contracts
-from losslens.config import StudyConfig, format_count
+from losslens.config import StudyConfig
 from losslens.errors import CheckpointError, LossLensError
+from losslens.shards import open_shard
 from losslens.train import checkpoint as ckpt_io
-from losslens.train.data import TokenStream, load_tokenizer, open_shard
+from losslens.train.data import TokenStream, load_tokenizer
+from losslens.train.kernels import apply_liger, use_liger
+from losslens.train.metrics_log import LossWindow, MetricsLog
 from losslens.train.mfu import device_peak_flops, mfu
 from losslens.train.model import build_model, flops_per_token, parameter_counts
 from losslens.train.plan import RunPlan
-from losslens.train.schedule import build_scheduler
+from losslens.train.runtime import build_optimizer
+from losslens.train.schedule import learning_rate
 from losslens.valloss import validation_loss
 
 
@@ -50,6 +52,36 @@ class RunSummary:
     tokens: int
     final_checkpoint: Path
     resumed_from: Optional[int]
+
+
+@dataclass
+class RunState:
+    """One run while it trains. ``step`` counts the optimizer steps taken; the data position and the
+    LR are functions of it, so the model, the optimizer and ``step`` are all a resume restores."""
+
+    study: StudyConfig
+    plan: RunPlan
+    accelerator: Accelerator
+    model: torch.nn.Module  # as prepared by accelerate (DDP, DeepSpeed engine, ...)
+    optimizer: torch.optim.Optimizer  # as prepared
+    base_optimizer: torch.optim.Optimizer  # the AdamW whose param groups hold the LR
+    fused_loss: bool  # Liger's fused linear cross-entropy computes the loss inside the model
+    tokenizer: object
+    stream: TokenStream
+    val_tokens: np.ndarray
+    n_params: int
+    n_nonembed: int
+    flops_per_token: float
+    compute_dtype: torch.dtype
+    peak_flops: Optional[float]
+    step: int = 0
+    resumed_from: Optional[int] = None
+    grad_norm: Optional[torch.Tensor] = None  # of the last optimizer step; None: not measured (no clipping)
+    skipped_steps: int = 0  # optimizer steps skipped for a non-finite gradient (on_nonfinite: skip)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.study.output_dir / self.plan.name
 
 
 class _SigtermFlag:
@@ -74,238 +106,196 @@ class _SigtermFlag:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def make_accelerator(study: StudyConfig) -> Accelerator:
-    """One Accelerator per process; its launch (accelerate/deepspeed/torchrun) decides the backend."""
-    precision = study.train.precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    # Without CUDA, a multi-process launch (torchrun, accelerate) must be told to use gloo: cpu=True
-    # does that for DDP; under DeepSpeed (which cpu=True would switch off) the backend is named.
-    # (accelerate runs FSDP on GPUs only.)
-    on_cpu = not torch.cuda.is_available()
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    accelerator = Accelerator(
-        mixed_precision="bf16" if precision == "bf16" else "no",
-        cpu=on_cpu and not deepspeed,
-        kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if on_cpu and deepspeed else None,
-    )
-    t = study.train
-    per_pass = t.micro_batch * accelerator.num_processes
-    if t.global_batch % per_pass:
-        raise LossLensError(
-            f"{study.source}: train.global_batch: {t.global_batch} is not a multiple of micro_batch x processes "
-            f"({t.micro_batch} x {accelerator.num_processes})"
-        )
-    accum = t.global_batch // per_pass
-    accelerator.gradient_accumulation_steps = accum
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        ds = accelerator.state.deepspeed_plugin.deepspeed_config
-        ds["train_micro_batch_size_per_gpu"] = t.micro_batch
-        ds["gradient_accumulation_steps"] = accum
-        ds["train_batch_size"] = t.global_batch
-        ds["gradient_clipping"] = t.optimizer.grad_clip
-        accelerator.state.deepspeed_plugin.gradient_accumulation_steps = accum
-    return accelerator
-
-
-def build_optimizer(model: torch.nn.Module, study: StudyConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not on norms), fused kernels where the device has them."""
-    o = study.train.optimizer
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    fused = o.fused if o.fused is not None else device.type == "cuda"
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused,
-    )
-
-
-class MetricsLog:
-    """Appends one JSON object per log step to ``train_log.jsonl`` (and TensorBoard, if asked)."""
-
-    def __init__(self, path: Path, enabled: bool, tensorboard: bool):
-        self.path, self.enabled = path, enabled
-        self.tb = None
-        if enabled:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise LossLensError("train.tensorboard: install the extra: pip install 'losslens[tensorboard]'") from None
-            self.tb = SummaryWriter(str(path.parent / "tensorboard"))
-
-    def write(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "step" and value is not None:
-                    self.tb.add_scalar(key, value, record["step"])
-
-    def truncate_after(self, step: int) -> None:
-        """On resume, drop log lines of steps that are about to be trained again."""
-        if not (self.enabled and self.path.is_file()):
-            return
-        kept = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-        self.path.write_text("".join(l + "\n" for l in kept))
-
-
 def train_run(study: StudyConfig, plan: RunPlan, accelerator: Accelerator, data_dir: Path) -> RunSummary:
+    run = set_up(study, plan, accelerator, data_dir)
+    start = resume(run)
+    if run.step >= plan.total_steps:
+        return RunSummary(plan.name, run.step, plan.tokens_at(run.step), start, run.resumed_from)
+
     t = study.train
-    out_dir = study.output_dir
-    run_dir = out_dir / plan.name
-    device = accelerator.device
+    log = MetricsLog(run.run_dir / "train_log.jsonl", accelerator.is_main_process, t.tensorboard)
+    log.truncate_after(run.step)
+    new_window = partial(LossWindow, accelerator.device, skip_nonfinite=t.on_nonfinite == "skip")
+    window, train_loss = new_window(), math.nan
+    progress = tqdm(total=plan.total_steps, initial=run.step, desc=plan.name, unit="step",
+                    disable=not accelerator.is_main_process, dynamic_ncols=True)
+    run.model.train()
+    with _SigtermFlag() as sigterm, progress:
+        while run.step < plan.total_steps:
+            train_step(run, window)
+            progress.update(1)
+            scheduled = run.step in plan.checkpoint_steps
+            if run.step % t.log_every == 0 or scheduled or run.step == plan.total_steps:
+                train_loss = _log(run, window, log, progress)
+                window = new_window()
+            stop = _stop_requested(run, sigterm)
+            if scheduled or stop:
+                path = _checkpoint(run, train_loss, scheduled)
+                window.restart_clock()
+                if stop:
+                    raise Preempted(f"run {plan.name}: SIGTERM at step {run.step}; saved {path}")
+    final = run.run_dir / contracts.checkpoint_dirname(plan.tokens_at(plan.total_steps))
+    return RunSummary(plan.name, run.step, plan.tokens_at(run.step), final, run.resumed_from)
+
+
+def set_up(study: StudyConfig, plan: RunPlan, accelerator: Accelerator, data_dir: Path) -> RunState:
+    """Data, a freshly initialised model and its optimizer, prepared for this process (step 0)."""
+    t, device = study.train, accelerator.device
     if t.threads:
         torch.set_num_threads(t.threads)
-
-    # ---- data, model, optimizer ------------------------------------------------------------
     data_meta = json.loads((data_dir / contracts.DATA_META_FILE).read_text())
-    tokenizer = load_tokenizer(data_dir)
-    stream = TokenStream(open_shard(data_dir, contracts.TRAIN_SHARD), plan.context, study.seed)
-    val_tokens = open_shard(data_dir, contracts.VAL_SHARD)
     vocab = data_meta["vocab_size"]
     model = build_model(plan.size, study.model, vocab, data_meta["eos_id"], seed=study.seed)
     n_params, n_nonembed = parameter_counts(model)
-    fpt = flops_per_token(n_nonembed, plan.size.width, plan.size.depth, plan.context, vocab)
+    fused_loss = use_liger(t.kernels, device, source=f"{study.source}: train.kernels")
+    if fused_loss:
+        apply_liger(model)
     model.to(device)
-    optimizer = build_optimizer(model, study, device)
-    scheduler = build_scheduler(optimizer, t.schedule, plan)
+    base_optimizer = build_optimizer(model, study, device)
     if t.compile:
         model = torch.compile(model)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = accelerator.prepare(model, base_optimizer)
     compute_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
-    peak = device_peak_flops(device, compute_dtype, t.peak_flops)
+    return RunState(
+        study=study, plan=plan, accelerator=accelerator, model=model, optimizer=optimizer,
+        base_optimizer=base_optimizer, fused_loss=fused_loss, tokenizer=load_tokenizer(data_dir),
+        stream=TokenStream(open_shard(data_dir, contracts.TRAIN_SHARD), plan.context, study.seed),
+        val_tokens=open_shard(data_dir, contracts.VAL_SHARD), n_params=n_params, n_nonembed=n_nonembed,
+        flops_per_token=flops_per_token(n_nonembed, plan.size.width, plan.size.depth, plan.context, vocab),
+        compute_dtype=compute_dtype, peak_flops=device_peak_flops(device, compute_dtype, t.peak_flops),
+    )
 
-    # ---- resume: our own latest checkpoint, else (a WSD branch) the trunk's branch point -----
-    resumed_from = None
-    start_ckpt = ckpt_io.latest_resumable(run_dir)
-    if start_ckpt is None and plan.branch is not None:
-        start_ckpt = out_dir / plan.branch.trunk / contracts.checkpoint_dirname(plan.branch.step * plan.tokens_per_step)
-        if not ckpt_io.has_train_state(start_ckpt):
+
+def resume(run: RunState) -> Optional[Path]:
+    """Restore the run's newest checkpoint, else (a WSD branch) the trunk's at the branch point.
+
+    Returns the checkpoint restored from (None: a fresh start at step 0).
+    """
+    plan = run.plan
+    start = ckpt_io.latest_resumable(run.run_dir)
+    if start is None and plan.branch is not None:
+        trunk_dir = run.study.output_dir / plan.branch.trunk
+        start = trunk_dir / contracts.checkpoint_dirname(plan.tokens_at(plan.branch.step))
+        if not ckpt_io.has_train_state(start):
             raise CheckpointError(
-                f"{start_ckpt}: run {plan.name} branches from run {plan.branch.trunk} at step {plan.branch.step}; "
+                f"{start}: run {plan.name} branches from run {plan.branch.trunk} at step {plan.branch.step}; "
                 f"train {plan.branch.trunk} first (losslens train ... --run {plan.branch.trunk})"
             )
-    step = 0
-    if start_ckpt is not None:
-        meta = contracts.read_meta(start_ckpt)
-        if meta.get("config_hash") != study.hash():
-            raise CheckpointError(f"{start_ckpt}: was trained with a different study config; use a new out_dir")
-        step = resumed_from = ckpt_io.load_train_state(accelerator, start_ckpt)
-        with warnings.catch_warnings():  # LR schedule of step s is a function of s alone
-            warnings.simplefilter("ignore")
-            for _ in range(step):
-                scheduler.step()
-    if step >= plan.total_steps:
-        return RunSummary(plan.name, step, plan.tokens_at(step), start_ckpt, resumed_from)
-
-    # ---- the loop --------------------------------------------------------------------------
-    log = MetricsLog(run_dir / "train_log.jsonl", accelerator.is_main_process, t.tensorboard)
-    log.truncate_after(step)
-    accum = accelerator.gradient_accumulation_steps
-    rank, world = accelerator.process_index, accelerator.num_processes
-    loss_sum = torch.zeros((), device=device)  # summed micro-batch losses since the last log
-    losses_in_window, tokens_in_window, skipped_steps = 0, 0, 0
-    clip, skip_nonfinite = t.optimizer.grad_clip, t.on_nonfinite == "skip"
-    last_train_loss = float("nan")
-    grad_norm = torch.zeros((), device=device)
-    checkpoint_steps = set(plan.checkpoint_steps)
-    progress = tqdm(total=plan.total_steps, initial=step, desc=plan.name, unit="step",
-                    disable=not accelerator.is_main_process, dynamic_ncols=True)
-    model.train()
-    window_start = time.perf_counter()
-
-    with _SigtermFlag() as sigterm, progress:
-        while step < plan.total_steps:
-            for micro in range(accum):
-                batch = stream.micro_batch(step, t.global_batch, t.micro_batch, micro, rank, world).to(device)
-                with accelerator.accumulate(model):
-                    logits = model(input_ids=batch[:, :-1]).logits
-                    loss = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and (clip or skip_nonfinite):
-                        norm = accelerator.clip_grad_norm_(model.parameters(), clip or math.inf)
-                        grad_norm = norm if norm is not None else grad_norm
-                        if skip_nonfinite and not torch.isfinite(grad_norm):  # a host sync, by request
-                            skipped_steps += 1
-                            optimizer.zero_grad(set_to_none=True)
-                            continue  # no update from this step's batch
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.detach() if not skip_nonfinite else torch.nan_to_num(loss.detach(), 0.0, 0.0, 0.0)
-            scheduler.step()
-            step += 1
-            losses_in_window += accum
-            tokens_in_window += plan.tokens_per_step
-            progress.update(1)
-
-            is_checkpoint = step in checkpoint_steps
-            if step % t.log_every == 0 or is_checkpoint or step == plan.total_steps:
-                mean_loss = accelerator.reduce(loss_sum, reduction="mean").item() / losses_in_window
-                if not math.isfinite(mean_loss):
-                    last = ckpt_io.latest_resumable(run_dir)
-                    raise TrainingDiverged(
-                        f"run {plan.name}: loss is {mean_loss} at step {step}; last good checkpoint: "
-                        f"{last or 'none'} (lower train.optimizer.lr, or set train.on_nonfinite: skip)"
-                    )
-                elapsed = time.perf_counter() - window_start
-                tokens_per_s = tokens_in_window / elapsed
-                utilisation = mfu(fpt, tokens_per_s / world, peak)
-                last_train_loss = mean_loss
-                log.write({
-                    "step": step, "tokens": plan.tokens_at(step), "loss": mean_loss,
-                    "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                    "tokens_per_s": tokens_per_s, "mfu": utilisation, "skipped_steps": skipped_steps,
-                })
-                progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
-                loss_sum.zero_()
-                losses_in_window = tokens_in_window = 0
-                window_start = time.perf_counter()
-
-            stop = sigterm.raised
-            if world > 1 and step % t.log_every == 0:
-                flag = torch.tensor(float(stop), device=device)
-                stop = accelerator.reduce(flag, reduction="sum").item() > 0
-            if is_checkpoint or stop:
-                path = _save(accelerator, model, tokenizer, study, plan, step, val_tokens, last_train_loss,
-                             n_params, n_nonembed, fpt, compute_dtype)
-                if accelerator.is_main_process:
-                    if is_checkpoint:
-                        ckpt_io.remove_superseded_preemption_saves(run_dir, step)
-                    ckpt_io.prune_train_states(run_dir, plan.keep_state_steps,
-                                               keep_all=study.checkpoints.keep_train_state == "all")
-                window_start = time.perf_counter()  # keep saving time out of tokens/s
-                if stop:
-                    raise Preempted(f"run {plan.name}: SIGTERM at step {step}; saved {path}")
-    final = run_dir / contracts.checkpoint_dirname(plan.tokens_at(plan.total_steps))
-    return RunSummary(plan.name, step, plan.tokens_at(step), final, resumed_from)
+    if start is None:
+        return None
+    if contracts.read_meta(start).get("config_hash") != run.study.hash():
+        raise CheckpointError(f"{start}: was trained with a different study config; use a new out_dir")
+    run.step = run.resumed_from = ckpt_io.load_train_state(run.accelerator, start)
+    return start
 
 
-def _save(accelerator, model, tokenizer, study, plan, step, val_tokens, train_loss, n_params, n_nonembed,
-          fpt, compute_dtype) -> Path:
-    """Measure the validation loss and write the checkpoint (all processes)."""
+def train_step(run: RunState, window: LossWindow) -> None:
+    """One optimizer step: gradients accumulated over the micro-batches, then one clipped update."""
+    t, acc = run.study.train, run.accelerator
+    for group in run.base_optimizer.param_groups:
+        group["lr"] = learning_rate(run.step, t.optimizer.lr, t.schedule, run.plan)
+    for micro in range(acc.gradient_accumulation_steps):
+        batch = run.stream.micro_batch(run.step, t.global_batch, t.micro_batch, micro,
+                                       acc.process_index, acc.num_processes).to(acc.device)
+        with acc.accumulate(run.model):  # gradients are all-reduced on the last micro-batch only
+            loss = _micro_batch_loss(run, batch)
+            acc.backward(loss)
+        window.add(loss.detach())
+    if _clip_gradients(run):
+        run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    window.tokens += run.plan.tokens_per_step
+
+
+def _micro_batch_loss(run: RunState, batch: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of a (micro_batch, context + 1) window batch."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    if run.fused_loss:  # Liger never materialises the logits; targets are already shifted
+        return run.model(input_ids=inputs, shift_labels=targets).loss
+    logits = run.model(input_ids=inputs).logits
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+
+
+def _clip_gradients(run: RunState) -> bool:
+    """Clip to ``grad_clip``; False when the update must be skipped (non-finite, ``on_nonfinite: skip``)."""
+    clip, skip_nonfinite = run.study.train.optimizer.grad_clip, run.study.train.on_nonfinite == "skip"
+    if not (clip or skip_nonfinite):
+        return True
+    norm = run.accelerator.clip_grad_norm_(run.model.parameters(), clip or math.inf)
+    if norm is not None:  # None under DeepSpeed before its engine has stepped
+        run.grad_norm = torch.as_tensor(norm)
+    if skip_nonfinite and run.grad_norm is not None and not math.isfinite(run.grad_norm.item()):  # a host sync, by request
+        run.skipped_steps += 1
+        return False
+    return True
+
+
+def _log(run: RunState, window: LossWindow, log: MetricsLog, progress: tqdm) -> float:
+    """Read the window's losses (the loop's host sync), stop on a non-finite loss, write a log line."""
+    plan, t = run.plan, run.study.train
+    mean_loss = window.mean_loss(run.accelerator)
+    if mean_loss is not None and not math.isfinite(mean_loss):
+        last = ckpt_io.latest_resumable(run.run_dir)
+        raise TrainingDiverged(
+            f"run {plan.name}: loss is {mean_loss} at step {run.step}; last good checkpoint: "
+            f"{last or 'none'} (lower train.optimizer.lr, or set train.on_nonfinite: skip)"
+        )
+    tokens_per_s = window.tokens_per_s()
+    log.write({
+        "step": run.step, "tokens": plan.tokens_at(run.step), "loss": mean_loss,
+        "lr": learning_rate(run.step, t.optimizer.lr, t.schedule, plan),  # of the next step
+        "grad_norm": None if run.grad_norm is None else run.grad_norm.item(), "tokens_per_s": tokens_per_s,
+        "mfu": mfu(run.flops_per_token, tokens_per_s / run.accelerator.num_processes, run.peak_flops),
+        "skipped_steps": run.skipped_steps,
+    })
+    if mean_loss is not None:
+        progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+    return math.nan if mean_loss is None else mean_loss
+
+
+def _stop_requested(run: RunState, sigterm: _SigtermFlag) -> bool:
+    """SIGTERM on this process, or (checked at log intervals, a collective) on any other."""
+    if run.accelerator.num_processes == 1 or run.step % run.study.train.log_every:
+        return sigterm.raised
+    flag = torch.tensor(float(sigterm.raised), device=run.accelerator.device)
+    return run.accelerator.reduce(flag, reduction="sum").item() > 0
+
+
+def _checkpoint(run: RunState, train_loss: float, scheduled: bool) -> Path:
+    """Measure the validation loss, write the checkpoint (all processes), prune older training state."""
+    path = ckpt_io.save_checkpoint(run.accelerator, run.model, run.tokenizer, run.run_dir,
+                                   run.plan.tokens_at(run.step), _meta(run, train_loss, scheduled),
+                                   run.study.to_yaml())
+    if run.accelerator.is_main_process:
+        if scheduled:
+            ckpt_io.remove_superseded_preemption_saves(run.run_dir, run.step)
+        ckpt_io.prune_train_states(run.run_dir, run.plan.keep_state_steps,
+                                   keep_all=run.study.checkpoints.keep_train_state == "all")
+    return path
+
+
+def _meta(run: RunState, train_loss: float, scheduled: bool) -> dict:
+    """The checkpoint's meta.json, with the validation loss measured now."""
+    study, plan, step = run.study, run.plan, run.step
     val = validation_loss(
-        model, val_tokens, plan.context, study.checkpoints.val_tokens, study.checkpoints.val_batch,
-        device=accelerator.device, autocast_dtype=compute_dtype if compute_dtype != torch.float32 else None,
+        run.model, run.val_tokens, plan.context, study.checkpoints.val_tokens, study.checkpoints.val_batch,
+        device=run.accelerator.device,
+        autocast_dtype=run.compute_dtype if run.compute_dtype != torch.float32 else None,
     )
     if not math.isfinite(val.mean):
-        last = ckpt_io.latest_resumable(study.output_dir / plan.name)
+        last = ckpt_io.latest_resumable(run.run_dir)
         raise TrainingDiverged(
             f"run {plan.name}: validation loss is {val.mean} at step {step}, not saving; last good checkpoint: "
             f"{last or 'none'} (lower train.optimizer.lr)"
         )
     tokens = plan.tokens_at(step)
-    meta = {
+    return {
         "study": study.name, "run": plan.name, "size": plan.size_name, "budget_tokens": plan.budget_tokens,
-        "step": step, "tokens": tokens, "n_params": n_params, "n_params_nonembed": n_nonembed,
-        "flops": fpt * tokens, "train_loss": train_loss, "val_loss": val.mean, "val_loss_stderr": val.stderr,
-        "val_tokens": val.n_tokens, "config_hash": study.hash(), "context": plan.context,
-        "width": plan.size.width, "depth": plan.size.depth, "heads": plan.size.heads,
-        "scheduled": step in plan.checkpoint_steps, "branch_of": plan.branch.trunk if plan.branch else None,
-        "world_size": accelerator.num_processes,
+        "step": step, "tokens": tokens, "n_params": run.n_params, "n_params_nonembed": run.n_nonembed,
+        "flops": run.flops_per_token * tokens, "train_loss": train_loss, "val_loss": val.mean,
+        "val_loss_stderr": val.stderr, "val_tokens": val.n_tokens, "config_hash": study.hash(),
+        "context": plan.context, "width": plan.size.width, "depth": plan.size.depth, "heads": plan.size.heads,
+        "scheduled": scheduled, "branch_of": plan.branch.trunk if plan.branch else None,
+        "world_size": run.accelerator.num_processes,
     }
-    return ckpt_io.save_checkpoint(accelerator, model, tokenizer, study.output_dir / plan.name, tokens, meta,
-                                   study.to_yaml())

@@ -9,8 +9,10 @@ from losslens import contracts
 from losslens.config import StudyConfig
 from losslens.fsio import atomic_write_text
 from losslens.train.data import prepare_data
-from losslens.train.loop import RunSummary, make_accelerator, train_run
+from losslens.train.kernels import use_liger
+from losslens.train.loop import RunSummary, train_run
 from losslens.train.plan import RunPlan, find_run, plan_runs
+from losslens.train.runtime import make_accelerator
 
 
 def prepare_study_dir(study: StudyConfig, accelerator=None) -> Path:
@@ -32,6 +34,7 @@ def prepare_study_dir(study: StudyConfig, accelerator=None) -> Path:
 def train_study(study: StudyConfig, runs: Optional[Sequence[str]] = None) -> list[RunSummary]:
     """Train every run of ``study`` (or only ``runs``), resuming any that were interrupted."""
     accelerator = make_accelerator(study)
+    use_liger(study.train.kernels, accelerator.device, source=f"{study.source}: train.kernels")  # fail before tokenizing
     data_dir = prepare_study_dir(study, accelerator)
     plans: list[RunPlan] = plan_runs(study)
     if runs:
