@@ -8,6 +8,7 @@ line number and the column, so that a table written by another tool can be fixed
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from losslens.contracts import (DEFAULT_X_LABEL, EVALS_DIR, META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, X_LABEL_COLUMN,
-                                checkpoint_dirname, list_runs, metric_info, read_meta)
+from losslens.contracts import (DEFAULT_X_LABEL, EVALS_DIR, META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, TOKENIZER_COLUMN,
+                                X_LABEL_COLUMN, checkpoint_dirname, list_runs, metric_info, read_meta)
 from losslens.errors import LossLensError
 
 
@@ -34,6 +35,9 @@ _SCHEMA = {
     "ci_low": (_FLOAT, True), "ci_high": (_FLOAT, True), "n": (_INT, True), "chance": (_FLOAT, True),
 }
 assert tuple(_SCHEMA) == RESULTS_COLUMNS
+X_AXES = ("loss", "bpb")  # what a Series' x (``loss``) holds: the table's loss column, or the pretraining bpb
+BPB_METRIC = "bpb"
+BPB_X_LABEL = "validation bits per byte"
 
 
 def count_label(n: float) -> str:
@@ -228,15 +232,19 @@ def _first_repeat(keys: np.ndarray) -> tuple[int, int] | None:
     return (int(repeats[0]), int(first[inverse[repeats[0]]])) if len(repeats) else None
 
 
-def read_results(path: str | Path) -> Table:
-    """Parse and validate a results table.
+def read_results(path: str | Path, x: str = "loss") -> Table:
+    """Parse and validate a results table; with ``x="bpb"`` every row's x is its checkpoint's
+    validation bits per byte instead of its loss (see :func:`_bpb_axis`).
 
     Checks: every column of ``RESULTS_COLUMNS`` present (extra columns are ignored, but an
     ``x_label`` column must hold one label for the whole table), every cell
     of the right type (only flops, ci_low, ci_high, n and chance may be empty), loss > 0,
     tokens >= 0, one size per run, and no checkpoint x task x metric given twice.
-    A missing ``flops`` cell is filled with the usual estimate 6 * N_nonembed * tokens.
+    A missing ``flops`` cell is filled with the usual estimate 6 * N_nonembed * tokens. An optional
+    ``tokenizer`` column names each run's tokenizer (kept as ``cols["tokenizer"]``).
     """
+    if x not in X_AXES:
+        raise ResultsError(f"--x: expected one of {', '.join(X_AXES)}, got {x!r}")
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"{path}: results table not found")
@@ -257,7 +265,8 @@ def read_results(path: str | Path) -> Table:
             lines.append(reader.line_num)
     if not lines:
         raise ResultsError(f"{path}: no rows")
-    position = {name: header.index(name) for name in [*RESULTS_COLUMNS, X_LABEL_COLUMN] if name in header}
+    position = {name: header.index(name) for name in [*RESULTS_COLUMNS, X_LABEL_COLUMN, TOKENIZER_COLUMN]
+                if name in header}
     texts = {name: [r[k].strip() if k < len(r) else "" for r in raw] for name, k in position.items()}
     x_label = _x_label(path, dict(reversed([(t, line) for t, line in zip(texts.get(X_LABEL_COLUMN, []), lines)])))
 
@@ -304,7 +313,31 @@ def read_results(path: str | Path) -> Table:
     no_flops = ~np.isfinite(cols["flops"])
     cols["flops"][no_flops] = 6.0 * cols["n_params_nonembed"][no_flops] * cols["tokens"][no_flops]
     cols["line"] = np.array(lines)
-    return Table(path=path, cols=cols, x_label=x_label)
+    if TOKENIZER_COLUMN in texts:
+        cols[TOKENIZER_COLUMN] = np.array(texts[TOKENIZER_COLUMN], dtype=str)
+    table = Table(path=path, cols=cols, x_label=x_label)
+    return _bpb_axis(table) if x == "bpb" else table
+
+
+def _bpb_axis(table: Table) -> Table:
+    """The table with each row's x (its ``loss`` cell) replaced by its checkpoint's validation bits per
+    byte (the ``pretrain``/``bpb`` row): bytes do not depend on the tokenizer, tokens do."""
+    c = table.cols
+    ckpt = np.unique(np.rec.fromarrays([c["run"], c["tokens"]]), return_inverse=True)[1].ravel()
+    is_bpb = (c["task"] == PRETRAIN_TASK) & (c["metric"] == BPB_METRIC)
+    if not is_bpb.any():
+        raise ResultsError(f"{table.path}: x-axis bpb needs each checkpoint's bits per byte (task {PRETRAIN_TASK!r}, "
+                           f"metric {BPB_METRIC!r}) and the table has none; analyze against loss (--x loss)")
+    bpb = np.full(int(ckpt.max()) + 1, np.nan)
+    bpb[ckpt[is_bpb]] = c["value"][is_bpb]
+    x = bpb[ckpt]
+    bad = np.flatnonzero(~(x > 0))
+    if len(bad):
+        i = int(bad[0])
+        why = "has no" if np.isnan(x[i]) else f"has a non-positive ({x[i]:g})"
+        raise ResultsError(f"{table.path}:{int(c['line'][i])}: x-axis bpb: run {str(c['run'][i])!r} at "
+                           f"{int(c['tokens'][i])} tokens {why} {PRETRAIN_TASK}/{BPB_METRIC} row")
+    return dataclasses.replace(table, cols={**c, "loss": x}, x_label=BPB_X_LABEL)
 
 
 def _x_label(path: Path, labels: dict[str, int]) -> str:
