@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from losslens.analyze.analysis import run_analysis
-from losslens.analyze.table import BPB_X_LABEL, ResultsError, read_results
+from losslens.analyze.table import BPB_X_LABEL, ResultsError, read_results, with_x_axis
 from losslens.config import load_study
 from losslens.contracts import DEFAULT_X_LABEL, RESULTS_COLUMNS, TOKENIZER_COLUMN, checkpoint_dirname
 from losslens.errors import ConfigError
@@ -24,26 +24,26 @@ ETA = 3.5  # the task's threshold, in nats per token
 BYTES_PER_TOKEN = 3.6  # of the synthetic tokenizer: bpb = loss / (ln 2 * bytes per token)
 
 
-def _rows(rng, run: str, N: int, tokens: int, bytes_per_token: float) -> list[dict]:
+def _rows(rng, run: str, N: int, tokens: int) -> list[dict]:
     loss = (LAW["E"] + LAW["A"] / N ** LAW["alpha"] + LAW["B"] / tokens ** LAW["beta"]) * (1 + rng.normal(0, 0.004))
     base = {"run": run, "n_params": N + 50_000, "n_params_nonembed": N, "tokens": tokens, "step": tokens // 4096,
             "flops": 6.0 * N * tokens, "loss": loss, "ci_low": "", "ci_high": "", "n": "", "chance": ""}
     em = 0.02 + 0.6 * max(0.0, ETA - loss) + rng.normal(0, 0.005)  # flat, then rising below ETA
     return [{**base, "task": "pretrain", "metric": "loss", "value": loss},
-            {**base, "task": "pretrain", "metric": "bpb", "value": loss / (math.log(2) * bytes_per_token)},
+            {**base, "task": "pretrain", "metric": "bpb", "value": loss / (math.log(2) * BYTES_PER_TOKEN)},
             {**base, "task": "arith", "metric": "exact_match", "value": em, "chance": 0.0}]
 
 
-def make_table(path: Path, bytes_per_token=lambda run: BYTES_PER_TOKEN, bpb: bool = True,
-               tokenizer=None) -> Path:
-    """results.csv of 3 sizes x 2 budgets x 8 checkpoints, loss from LAW, one task emergent at ETA."""
+def make_table(path: Path, bpb: bool = True, tokenizer=None) -> Path:
+    """results.csv of 3 sizes x 2 budgets x 8 checkpoints, loss from LAW, one task emergent at ETA;
+    ``tokenizer``: run -> its cell in a ``tokenizer`` column (none without it)."""
     rng = np.random.default_rng(0)
     rows = []
     for N in SIZES:
         for budget in BUDGETS:
             run = f"n{N // 1000}K_{budget // 1_000_000}M"
             for tokens in np.geomspace(budget / 64, budget, 8).astype(int):
-                rows += [r for r in _rows(rng, run, N, int(tokens), bytes_per_token(run)) if bpb or r["metric"] != "bpb"]
+                rows += [r for r in _rows(rng, run, N, int(tokens)) if bpb or r["metric"] != "bpb"]
     columns = RESULTS_COLUMNS
     if tokenizer is not None:
         columns = (*RESULTS_COLUMNS, TOKENIZER_COLUMN)
@@ -58,7 +58,8 @@ def make_table(path: Path, bytes_per_token=lambda run: BYTES_PER_TOKEN, bpb: boo
 
 def test_bpb_replaces_each_rows_x_by_its_checkpoints_bpb(tmp_path):
     path = make_table(tmp_path / "results.csv")
-    by_loss, by_bpb = read_results(path), read_results(path, x="bpb")
+    by_loss = read_results(path)
+    by_bpb = with_x_axis(by_loss, "bpb")
     assert by_loss.x_label == DEFAULT_X_LABEL and by_bpb.x_label == BPB_X_LABEL
     s_loss, s_bpb = by_loss.series("arith", "exact_match"), by_bpb.series("arith", "exact_match")
     np.testing.assert_array_equal(s_loss.value, s_bpb.value)
@@ -74,7 +75,8 @@ def test_bpb_moves_eta_by_the_tokenizers_bytes_per_token(tmp_path):
     opts = dict(n_bootstrap=60, seed=0, progress=False, backtest="largest-size", scaling_points="all")
     in_loss, in_bpb = run_analysis(path, **opts), run_analysis(path, x="bpb", **opts)
     scale = math.log(2) * BYTES_PER_TOKEN  # nats per token over bits per byte
-    th_loss, th_bpb = in_loss.metrics["arith", "exact_match"].threshold, in_bpb.metrics["arith", "exact_match"].threshold
+    th_loss = in_loss.metrics["arith", "exact_match"].threshold
+    th_bpb = in_bpb.metrics["arith", "exact_match"].threshold
     assert th_loss.verdict == th_bpb.verdict == "emergent"
     assert th_loss.loss == pytest.approx(ETA, rel=0.03)
     assert th_bpb.loss == pytest.approx(th_loss.loss / scale, rel=1e-3)
@@ -119,8 +121,10 @@ def test_bpb_without_pretrain_bpb_is_one_line_exit_2(tmp_path):
     cut = next(i for i, line in enumerate(lines) if ",pretrain,bpb," in line)
     path.write_text("\n".join([*lines[:cut], *lines[cut + 1:]]) + "\n")
     with pytest.raises(ResultsError, match=r"results\.csv:\d+: x-axis bpb: run 'n200K_4M' at \d+ tokens has no"):
-        read_results(path, x="bpb")
-    assert read_results(path).x_label == DEFAULT_X_LABEL  # the loss axis does not need it
+        with_x_axis(read_results(path), "bpb")
+    assert with_x_axis(read_results(path), "loss").x_label == DEFAULT_X_LABEL  # the loss axis does not need it
+    with pytest.raises(ResultsError, match="--x: expected one of loss, bpb, got 'nats'"):
+        with_x_axis(read_results(path), "nats")
 
 
 def _study_dir(tmp_path: Path, tokenizer_of) -> Path:

@@ -17,7 +17,7 @@ from losslens.analyze.backtest import Holdout, choose_holdout, fit_law, run_back
 from losslens.analyze.config import read_analyze_config
 from losslens.analyze.pairs import analyze_pairs
 from losslens.analyze.scaling import ScalingFit, forecast
-from losslens.analyze.table import ResultsError, Series, Table, check_table_matches_study, read_results
+from losslens.analyze.table import ResultsError, Series, Table, check_table_matches_study, read_results, with_x_axis
 from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test
 from losslens.analyze.tokenizers import mixed_tokenizers_warning
 from losslens.contracts import RESULTS_FILE
@@ -93,11 +93,12 @@ def _one_blas_thread():
 def run_analysis(results: str | Path, run_dir: str | Path | None = None, *, n_bootstrap: int = 1000,
                  seed: int = 0, forecast_sizes: list[float] | None = None, progress: bool | None = None,
                  scaling_points: str = "decayed", backtest: str | None = None, ci_level: float = 0.95,
-                 x: str = "loss") -> Analysis:
+                 x: str | None = None) -> Analysis:
     """Analyze a results table; ``run_dir`` (if given) is searched for per-example records.
 
     ``x``: the x-axis, ``loss`` (the table's loss column) or ``bpb`` (each checkpoint's validation bits
-    per byte): thresholds, the scaling law, forecasts and the backtest are all in that unit.
+    per byte): thresholds, the scaling law, forecasts and the backtest are all in that unit. None: the
+    ``analyze.x`` of ``RUN_DIR/study.yaml``, else loss.
 
     ``scaling_points``: fit the scaling law to each run's final, fully decayed checkpoint
     (``decayed``) or to every checkpoint (``all``). ``backtest``: which runs to hold out (see
@@ -115,9 +116,12 @@ def run_analysis(results: str | Path, run_dir: str | Path | None = None, *, n_bo
 
 def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progress, scaling_points, backtest,
                   ci_level, x) -> Analysis:
-    table = read_results(results, x=x)
+    table = read_results(results)
     if run_dir is not None:
         check_table_matches_study(table, run_dir)
+    if x is None:  # after the table: its problems come first
+        x = read_analyze_config(run_dir).x if run_dir is not None else "loss"
+    table = with_x_axis(table, x)
     tokenizer_warning = mixed_tokenizers_warning(table, run_dir) if x == "loss" else None
     if tokenizer_warning:
         print(tokenizer_warning, file=sys.stderr, flush=True)
@@ -204,8 +208,7 @@ def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = N
             backtest: str | None = None, ci_level: float = 0.95, x: str | None = None) -> Analysis:
     """Analyze ``RUN_DIR/results.csv`` (or ``results``) and write report.json, report.md and plots/.
 
-    Output goes to ``out`` (default: ``run_dir``, else the folder of ``results``). ``x`` (loss or bpb)
-    defaults to the ``analyze.x`` of ``RUN_DIR/study.yaml``, else loss.
+    Output goes to ``out`` (default: ``run_dir``, else the folder of ``results``).
     """
     if run_dir is None and results is None:
         raise ResultsError("analyze needs a run directory or a results table")
@@ -213,8 +216,6 @@ def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = N
     if run_dir is not None and not Path(run_dir).is_dir():
         raise ResultsError(f"{run_dir}: run directory not found")
     out = Path(out) if out is not None else Path(run_dir) if run_dir is not None else results.parent
-    if x is None:
-        x = read_analyze_config(run_dir).x if run_dir is not None else "loss"
     analysis = run_analysis(results, run_dir, n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes,
                             progress=progress, scaling_points=scaling_points, backtest=backtest, ci_level=ci_level,
                             x=x)

@@ -97,7 +97,8 @@ class Series:
 @dataclass
 class Table:
     """All rows of a results table as numpy columns (``cols[name]``), plus the source path and what
-    the ``loss`` column holds (``x_label``: the pretraining loss, or a stand-in named by the table).
+    the ``loss`` column holds (``x_label``: the pretraining loss, its bits per byte after
+    :func:`with_x_axis`, or a stand-in named by the table).
 
     Per-run and per-(task, metric) indexes are built once, on first use, so that every lookup costs
     the size of its answer, not of the table: ``cols`` must not change after the first query.
@@ -232,9 +233,8 @@ def _first_repeat(keys: np.ndarray) -> tuple[int, int] | None:
     return (int(repeats[0]), int(first[inverse[repeats[0]]])) if len(repeats) else None
 
 
-def read_results(path: str | Path, x: str = "loss") -> Table:
-    """Parse and validate a results table; with ``x="bpb"`` every row's x is its checkpoint's
-    validation bits per byte instead of its loss (see :func:`_bpb_axis`).
+def read_results(path: str | Path) -> Table:
+    """Parse and validate a results table (its x-axis: the ``loss`` column; see :func:`with_x_axis`).
 
     Checks: every column of ``RESULTS_COLUMNS`` present (extra columns are ignored, but an
     ``x_label`` column must hold one label for the whole table), every cell
@@ -243,8 +243,6 @@ def read_results(path: str | Path, x: str = "loss") -> Table:
     A missing ``flops`` cell is filled with the usual estimate 6 * N_nonembed * tokens. An optional
     ``tokenizer`` column names each run's tokenizer (kept as ``cols["tokenizer"]``).
     """
-    if x not in X_AXES:
-        raise ResultsError(f"--x: expected one of {', '.join(X_AXES)}, got {x!r}")
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"{path}: results table not found")
@@ -315,13 +313,18 @@ def read_results(path: str | Path, x: str = "loss") -> Table:
     cols["line"] = np.array(lines)
     if TOKENIZER_COLUMN in texts:
         cols[TOKENIZER_COLUMN] = np.array(texts[TOKENIZER_COLUMN], dtype=str)
-    table = Table(path=path, cols=cols, x_label=x_label)
-    return _bpb_axis(table) if x == "bpb" else table
+    return Table(path=path, cols=cols, x_label=x_label)
 
 
-def _bpb_axis(table: Table) -> Table:
-    """The table with each row's x (its ``loss`` cell) replaced by its checkpoint's validation bits per
-    byte (the ``pretrain``/``bpb`` row): bytes do not depend on the tokenizer, tokens do."""
+def with_x_axis(table: Table, x: str) -> Table:
+    """The table against ``x``: ``loss`` (as read), or ``bpb``, each row's x (its ``loss`` cell) replaced
+    by its checkpoint's validation bits per byte (the ``pretrain``/``bpb`` row). Every Series, the
+    checkpoints and so everything fitted to them are then in bits per byte, which do not depend on
+    the tokenizer as tokens do."""
+    if x not in X_AXES:
+        raise ResultsError(f"--x: expected one of {', '.join(X_AXES)}, got {x!r}")
+    if x == "loss":
+        return table
     c = table.cols
     ckpt = np.unique(np.rec.fromarrays([c["run"], c["tokens"]]), return_inverse=True)[1].ravel()
     is_bpb = (c["task"] == PRETRAIN_TASK) & (c["metric"] == BPB_METRIC)

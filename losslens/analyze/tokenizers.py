@@ -36,4 +36,5 @@ def mixed_tokenizers_warning(table: Table, run_dir: str | Path | None) -> str | 
         return None
     which = ", ".join(f"{run}: {name}" for name, run in first_run.items())
     return (f"warning: the runs use {len(first_run)} different tokenizers ({which}); losses per token do not "
-            f"compare across tokenizers: analyze against bits per byte (--x bpb, or analyze.x: bpb in the study config)")
+            "compare across tokenizers: analyze against bits per byte (--x bpb, or analyze.x: bpb in the study "
+            "config)")
