@@ -333,14 +333,14 @@ def with_x_axis(table: Table, x: str) -> Table:
                            f"metric {BPB_METRIC!r}) and the table has none; analyze against loss (--x loss)")
     bpb = np.full(int(ckpt.max()) + 1, np.nan)
     bpb[ckpt[is_bpb]] = c["value"][is_bpb]
-    x = bpb[ckpt]
-    bad = np.flatnonzero(~(x > 0))
+    row_bpb = bpb[ckpt]
+    bad = np.flatnonzero(~(row_bpb > 0))
     if len(bad):
         i = int(bad[0])
-        why = "has no" if np.isnan(x[i]) else f"has a non-positive ({x[i]:g})"
+        why = "has no" if np.isnan(row_bpb[i]) else f"has a non-positive ({row_bpb[i]:g})"
         raise ResultsError(f"{table.path}:{int(c['line'][i])}: x-axis bpb: run {str(c['run'][i])!r} at "
                            f"{int(c['tokens'][i])} tokens {why} {PRETRAIN_TASK}/{BPB_METRIC} row")
-    return dataclasses.replace(table, cols={**c, "loss": x}, x_label=BPB_X_LABEL)
+    return dataclasses.replace(table, cols={**c, "loss": row_bpb}, x_label=BPB_X_LABEL)
 
 
 def _x_label(path: Path, labels: dict[str, int]) -> str:
