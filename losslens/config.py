@@ -1,8 +1,9 @@
 """Loading and validating a study config: YAML -> typed dataclasses, with errors that name file and field.
 
 The dataclasses themselves live beside the stage they configure (``losslens.train.config``,
-``losslens.evaluate.config``); this module composes them into :class:`StudyConfig`, applies
-``key=value`` overrides, and turns every mistake into a :class:`ConfigError` such as::
+``losslens.evaluate.config``, ``losslens.analyze.config``); this module composes them into
+:class:`StudyConfig`, applies ``key=value`` overrides, and turns every mistake into a
+:class:`ConfigError` such as::
 
     configs/tiny.yaml: train.glbal_batch: unknown key (did you mean 'global_batch'?)
 """
@@ -23,6 +24,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from losslens.analyze.config import AnalyzeConfig
 from losslens.errors import ConfigError
 from losslens.evaluate.config import EvalConfig
 from losslens.train.config import (
@@ -75,6 +77,7 @@ class StudyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     source: str = field(default="", init=False)  # the file it was read from (not part of the YAML)
 
     @property

@@ -70,6 +70,9 @@ RESULTS_COLUMNS = (
 # label the x-axis with it.
 X_LABEL_COLUMN = "x_label"
 DEFAULT_X_LABEL = "validation loss (nats/token)"
+# Optional column: the run's tokenizer (a name or hash), for tables made elsewhere. Per-token losses of
+# runs with different tokenizers do not compare; analyze then warns and points to bits per byte.
+TOKENIZER_COLUMN = "tokenizer"
 
 
 # lm-evaluation-harness metrics that are better when lower (its registry's higher_is_better=False).

@@ -47,7 +47,7 @@ def run_study(study_path: str | Path, overrides: list[str] | None = None, *, boo
     if int(os.environ.get("RANK", "0")) != 0:
         return {"out": out, "timings": timings}
     stage("evaluate", lambda: evaluate_study(out))
-    analysis = stage("analyze", lambda: analyze(out, n_bootstrap=bootstrap, plots=plots))
+    analysis = stage("analyze", lambda: analyze(out, n_bootstrap=bootstrap, plots=plots, x=study.analyze.x))
     return {"out": out, "analysis": analysis, "timings": timings,
             "report": out / "report.md", "plots": out / "plots"}
 

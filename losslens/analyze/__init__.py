@@ -1,18 +1,27 @@
 """Analyze a study's results table: loss thresholds with intervals, verdicts (emergent, smooth,
 not-learned, insufficient-data), mirage checks, the scaling law L(N, D) and emergence forecasts.
 
-Reads only ``results.csv`` (and optional per-example records); never imports torch.
+Reads only ``results.csv`` (and optional per-example records); never imports torch. Imported
+lazily: ``losslens.config`` imports :mod:`.config` and must not pay for scipy and matplotlib.
 """
 
-from losslens.analyze.scaling import ScalingFit, fit_scaling_law
-from losslens.analyze.threshold import ThresholdResult, extrapolation_test, find_threshold
+from __future__ import annotations
+
+_LAZY = {
+    "analyze": "losslens.analyze.analysis",
+    "find_threshold": "losslens.analyze.threshold",
+    "extrapolation_test": "losslens.analyze.threshold",
+    "ThresholdResult": "losslens.analyze.threshold",
+    "fit_scaling_law": "losslens.analyze.scaling",
+    "ScalingFit": "losslens.analyze.scaling",
+}
+
+__all__ = list(_LAZY)
 
 
-def analyze(run_dir=None, **kwargs):
-    """Analyze ``RUN_DIR/results.csv`` and write report.json, report.md and plots/ (see analysis.analyze)."""
-    from losslens.analyze.analysis import analyze as _analyze  # matplotlib and tqdm only when needed
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
 
-    return _analyze(run_dir, **kwargs)
-
-
-__all__ = ["analyze", "find_threshold", "fit_scaling_law", "ThresholdResult", "ScalingFit", "extrapolation_test"]
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'losslens.analyze' has no attribute {name!r}")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from losslens.analyze.backtest import Holdout, choose_holdout, fit_law, run_backtest
+from losslens.analyze.config import read_analyze_config
 from losslens.analyze.pairs import analyze_pairs
 from losslens.analyze.scaling import ScalingFit, forecast
-from losslens.analyze.table import ResultsError, Series, Table, check_table_matches_study, read_results
+from losslens.analyze.table import ResultsError, Series, Table, check_table_matches_study, read_results, with_x_axis
 from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test
+from losslens.analyze.tokenizers import mixed_tokenizers_warning
 from losslens.contracts import RESULTS_FILE
 
 SCALING_BOOTSTRAP_MAX = 200  # scaling-law refits are ~100x dearer than eta refits
@@ -89,8 +92,13 @@ def _one_blas_thread():
 
 def run_analysis(results: str | Path, run_dir: str | Path | None = None, *, n_bootstrap: int = 1000,
                  seed: int = 0, forecast_sizes: list[float] | None = None, progress: bool | None = None,
-                 scaling_points: str = "decayed", backtest: str | None = None, ci_level: float = 0.95) -> Analysis:
+                 scaling_points: str = "decayed", backtest: str | None = None, ci_level: float = 0.95,
+                 x: str | None = None) -> Analysis:
     """Analyze a results table; ``run_dir`` (if given) is searched for per-example records.
+
+    ``x``: the x-axis, ``loss`` (the table's loss column) or ``bpb`` (each checkpoint's validation bits
+    per byte): thresholds, the scaling law, forecasts and the backtest are all in that unit. None: the
+    ``analyze.x`` of ``RUN_DIR/study.yaml``, else loss.
 
     ``scaling_points``: fit the scaling law to each run's final, fully decayed checkpoint
     (``decayed``) or to every checkpoint (``all``). ``backtest``: which runs to hold out (see
@@ -101,16 +109,22 @@ def run_analysis(results: str | Path, run_dir: str | Path | None = None, *, n_bo
     if not 0 < ci_level < 1:
         raise ResultsError(f"--ci-level: expected a number between 0 and 1, got {ci_level}")
     opts = dict(n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes, progress=progress,
-                scaling_points=scaling_points, backtest=backtest, ci_level=ci_level)
+                scaling_points=scaling_points, backtest=backtest, ci_level=ci_level, x=x)
     with _one_blas_thread():
         return _run_analysis(results, run_dir, **opts)
 
 
 def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progress, scaling_points, backtest,
-                  ci_level) -> Analysis:
+                  ci_level, x) -> Analysis:
     table = read_results(results)
     if run_dir is not None:
         check_table_matches_study(table, run_dir)
+    if x is None:  # after the table: its problems come first
+        x = read_analyze_config(run_dir).x if run_dir is not None else "loss"
+    table = with_x_axis(table, x)
+    tokenizer_warning = mixed_tokenizers_warning(table, run_dir) if x == "loss" else None
+    if tokenizer_warning:
+        print(tokenizer_warning, file=sys.stderr, flush=True)
     holdout = choose_holdout(table, backtest)  # before any work: a bad --backtest fails fast
     items = [(t, m) for t in table.tasks() for m in table.metrics(t)]
     series = [table.series(task, metric) for task, metric in items]
@@ -144,7 +158,7 @@ def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progre
     settings = {"results": str(results), "run_dir": None if run_dir is None else str(run_dir),
                 "n_bootstrap": n_bootstrap, "scaling_bootstrap": scaling_bootstrap, "seed": seed,
                 "ci_level": ci_level, "min_side": MIN_SIDE, "scaling_points": scaling_points,
-                "scaling_note": scaling_note, "x_label": table.x_label,
+                "scaling_note": scaling_note, "x": x, "x_label": table.x_label, "x_warning": tokenizer_warning,
                 "backtest": holdout.spec if isinstance(holdout, Holdout) else "none"}
     analysis = Analysis(table, metrics, mirage, reference, scaling, scaling_error, forecasts, settings, alternative)
     if isinstance(holdout, Holdout):
@@ -191,7 +205,7 @@ def _alternative_law(table: Table, scaling_points: str, ci_level: float) -> dict
 def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = None, out: str | Path | None = None,
             n_bootstrap: int = 1000, seed: int = 0, forecast_sizes: list[float] | None = None,
             plots: bool = True, progress: bool | None = None, scaling_points: str = "decayed",
-            backtest: str | None = None, ci_level: float = 0.95) -> Analysis:
+            backtest: str | None = None, ci_level: float = 0.95, x: str | None = None) -> Analysis:
     """Analyze ``RUN_DIR/results.csv`` (or ``results``) and write report.json, report.md and plots/.
 
     Output goes to ``out`` (default: ``run_dir``, else the folder of ``results``).
@@ -203,7 +217,8 @@ def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = N
         raise ResultsError(f"{run_dir}: run directory not found")
     out = Path(out) if out is not None else Path(run_dir) if run_dir is not None else results.parent
     analysis = run_analysis(results, run_dir, n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes,
-                            progress=progress, scaling_points=scaling_points, backtest=backtest, ci_level=ci_level)
+                            progress=progress, scaling_points=scaling_points, backtest=backtest, ci_level=ci_level,
+                            x=x)
     # Imported here: matplotlib costs a second, and run_analysis must not need it.
     from losslens.analyze.report import write_report
 

@@ -376,6 +376,7 @@ def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]]
     closer = [r["closer"] for r in metrics if r["closer"]]
     return {
         "held_out": holdout.to_dict(table), "train_runs": train.runs(), "scaling_points": scaling_points,
+        "x_label": table.x_label,
         "ci_level": ci_level, "curve_bootstrap": n_curve,
         "scaling": {**law.to_dict(), "note": law_note} if law is not None else {"error": law_error},
         "loss": predict_losses(law, held) if law is not None else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from losslens.analyze.table import ResultsError
+from losslens.analyze.table import X_AXES, ResultsError
 from losslens.argtypes import output_dir, unwritable_folder
 
 
@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backtest", metavar="SPEC",
                         help="runs to hold out and predict: none, largest-size[:K], largest-budget, or RUN[,RUN] "
                              "(default: largest-size with 3 or more sizes, else none)")
+    parser.add_argument("--x", choices=X_AXES, default=None,
+                        help="x-axis: validation loss (nats/token) or bits per byte, which compares runs with "
+                             "different tokenizers (default: analyze.x of RUN_DIR/study.yaml, else loss)")
     parser.add_argument("--ci-level", type=float, default=0.95, metavar="P",
                         help="level of every interval (default 0.95)")
 
@@ -47,7 +50,8 @@ def main(args: argparse.Namespace) -> int:
         raise ResultsError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     analysis = analyze(args.run_dir, results=args.results, out=args.out, n_bootstrap=args.bootstrap,
                        seed=args.seed, forecast_sizes=args.forecast_sizes, plots=not args.no_plots,
-                       scaling_points=args.scaling_points, backtest=args.backtest, ci_level=args.ci_level)
+                       scaling_points=args.scaling_points, backtest=args.backtest, ci_level=args.ci_level,
+                       x=args.x)
     out = Path(analysis.settings["out"])
     verdicts = [a.threshold.verdict for a in analysis.metrics.values()]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))

@@ -325,4 +325,4 @@ def _backtest_loss(ax, backtest: dict) -> None:
             yerr = np.nan_to_num(np.abs(np.vstack([pred - ci[:, 0], ci[:, 1] - pred])))
             ax.errorbar([r["actual"] for r in sel], pred, yerr=yerr, fmt="o", ms=3.5, color=colour, mec="white",
                         mew=0.4, elinewidth=0.6, capsize=1.5, label=label)
-    ax.set_title("validation loss", loc="left")
+    ax.set_title(backtest.get("x_label", "validation loss"), loc="left")

@@ -94,6 +94,7 @@ def _md_verdicts(report: dict) -> list[str]:
          f"{len(st['tasks'])} tasks. x-axis ('loss' below): {axis}. Bootstrap: "
          f"{report['settings']['n_bootstrap']} resamples (scaling law: {report['settings']['scaling_bootstrap']}), "
          f"seed {report['settings']['seed']}.", "",
+         *([f"**{report['settings']['x_warning']}**", ""] if report["settings"].get("x_warning") else []),
          "## Verdicts", "",
          f"Per task x metric: the verdict, the loss threshold η with its {lvl} bootstrap interval (only where "
          "the data point to an emergent shape), the model preferred by BIC and its margin over the best model "
@@ -154,7 +155,8 @@ def _md_scaling(report: dict) -> list[str]:
         return L + [f"No fit: {sc['error']}"]
     points = ("each run's final, fully decayed checkpoint" if st.get("scaling_points") == "decayed"
               else "every checkpoint, stable-phase ones included")
-    L += [f"{sc['form']}, fitted to {sc['n_points']} points ({points}; Huber loss on log-loss). "
+    L += [f"{sc['form']}, fitted to {sc['n_points']} points ({points}; Huber loss on log-loss); L is the x-axis, "
+          f"{st.get('x_label') or 'pretraining loss'}. "
           + (st.get("scaling_note") or ""), ""]
     L += scaling_table(sc, _level(report))
     alt = report.get("scaling_alternative")
@@ -226,7 +228,7 @@ def _md_backtest_loss(bt: dict) -> list[str]:
     if ls is None:
         return []
     pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731
-    L = ["### Validation loss", "",
+    L = [f"### The x-axis: {bt.get('x_label', 'validation loss')}", "",
          f"Mean relative error at the held-out runs' final (decayed) checkpoints: {pct(ls['decayed']['mean_rel_error'])} "
          f"(inside the interval: {ls['decayed']['inside']}/{ls['decayed']['n_with_interval']}); at all "
          f"{ls['all']['n']} checkpoints: {pct(ls['all']['mean_rel_error'])} "

@@ -8,6 +8,7 @@ line number and the column, so that a table written by another tool can be fixed
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from losslens.contracts import (DEFAULT_X_LABEL, EVALS_DIR, META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, X_LABEL_COLUMN,
-                                checkpoint_dirname, list_runs, metric_info, read_meta)
+from losslens.contracts import (DEFAULT_X_LABEL, EVALS_DIR, META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, TOKENIZER_COLUMN,
+                                X_LABEL_COLUMN, checkpoint_dirname, list_runs, metric_info, read_meta)
 from losslens.errors import LossLensError
 
 
@@ -34,6 +35,9 @@ _SCHEMA = {
     "ci_low": (_FLOAT, True), "ci_high": (_FLOAT, True), "n": (_INT, True), "chance": (_FLOAT, True),
 }
 assert tuple(_SCHEMA) == RESULTS_COLUMNS
+X_AXES = ("loss", "bpb")  # what a Series' x (``loss``) holds: the table's loss column, or the pretraining bpb
+BPB_METRIC = "bpb"
+BPB_X_LABEL = "validation bits per byte"
 
 
 def count_label(n: float) -> str:
@@ -93,7 +97,8 @@ class Series:
 @dataclass
 class Table:
     """All rows of a results table as numpy columns (``cols[name]``), plus the source path and what
-    the ``loss`` column holds (``x_label``: the pretraining loss, or a stand-in named by the table).
+    the ``loss`` column holds (``x_label``: the pretraining loss, its bits per byte after
+    :func:`with_x_axis`, or a stand-in named by the table).
 
     Per-run and per-(task, metric) indexes are built once, on first use, so that every lookup costs
     the size of its answer, not of the table: ``cols`` must not change after the first query.
@@ -229,14 +234,15 @@ def _first_repeat(keys: np.ndarray) -> tuple[int, int] | None:
 
 
 def read_results(path: str | Path) -> Table:
-    """Parse and validate a results table.
+    """Parse and validate a results table (its x-axis: the ``loss`` column; see :func:`with_x_axis`).
 
     Checks: every column of ``RESULTS_COLUMNS`` present (extra columns are ignored, but an
     ``x_label`` column must hold one label for the whole table), every cell
     of the right type (only flops, ci_low, ci_high, n and chance may be empty), loss > 0,
     tokens >= 0, one size per run, no checkpoint x task x metric given twice, values inside their
     metric's bounds, chance in [0, 1], and one loss, step, size and flops per checkpoint.
-    A missing ``flops`` cell is filled with the usual estimate 6 * N_nonembed * tokens.
+    A missing ``flops`` cell is filled with the usual estimate 6 * N_nonembed * tokens. An optional
+    ``tokenizer`` column names each run's tokenizer (kept as ``cols["tokenizer"]``).
     """
     path = Path(path)
     if not path.is_file():
@@ -258,7 +264,8 @@ def read_results(path: str | Path) -> Table:
             lines.append(reader.line_num)
     if not lines:
         raise ResultsError(f"{path}: no rows")
-    position = {name: header.index(name) for name in [*RESULTS_COLUMNS, X_LABEL_COLUMN] if name in header}
+    position = {name: header.index(name) for name in [*RESULTS_COLUMNS, X_LABEL_COLUMN, TOKENIZER_COLUMN]
+                if name in header}
     texts = {name: [r[k].strip() if k < len(r) else "" for r in raw] for name, k in position.items()}
     x_label = _x_label(path, dict(reversed([(t, line) for t, line in zip(texts.get(X_LABEL_COLUMN, []), lines)])))
 
@@ -307,6 +314,8 @@ def read_results(path: str | Path) -> Table:
     _check_bounds(path, cols, lines)
     _check_one_checkpoint_one_row(path, cols, lines)
     cols["line"] = np.array(lines)
+    if TOKENIZER_COLUMN in texts:
+        cols[TOKENIZER_COLUMN] = np.array(texts[TOKENIZER_COLUMN], dtype=str)
     return Table(path=path, cols=cols, x_label=x_label)
 
 
@@ -343,6 +352,33 @@ def _check_one_checkpoint_one_row(path: Path, cols: dict[str, np.ndarray], lines
         raise ResultsError(f"{path}:{lines[i]}: column {c!r}: {cols[c][i]:.10g} for run {str(cols['run'][i])!r} at "
                            f"{cols['tokens'][i]} tokens, but line {lines[head[i]]} says {cols[c][head[i]]:.10g}; "
                            f"one checkpoint has one {c}")
+
+
+def with_x_axis(table: Table, x: str) -> Table:
+    """The table against ``x``: ``loss`` (as read), or ``bpb``, each row's x (its ``loss`` cell) replaced
+    by its checkpoint's validation bits per byte (the ``pretrain``/``bpb`` row). Every Series, the
+    checkpoints and so everything fitted to them are then in bits per byte, which do not depend on
+    the tokenizer as tokens do."""
+    if x not in X_AXES:
+        raise ResultsError(f"--x: expected one of {', '.join(X_AXES)}, got {x!r}")
+    if x == "loss":
+        return table
+    c = table.cols
+    ckpt = np.unique(np.rec.fromarrays([c["run"], c["tokens"]]), return_inverse=True)[1].ravel()
+    is_bpb = (c["task"] == PRETRAIN_TASK) & (c["metric"] == BPB_METRIC)
+    if not is_bpb.any():
+        raise ResultsError(f"{table.path}: x-axis bpb needs each checkpoint's bits per byte (task {PRETRAIN_TASK!r}, "
+                           f"metric {BPB_METRIC!r}) and the table has none; analyze against loss (--x loss)")
+    bpb = np.full(int(ckpt.max()) + 1, np.nan)
+    bpb[ckpt[is_bpb]] = c["value"][is_bpb]
+    row_bpb = bpb[ckpt]
+    bad = np.flatnonzero(~(row_bpb > 0))
+    if len(bad):
+        i = int(bad[0])
+        why = "has no" if np.isnan(row_bpb[i]) else f"has a non-positive ({row_bpb[i]:g})"
+        raise ResultsError(f"{table.path}:{int(c['line'][i])}: x-axis bpb: run {str(c['run'][i])!r} at "
+                           f"{int(c['tokens'][i])} tokens {why} {PRETRAIN_TASK}/{BPB_METRIC} row")
+    return dataclasses.replace(table, cols={**c, "loss": row_bpb}, x_label=BPB_X_LABEL)
 
 
 def _x_label(path: Path, labels: dict[str, int]) -> str:
