@@ -10,7 +10,7 @@ Skills, each a line of its own inside a document:
   gets right only once it has learned the whole algorithm.
 - ``copy``: ``copy xkqbe:xkqbe`` — repeat a random letter string seen earlier in the context
   (in-context copying, which needs an induction head).
-- ``proofread``: ``fix ba qrro tem:ba qor tem`` — a short walk of the background language with planted
+- ``proofread``: ``fix ba qoor:ba qor`` — a short walk of the background language with planted
   misspellings (two neighbouring letters swapped, a letter dropped or one doubled), then the corrected
   passage: copying in context, and knowing the vocabulary well enough to fix what is not a word.
 
@@ -47,7 +47,7 @@ class DemoOptions:
     successors: int = 12  # possible next words per word
     digits: int = 2  # addition operands have up to this many digits
     copy_length: int = 4  # letters in a copy string
-    proofread_words: int = 3  # words in a proofreading passage
+    proofread_words: int = 2  # words in a proofreading passage
     proofread_errors: int = 1  # misspelled words in it
     test_every: int = 7  # 1 in test_every items is held out for the tasks
 

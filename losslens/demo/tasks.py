@@ -9,14 +9,16 @@ addition_mc    multiple choice  the same sums, the answer among 3 near misses (c
 copy           generative       ``copy xkqbe:`` -> ``xkqbe`` (in-context copying)
 next_word      multiple choice  a sentence prefix of the background language -> its most likely next
                                 word among 4 (word statistics: improves with the loss from the start)
-proofread      generative       ``fix ba qoor tem:`` -> ``ba qor tem`` (copy the passage, fixing the planted
+proofread      generative       ``fix ba qoor:`` -> ``ba qor`` (copy the passage, fixing the planted
                                 misspellings: exact match beside edit distance and token probability)
 =============  ===============  ==========================================================================
 
 Sums, copy strings and proofreading passages come from the held-out hash class that the corpus
 generator never emits. The ``next_word`` prefixes are fresh walks of the language, and any whose text
-(with the answer) occurs in the training stream is skipped, so no test item is seen in training; a
-proofreading passage is skipped too when its text (or its misspelled version) occurs there, in prose.
+(with the answer) occurs in the training stream is skipped, so no test item is seen in training. A
+proofreading passage is skipped too when its misspelled text occurs there; its corrected text is a walk
+of the background language and occurs in the prose (every pair of successive words does), never as the
+answer of a proofreading line.
 """
 
 from __future__ import annotations
@@ -110,10 +112,8 @@ def proofread_items(opts, rng, seed):
     seen = set()
     while len(seen) < N_ITEMS["proofread"]:
         passage, misspelled = language.proofreading(rng, opts)
-        if passage in seen or not is_test_item(passage, opts.test_every):
+        if passage in seen or not is_test_item(passage, opts.test_every) or misspelled in training_text:
             continue
-        if passage in training_text or misspelled in training_text:
-            continue  # the passage occurs in training prose: not a test item
         seen.add(passage)
         prompt, answer = proofread_line(misspelled, passage)
         yield {"prompt": prompt, "reference": answer, "stop": ["\n"]}
