@@ -16,9 +16,9 @@ proofread      generative       ``fix ba qoor:`` -> ``ba qor`` (copy the passage
 Sums, copy strings and proofreading passages come from the held-out hash class that the corpus
 generator never emits. The ``next_word`` prefixes are fresh walks of the language, and any whose text
 (with the answer) occurs in the training stream is skipped, so no test item is seen in training. A
-proofreading passage is skipped too when its misspelled text occurs there; its corrected text is a walk
-of the background language and occurs in the prose (every pair of successive words does), never as the
-answer of a proofreading line.
+proofreading question is skipped too when it occurs there; its corrected passage is a walk of the
+background language, which occurs in the prose (every word and pair of successive words does), never as
+the answer of a proofreading line.
 """
 
 from __future__ import annotations
@@ -112,10 +112,10 @@ def proofread_items(opts, rng, seed):
     seen = set()
     while len(seen) < N_ITEMS["proofread"]:
         passage, misspelled = language.proofreading(rng, opts)
-        if passage in seen or not is_test_item(passage, opts.test_every) or misspelled in training_text:
-            continue
-        seen.add(passage)
         prompt, answer = proofread_line(misspelled, passage)
+        if prompt in seen or not is_test_item(passage, opts.test_every) or prompt in training_text:
+            continue
+        seen.add(prompt)
         yield {"prompt": prompt, "reference": answer, "stop": ["\n"]}
 
 
