@@ -114,7 +114,7 @@ def test_more_errors_per_passage_and_bad_options(study):
     for line in fixes:
         misspelled, corrected = parse(line)
         assert len(corrected) == 4 and sum(w != r for w, r in zip(misspelled, corrected)) == 2, line
-    with pytest.raises(ConfigError, match=r"data.generator.proofread_errors: 4 must be between 1 and proofread_words \(2\)"):
+    with pytest.raises(ConfigError, match=r"data.generator.proofread_errors: 4 must be between 1 and proofread_words \(1\)"):
         parse_options({"proofread_errors": 4})
     with pytest.raises(ConfigError, match="unknown component 'poetry' .*proofread"):
         parse_options({"mixture": {"poetry": 1.0}})

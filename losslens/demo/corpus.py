@@ -47,7 +47,7 @@ class DemoOptions:
     successors: int = 12  # possible next words per word
     digits: int = 2  # addition operands have up to this many digits
     copy_length: int = 4  # letters in a copy string
-    proofread_words: int = 2  # words in a proofreading passage
+    proofread_words: int = 1  # words in a proofreading passage
     proofread_errors: int = 1  # misspelled words in it
     test_every: int = 7  # 1 in test_every items is held out for the tasks
 
