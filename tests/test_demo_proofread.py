@@ -118,3 +118,10 @@ def test_more_errors_per_passage_and_bad_options(study):
         parse_options({"proofread_errors": 4})
     with pytest.raises(ConfigError, match="unknown component 'poetry' .*proofread"):
         parse_options({"mixture": {"poetry": 1.0}})
+
+
+def test_too_few_held_out_questions_is_a_config_error(tmp_path: Path):
+    study = load_study(ROOT / "configs" / "demo.yaml")
+    study.data.generator = {**study.data.generator, "n_documents": 20, "vocabulary": 8}
+    with pytest.raises(ConfigError, match=r"data.generator: only \d+ held-out proofreading questions, 150 needed"):
+        materialize("proofread", tmp_path, study)

@@ -10,9 +10,10 @@ Skills, each a line of its own inside a document:
   gets right only once it has learned the whole algorithm.
 - ``copy``: ``copy xkqbe:xkqbe`` — repeat a random letter string seen earlier in the context
   (in-context copying, which needs an induction head).
-- ``proofread``: ``fix ba qoor:ba qor`` — a short walk of the background language with planted
-  misspellings (two neighbouring letters swapped, a letter dropped or one doubled), then the corrected
-  passage: copying in context, and knowing the vocabulary well enough to fix what is not a word.
+- ``proofread``: ``fix wjadn:jwadn`` — a short walk of the background language (one word by default,
+  ``proofread_words``) with planted misspellings (two neighbouring letters swapped, a letter dropped or
+  one doubled), then the corrected passage: copying in context, and knowing the vocabulary well enough
+  to fix what is not a word.
 
 Held-out items never occur in the stream by construction: an item belongs to the test split when a
 hash of it (for ``proofread``, of the corrected passage) falls in a fixed residue class

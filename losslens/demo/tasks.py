@@ -9,7 +9,7 @@ addition_mc    multiple choice  the same sums, the answer among 3 near misses (c
 copy           generative       ``copy xkqbe:`` -> ``xkqbe`` (in-context copying)
 next_word      multiple choice  a sentence prefix of the background language -> its most likely next
                                 word among 4 (word statistics: improves with the loss from the start)
-proofread      generative       ``fix ba qoor:`` -> ``ba qor`` (copy the passage, fixing the planted
+proofread      generative       ``fix wjadn:`` -> ``jwadn`` (copy the passage, fixing the planted
                                 misspellings: exact match beside edit distance and token probability)
 =============  ===============  ==========================================================================
 
@@ -110,13 +110,17 @@ def proofread_items(opts, rng, seed):
     language = Language(opts, seed)
     training_text = "\n".join(iter_documents(vars(opts), seed))
     seen = set()
-    while len(seen) < N_ITEMS["proofread"]:
+    for _ in range(200 * N_ITEMS["proofread"]):  # bounded: a small vocabulary has few held-out questions
+        if len(seen) == N_ITEMS["proofread"]:
+            return
         passage, misspelled = language.proofreading(rng, opts)
         prompt, answer = proofread_line(misspelled, passage)
         if prompt in seen or not is_test_item(passage, opts.test_every) or prompt in training_text:
             continue
         seen.add(prompt)
         yield {"prompt": prompt, "reference": answer, "stop": ["\n"]}
+    raise ConfigError(f"data.generator: only {len(seen)} held-out proofreading questions, "
+                      f"{N_ITEMS['proofread']} needed: raise vocabulary or proofread_words")
 
 
 def _task_yaml(name: str, max_new_tokens: int) -> str:
