@@ -20,14 +20,19 @@ from losslens.analyze.analysis import run_analysis
 from losslens.analyze.plots import STYLE, Styles, draw_metric
 
 ROOT = Path(__file__).resolve().parent.parent
-# (task, metric, panel title): the emergent ability, its continuous view, the mirage pair, a smooth task.
+# (task, metric, panel title): the emergent ability, its continuous view, the mirage pair, a smooth task,
+# and proofreading with its continuous views.
 PANELS = [
     ("copy", "exact_match", "copy: exact match"),
     ("copy", "token_prob", "copy: p(reference token)"),
     ("addition", "exact_match", "addition: exact match"),
     ("addition", "token_prob", "addition: p(reference token)"),
     ("next_word", "acc", "next word: accuracy"),
+    ("proofread", "exact_match", "proofread: exact match"),
+    ("proofread", "token_prob", "proofread: p(reference token)"),
+    ("proofread", "edit_distance", "proofread: edit distance"),
 ]
+COLUMNS = 4
 
 
 def main() -> None:
@@ -40,8 +45,9 @@ def main() -> None:
     analysis = run_analysis(args.run_dir / "results.csv", args.run_dir, n_bootstrap=args.bootstrap, progress=False)
     styles = Styles(analysis.table)
     with rc_context(STYLE):
-        fig = Figure(figsize=(2.6 * len(PANELS), 2.9), layout="constrained")
-        for ax, (task, metric, title) in zip(fig.subplots(1, len(PANELS)), PANELS):
+        rows = -(-len(PANELS) // COLUMNS)
+        fig = Figure(figsize=(2.6 * COLUMNS, 2.7 * rows + 0.3), layout="constrained")
+        for ax, (task, metric, title) in zip(fig.subplots(rows, COLUMNS).flat, PANELS):
             draw_metric(ax, analysis.metrics[(task, metric)], styles, compact=True)
             ax.set_title(f"{title}\n{analysis.metrics[(task, metric)].threshold.verdict}", loc="left")
             ax.set_xlabel("pretraining loss → lower")

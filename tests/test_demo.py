@@ -55,7 +55,7 @@ def test_no_test_item_occurs_in_the_training_stream(tmp_path: Path):
     questions = {l[: max(l.find("="), l.find(":")) + 1] for l in lines}  # "12+34=" or "copy abcd:"
     for name in TASK_NAMES:
         path = materialize(name, tmp_path, study)
-        items = [json.loads(l) for l in path.read_text().splitlines()]
+        items = [json.loads(l) for l in path.with_suffix(".jsonl").read_text().splitlines()]  # proofread: beside its YAML
         assert len(items) >= 100
         for item in items:
             if "prompt" in item:  # generative: the whole line never occurs

@@ -9,11 +9,16 @@ addition_mc    multiple choice  the same sums, the answer among 3 near misses (c
 copy           generative       ``copy xkqbe:`` -> ``xkqbe`` (in-context copying)
 next_word      multiple choice  a sentence prefix of the background language -> its most likely next
                                 word among 4 (word statistics: improves with the loss from the start)
+proofread      generative       ``fix wjadn:`` -> ``jwadn`` (copy the passage, fixing the planted
+                                misspellings: exact match beside edit distance and token probability)
 =============  ===============  ==========================================================================
 
-Sums and copy strings come from the held-out hash class that the corpus generator never emits. The
-``next_word`` prefixes are fresh walks of the language, and any whose text (with the answer) occurs
-in the training stream is skipped, so no test item is seen in training.
+Sums, copy strings and proofreading passages come from the held-out hash class that the corpus
+generator never emits. The ``next_word`` prefixes are fresh walks of the language, and any whose text
+(with the answer) occurs in the training stream is skipped, so no test item is seen in training. A
+proofreading question is skipped too when it occurs there; its corrected passage is a walk of the
+background language, which occurs in the prose (every word and pair of successive words does), never as
+the answer of a proofreading line.
 """
 
 from __future__ import annotations
@@ -23,12 +28,22 @@ from pathlib import Path
 
 import numpy as np
 
-from losslens.demo.corpus import LETTERS, DemoOptions, Language, addition_line, copy_line, is_test_item, iter_documents, parse_options
+from losslens.demo.corpus import (
+    LETTERS,
+    DemoOptions,
+    Language,
+    addition_line,
+    copy_line,
+    is_test_item,
+    iter_documents,
+    parse_options,
+    proofread_line,
+)
 from losslens.errors import ConfigError
 from losslens.fsio import atomic_write_text
 
-TASK_NAMES = ("addition", "addition_mc", "copy", "next_word")
-N_ITEMS = {"addition": 200, "addition_mc": 200, "copy": 150, "next_word": 200}
+TASK_NAMES = ("addition", "addition_mc", "copy", "next_word", "proofread")
+N_ITEMS = {"addition": 200, "addition_mc": 200, "copy": 150, "next_word": 200, "proofread": 150}
 
 
 def _held_out_sums(opts: DemoOptions, rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
@@ -91,10 +106,39 @@ def next_word_items(opts, rng, seed):
         yield {"context": context, "choices": [choices[i] for i in order], "answer": int(np.argmin(order))}
 
 
-def materialize(name: str, study_dir: Path, study) -> Path:
-    """Write task ``name`` for this study (its generator options and seed) and return the JSONL path.
+def proofread_items(opts, rng, seed):
+    language = Language(opts, seed)
+    training_text = "\n".join(iter_documents(vars(opts), seed))
+    seen = set()
+    for _ in range(200 * N_ITEMS["proofread"]):  # bounded: a small vocabulary has few held-out questions
+        if len(seen) == N_ITEMS["proofread"]:
+            return
+        passage, misspelled = language.proofreading(rng, opts)
+        prompt, answer = proofread_line(misspelled, passage)
+        if prompt in seen or not is_test_item(passage, opts.test_every) or prompt in training_text:
+            continue
+        seen.add(prompt)
+        yield {"prompt": prompt, "reference": answer, "stop": ["\n"]}
+    raise ConfigError(f"data.generator: only {len(seen)} held-out proofreading questions, "
+                      f"{N_ITEMS['proofread']} needed: raise vocabulary or proofread_words")
 
-    The file is rewritten only when its content changes, so evaluations stay up to date.
+
+def _task_yaml(name: str, max_new_tokens: int) -> str:
+    """A task file around the examples: proofreading answers are longer than the study's generation limit."""
+    return f"name: {name}\nkind: generative\ndata: {name}.jsonl\nmax_new_tokens: {max_new_tokens}\n"
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_text(path, text)
+
+
+def materialize(name: str, study_dir: Path, study) -> Path:
+    """Write task ``name`` for this study (its generator options and seed) and return its task file.
+
+    That is the JSONL file of examples, or for ``proofread`` a YAML file around it that sets the
+    generation limit to the longest answer plus the stop. Files are rewritten only when their
+    content changes, so evaluations stay up to date.
     """
     if name not in TASK_NAMES:
         raise ConfigError(f"eval.tasks: demo:{name}: no such demo task (known: {', '.join(TASK_NAMES)})")
@@ -108,10 +152,15 @@ def materialize(name: str, study_dir: Path, study) -> Path:
         items = addition_mc_items(opts, rng)
     elif name == "copy":
         items = copy_items(opts, rng)
-    else:
+    elif name == "next_word":
         items = next_word_items(opts, rng, study.seed)
-    text = "".join(json.dumps(item) + "\n" for item in items)
-    path = Path(study_dir) / "tasks" / f"{name}.jsonl"
-    if not path.is_file() or path.read_text() != text:
-        atomic_write_text(path, text)
-    return path
+    else:
+        items = proofread_items(opts, rng, study.seed)
+    items = list(items)
+    tasks_dir = Path(study_dir) / "tasks"
+    _write_if_changed(tasks_dir / f"{name}.jsonl", "".join(json.dumps(item) + "\n" for item in items))
+    if name != "proofread":
+        return tasks_dir / f"{name}.jsonl"
+    longest = max(len(item["reference"]) for item in items)
+    _write_if_changed(tasks_dir / f"{name}.yaml", _task_yaml(name, longest + 1))
+    return tasks_dir / f"{name}.yaml"
