@@ -135,7 +135,14 @@ def test_lm_eval_rows_equal_the_native_rows_of_the_same_task(harness_sweep):
         for column in ("value", "chance"):
             assert float(theirs[column]) == pytest.approx(float(ours[column])), column
         assert float(theirs["ci_low"]) < float(theirs["value"]) < float(theirs["ci_high"])
-    assert {r["metric"] for r in rows if r["task"] == "mc_lm"} == {"acc", "acc_norm"}
+    continuous = {"prob_correct", "brier", "loglik_token", "loglik_byte"}
+    assert {r["metric"] for r in rows if r["task"] == "mc_lm"} == {"acc", "acc_norm"} | continuous
+    # The harness task is the native one phrased as a harness YAML: its continuous metrics are the native ones.
+    for r in rows:
+        if r["task"] == "mc_lm" and r["metric"] in continuous:
+            (ours,) = [o for o in rows if (o["task"], o["run"], o["tokens"], o["metric"]) == ("mc", r["run"], r["tokens"], r["metric"])]
+            assert float(r["value"]) == pytest.approx(float(ours["value"]), abs=1e-6), r["metric"]
+            assert r["chance"] == ours["chance"] or float(r["chance"]) == pytest.approx(float(ours["chance"]))
 
 
 def test_lm_eval_rerun_does_no_model_work_and_recovers_from_a_crash(harness_sweep, tmp_path):
@@ -166,10 +173,12 @@ def test_lm_eval_rerun_does_no_model_work_and_recovers_from_a_crash(harness_swee
     code, err = _cli(*args)
     assert code == 0 and "2 evaluated" in err, err
     rows = _table(study)
-    assert {r["metric"] for r in rows if r["task"] == "mc_lm"} == {"acc", "acc_mutual_info"}
+    assert {r["metric"] for r in rows if r["task"] == "mc_lm"} == {"acc", "acc_mutual_info", "prob_correct", "brier",
+                                                                   "loglik_token", "loglik_byte"}
     (chance,) = {float(r["chance"]) for r in rows if r["task"] == "mc" and r["metric"] == "acc"}
     for r in rows:  # of choices, not of requests (acc_mutual_info asks two per choice)
-        assert r["task"] != "mc_lm" or float(r["chance"]) == pytest.approx(chance)
+        if r["task"] == "mc_lm" and r["metric"] in ("acc", "acc_mutual_info", "prob_correct"):
+            assert float(r["chance"]) == pytest.approx(chance)
     assert Counter((r["run"], r["tokens"], r["task"], r["metric"]) for r in rows).most_common(1)[0][1] == 1
 
 
@@ -253,9 +262,14 @@ def test_docs_recipes_run_offline(tmp_path):
                      "--lm-eval-include", str(tmp_path / "tasks/harness"), "--max-examples", "3", "--no-progress")
     assert code == 0, err
     got = {(r["task"], r["metric"]): r for r in _table(study) if r["task"] != "pretrain"}
-    assert set(got) == {("mmlu_local", "acc"), ("gsm8k_local", "exact_match:strict-match"),
-                        ("gsm8k_local", "exact_match:flexible-extract"), ("hellaswag_local", "acc"),
-                        ("hellaswag_local", "acc_norm")}
+    choice = {"prob_correct", "brier", "loglik_token", "loglik_byte"}
+    generation = {"token_prob", "loglik_token", "loglik_byte", "edit_distance", "edit_distance_norm"}
+    assert set(got) == ({("mmlu_local", "acc"), ("gsm8k_local", "exact_match:strict-match"),
+                         ("gsm8k_local", "exact_match:flexible-extract"), ("hellaswag_local", "acc"),
+                         ("hellaswag_local", "acc_norm")}
+                        | {(t, m) for t in ("mmlu_local", "hellaswag_local") for m in choice}
+                        | {("gsm8k_local", m) for m in generation})
+    assert got["mmlu_local", "prob_correct"]["n"] == "6" and float(got["mmlu_local", "prob_correct"]["chance"]) == 0.25
     assert got["mmlu_local", "acc"]["n"] == "6" and float(got["mmlu_local", "acc"]["chance"]) == 0.25
     assert float(got["hellaswag_local", "acc_norm"]["chance"]) == 0.25
     assert got["gsm8k_local", "exact_match:strict-match"]["chance"] == ""

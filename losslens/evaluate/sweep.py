@@ -40,7 +40,7 @@ from losslens import contracts
 from losslens.config import StudyConfig, load_study
 from losslens.errors import DataError, LossLensError
 from losslens.evaluate.claims import Claim
-from losslens.evaluate.harness import Harness, parse_names
+from losslens.evaluate.harness import PREFIX as HARNESS_PREFIX, Harness, parse_names
 from losslens.evaluate.runner import TaskSettings
 from losslens.evaluate.tasks import local_path, resolve_tasks
 from losslens.evaluate.units import CheckpointContext, PretrainUnit, RunOptions, TaskUnit, Unit, fingerprint
@@ -119,11 +119,13 @@ def plan_units(study: StudyConfig, study_dir: Path, *, tasks: Optional[list[str]
     settings = TaskSettings(seed=cfg.seed, bootstrap=cfg.bootstrap, confidence=cfg.confidence,
                             max_examples=max_examples if max_examples is not None else cfg.max_examples,
                             max_new_tokens=cfg.max_new_tokens)
-    task_list = resolve_tasks(cfg.tasks if tasks is None else tasks, study_dir, study)
+    specs = cfg.tasks if tasks is None else tasks
+    task_list = resolve_tasks([t for t in specs if not t.startswith(HARNESS_PREFIX)], study_dir, study)
     units: list[Unit] = [PretrainUnit(study_dir, study.model.context, cfg.val_tokens or study.checkpoints.val_tokens,
                                       cfg.confidence)]
     units += [TaskUnit(t, settings) for t in task_list]
-    names = parse_names(cfg.lm_eval if lm_eval is None else lm_eval)
+    names = parse_names((cfg.lm_eval if lm_eval is None else lm_eval)
+                        + [t[len(HARNESS_PREFIX):] for t in specs if t.startswith(HARNESS_PREFIX)])
     if names:
         if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # lm-eval would split each checkpoint's requests
             raise LossLensError("--lm-eval runs in one process per evaluator, not under accelerate launch or "
