@@ -11,7 +11,6 @@ import contextlib
 import csv
 import io
 import json
-import re
 import shutil
 import sys
 from collections import Counter
@@ -30,6 +29,7 @@ from losslens.evaluate.scoring import Scorer
 from losslens.evaluate.tasks import load_task
 from losslens.evaluate.units import load_checkpoint
 from tests.eval_fixtures import ALPHABET, MC_ROWS, make_study, save_checkpoint, write_jsonl
+from tests.lm_eval_recipes import write_recipes
 
 pytestmark = pytest.mark.lm_eval
 torch.set_num_threads(1)
@@ -224,37 +224,10 @@ def test_lm_eval_metric_names_and_how_analyze_reads_them():
     assert parse_names(["a,b", " c ,a", ""]) == ["a", "b", "c"]
 
 
-def _recipe_data(root: Path) -> None:
-    """A few documents in the layouts docs/lm-eval.md expects, under ``root`` (for ``/data``)."""
-    for subject in ("anatomy", "astronomy"):
-        rows = [{"question": f"Question {i} on {subject}?", "choices": ["one", "two", "three", "four"], "answer": i % 4}
-                for i in range(6)]
-        write_jsonl(root / "mmlu" / "test" / f"{subject}.jsonl", rows)
-        write_jsonl(root / "mmlu" / "dev" / f"{subject}.jsonl", rows[:5])
-    sums = [{"question": f"Tom has {i} apples and buys 2. How many now?", "answer": f"{i} + 2 = {i + 2}.\n#### {i + 2}"}
-            for i in range(8)]
-    write_jsonl(root / "gsm8k" / "train.jsonl", sums)
-    write_jsonl(root / "gsm8k" / "test.jsonl", sums[:3])
-    ends = ["puts the tray in the oven.", "[title] eats the tray.", "sings.", "drives away."]
-    stories = [{"activity_label": "Baking", "ctx_a": "A woman puts dough on a tray.", "ctx_b": "she", "endings": ends,
-                "label": i % 4} for i in range(6)]
-    write_jsonl(root / "hellaswag" / "hellaswag_train.jsonl", stories)
-    write_jsonl(root / "hellaswag" / "hellaswag_val.jsonl", [dict(s, label=str(s["label"])) for s in stories])
-
-
 def test_docs_recipes_run_offline(tmp_path):
     """The MMLU-, GSM8K- and HellaSwag-style task files of docs/lm-eval.md, as written there, on a checkpoint."""
     pytest.importorskip("lm_eval")
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "lm-eval.md").read_text()
-    data = tmp_path / "data"
-    _recipe_data(data)
-    for body in re.findall(r"```(?:yaml|python)\n# file: (.*?)```", doc, re.S):
-        name, text = body.split("\n", 1)
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.replace("/data/", f"{data}/"))
-    script = tmp_path / "tasks/harness/mmlu_local/make_tasks.py"
-    exec(compile(script.read_text(), str(script), "exec"), {"__file__": str(script), "__name__": "__main__"})
+    write_recipes(tmp_path)
     study = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[])
     save_checkpoint(study, "xs_64K", 1024, seed=0, context=512)  # room for GSM8K's 256 new tokens
 

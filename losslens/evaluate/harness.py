@@ -208,8 +208,7 @@ class Harness:
             loaded, reason = self._prepared(task)
             try:
                 if reason is None:
-                    out, scorer = native.evaluate_native(self.lm_eval, loaded, context.lm, self.settings,
-                                                         options.progress)
+                    out, scorer = native.evaluate_native(loaded, context.lm, self.settings, options.progress)
                     extra = native.continuous_metrics(loaded, out, scorer, self.settings)
                 else:
                     out, extra = self._simple_evaluate(context, self._load(task), task), ({}, {})

@@ -108,10 +108,12 @@ class ScorerLM(LM):
         raise NotImplementedError("loglikelihood_rolling tasks run through simple_evaluate (see unsupported())")
 
 
-def evaluate_native(lm_eval, loaded: dict, lm: LanguageModel, settings: dict, progress: bool) -> tuple[dict, ScorerLM]:
+def evaluate_native(loaded: dict, lm: LanguageModel, settings: dict, progress: bool) -> tuple[dict, ScorerLM]:
     """lm-eval's ``evaluate`` on the prepared tasks, answered by losslens; its output as simple_evaluate's."""
+    from lm_eval.evaluator import evaluate
+
     scorer = ScorerLM(lm, progress)
-    out = lm_eval.evaluator.evaluate(lm=scorer, task_dict=loaded, limit=settings["limit"],
+    out = evaluate(lm=scorer, task_dict=loaded, limit=settings["limit"],
                                      bootstrap_iters=settings["bootstrap"], log_samples=True)
     return out, scorer
 
