@@ -128,14 +128,15 @@ class Harness:
     """The harness tasks of one sweep: resolved and fingerprinted once, then run checkpoint by checkpoint."""
 
     def __init__(self, names: list[str], include: Optional[Path], settings: dict,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, native: bool = True):
         self.lm_eval = import_lm_eval()
         self.version = self.lm_eval.__version__
         self.include = include
         self.settings = settings  # dtype, limit, bootstrap, confidence: in every task's fingerprint
         self.log = log
+        self.native = native  # False: every task through simple_evaluate (bench/eval_throughput.py --harness)
         self._noted: set[tuple[str, str]] = set()  # (task, metric) read against lm-eval's direction, told once
-        self._native: dict[str, tuple[dict, Optional[str]]] = {}  # unit -> (loaded tasks, why not native)
+        self._native: dict[str, tuple[Optional[dict], Optional[str]]] = {}  # unit -> (prepared tasks, why not)
         if include is not None and not include.is_dir():
             raise DataError(f"--lm-eval-include {include}: no such directory")
         self.manager = self._task_manager(names)
@@ -223,22 +224,27 @@ class Harness:
             raise DataError(f"lm-eval: cannot load {task.name}: {_first_line(e)} (offline, datasets come "
                             f"from local files or HF_DATASETS_CACHE: see docs/lm-eval.md)") from e
 
-    def _prepared(self, task: HarnessTask) -> tuple[dict, Optional[str]]:
-        """The unit's tasks loaded with their requests built (once per sweep), or why it falls back."""
+    def _prepared(self, task: HarnessTask) -> tuple[Optional[dict], Optional[str]]:
+        """The unit's tasks loaded with their requests built (once per sweep); or None and why it falls back."""
         from losslens.evaluate import harness_native as native  # imports lm_eval
 
-        if task.name not in self._native:
-            loaded = self._load(task)
-            reasons = [f"{name}: {why}" for name, t in loaded["tasks"].items() if (why := native.unsupported(t))]
-            if reasons:
-                self.log(f"lm-eval: {task.name} runs through lm_eval.simple_evaluate ({'; '.join(reasons)} "
-                         f"not supported by losslens' scorer)")
-            else:
-                try:
-                    native.prepare(loaded, self.settings["limit"])
-                except Exception as e:  # a template or document the task cannot render
-                    raise DataError(f"lm-eval: {task.name}: cannot build its requests: {_first_line(e)}") from e
-            self._native[task.name] = (loaded, "; ".join(reasons) or None)
+        if task.name in self._native:
+            return self._native[task.name]
+        if not self.native:
+            self._native[task.name] = (None, "the native path is turned off")
+            return self._native[task.name]
+        loaded = self._load(task)
+        reasons = [f"{name}: {why}" for name, t in loaded["tasks"].items() if (why := native.unsupported(t))]
+        if reasons:
+            self.log(f"lm-eval: {task.name} runs through lm_eval.simple_evaluate ({'; '.join(reasons)}: "
+                     f"not supported by losslens' scorer)")
+            self._native[task.name] = (None, "; ".join(reasons))
+            return self._native[task.name]
+        try:
+            native.prepare(loaded, self.settings["limit"])
+        except Exception as e:  # a template or document the task cannot render
+            raise DataError(f"lm-eval: {task.name}: cannot build its requests: {_first_line(e)}") from e
+        self._native[task.name] = (loaded, None)
         return self._native[task.name]
 
     def _simple_evaluate(self, context: CheckpointContext, loaded: dict, task: HarnessTask) -> dict:
