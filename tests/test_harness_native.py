@@ -165,3 +165,17 @@ def test_unsupported_feature_falls_back_to_simple_evaluate_with_one_line(setup, 
     assert len(logs) == 1 and "custom_mc" in logs[0] and "simple_evaluate" in logs[0] and "process_results" in logs[0]
     assert result["scorer"] == "lm_eval.simple_evaluate" and "prob_correct" not in result["metrics"]
     assert 0 <= result["metrics"]["acc"]["value"] <= 1
+
+
+def test_a_template_the_documents_cannot_fill_is_one_line(setup, tmp_path):
+    from tests.test_eval_lm_eval import _cli
+
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    # The last document asks for a field that no document has (lm-eval checks only the first when loading).
+    _write_mc_task(folder, tmp_path / "data", name="bad_mc", doc_to_text="{{context}}{{nope.x if answer == 2}}")
+    study = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=["harness:bad_mc"])
+    code, err = _cli("evaluate", str(study), "--lm-eval-include", str(folder), "--no-progress")
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1, err
+    assert "lm-eval: bad_mc: cannot build its requests: UndefinedError" in lines[0]
