@@ -41,6 +41,7 @@ from losslens.config import StudyConfig, load_study
 from losslens.errors import DataError, LossLensError
 from losslens.evaluate.claims import Claim
 from losslens.evaluate.harness import PREFIX as HARNESS_PREFIX, Harness, parse_names
+from losslens.evaluate.order import visiting_order
 from losslens.evaluate.runner import TaskSettings
 from losslens.evaluate.tasks import local_path, resolve_tasks
 from losslens.evaluate.units import CheckpointContext, PretrainUnit, RunOptions, TaskUnit, Unit, fingerprint
@@ -160,6 +161,7 @@ def evaluate_study(
     force: bool = False,
     progress: bool = True,
     lock_timeout: float = 6 * 3600,
+    order: str = "tokens",
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
 ) -> SweepSummary:
     """Evaluate what is not yet evaluated in a study folder, then rebuild ``results.csv``.
@@ -167,7 +169,8 @@ def evaluate_study(
     ``tasks`` replaces the study's ``eval.tasks``, ``lm_eval`` (harness task, group or tag names)
     its ``eval.lm_eval``; ``shard`` = (i, n) takes the i-th of n disjoint parts of the checkpoints
     (by default the process's rank under ``accelerate launch``, else all); ``force`` recomputes
-    done units. Other arguments override the study's ``eval:``.
+    done units; ``order`` is how checkpoints are visited (:mod:`losslens.evaluate.order`). Other
+    arguments override the study's ``eval:``.
     """
     study_dir = Path(study_dir)
     study = load_study(study_dir / contracts.STUDY_FILE)
@@ -176,7 +179,7 @@ def evaluate_study(
         shard = (int(os.environ.get("RANK", 0)), world) if world > 1 else (0, 1)
     units = plan_units(study, study_dir, tasks=tasks, max_examples=max_examples, lm_eval=lm_eval,
                        lm_eval_include=lm_eval_include, log=log)
-    ckpts = [c for run in contracts.list_runs(study_dir) for c in contracts.list_checkpoints(run)]
+    ckpts = visiting_order([contracts.list_checkpoints(run) for run in contracts.list_runs(study_dir)], order)
     mine = [c for c in ckpts if in_shard(c, shard)]
     summary = SweepSummary(checkpoints=len(mine))
     log(f"evaluate: {study_dir}: {len(mine)} of {len(ckpts)} checkpoints (shard {shard[0]}/{shard[1]}), "
