@@ -130,9 +130,10 @@ def test_continuous_metrics_for_every_harness_task(setup):
     assert 0 < gen["metrics"]["token_prob"]["value"] < 1 and gen["metrics"]["edit_distance"]["value"] > 0
 
 
-def test_requests_are_built_once_per_sweep_and_harness_prefix_in_eval_tasks(setup, tmp_path, monkeypatch):
+def test_requests_are_built_once_per_task_version_and_harness_prefix_in_eval_tasks(setup, tmp_path, monkeypatch):
     from lm_eval.api.task import ConfigurableTask
 
+    from losslens import contracts
     from tests.test_eval_lm_eval import _cli, _table
 
     include, _ = setup
@@ -141,12 +142,25 @@ def test_requests_are_built_once_per_sweep_and_harness_prefix_in_eval_tasks(setu
     monkeypatch.setattr(ConfigurableTask, "build_all_requests",
                         lambda self, **kw: (builds.append(self.config.task), original(self, **kw))[1])
     study = make_study(tmp_path, runs={"xs_64K": [1024, 4096]}, tasks=["harness:agree_mc"])
-    code, err = _cli("evaluate", str(study), "--lm-eval-include", str(include), "--no-progress")
+    args = ("evaluate", str(study), "--lm-eval-include", str(include), "--no-progress")
+    code, err = _cli(*args)
     assert code == 0, err
     assert builds == ["agree_mc"]  # two checkpoints, one build
     rows = [r for r in _table(study) if r["task"] == "agree_mc"]
     assert {r["metric"] for r in rows} >= {"acc", "acc_norm", "acc_mutual_info", "prob_correct", "brier"}
     assert len({r["tokens"] for r in rows}) == 2
+
+    # A later sweep (a new checkpoint) reads the requests from the cache: no build, the same numbers as a build.
+    new = save_checkpoint(study, "xs_64K", 8192, seed=3)
+    code, err = _cli(*args)
+    assert code == 0 and "2 evaluated" in err and builds == ["agree_mc"], err  # its loss and agree_mc
+    from_cache = [r for r in _table(study) if r["task"] == "agree_mc" and r["tokens"] == "8192"]
+    (cache,) = (study / contracts.EVALS_DIR / ".harness-requests").glob("*.json")
+    cache.unlink()
+    (study / contracts.EVALS_DIR / "xs_64K" / new.name / "agree_mc.json").unlink()
+    code, err = _cli(*args)
+    assert code == 0 and builds == ["agree_mc"] * 2, err
+    assert [r for r in _table(study) if r["task"] == "agree_mc" and r["tokens"] == "8192"] == from_cache
 
 
 def test_unsupported_feature_falls_back_to_simple_evaluate_with_one_line(setup, tmp_path):

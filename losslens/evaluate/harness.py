@@ -128,13 +128,14 @@ class Harness:
     """The harness tasks of one sweep: resolved and fingerprinted once, then run checkpoint by checkpoint."""
 
     def __init__(self, names: list[str], include: Optional[Path], settings: dict,
-                 log: Callable[[str], None] = print, native: bool = True):
+                 log: Callable[[str], None] = print, native: bool = True, cache_dir: Optional[Path] = None):
         self.lm_eval = import_lm_eval()
         self.version = self.lm_eval.__version__
         self.include = include
         self.settings = settings  # dtype, limit, bootstrap, confidence: in every task's fingerprint
         self.log = log
         self.native = native  # False: every task through simple_evaluate (bench/eval_throughput.py --harness)
+        self.cache_dir = cache_dir  # built requests, <fingerprint>.json (see harness_native.prepare)
         self._noted: set[tuple[str, str]] = set()  # (task, metric) read against lm-eval's direction, told once
         self._native: dict[str, tuple[Optional[dict], Optional[str]]] = {}  # unit -> (prepared tasks, why not)
         if include is not None and not include.is_dir():
@@ -241,7 +242,8 @@ class Harness:
             self._native[task.name] = (None, "; ".join(reasons))
             return self._native[task.name]
         try:
-            native.prepare(loaded, self.settings["limit"])
+            native.prepare(loaded, self.settings["limit"],
+                           self.cache_dir / f"{task.fingerprint}.json" if self.cache_dir else None)
         except Exception as e:  # a template or document the task cannot render
             raise DataError(f"lm-eval: {task.name}: cannot build its requests: {_first_line(e)}") from e
         self._native[task.name] = (loaded, None)

@@ -8,9 +8,10 @@ model calls change: :class:`ScorerLM` answers ``loglikelihood`` requests with lo
 shared-context :class:`~losslens.evaluate.scoring.Scorer` and ``generate_until`` requests with its
 greedy decoder, so ``acc``, ``acc_norm`` and ``acc_mutual_info`` are the harness' numbers.
 
-Requests are built once per sweep (:func:`prepare`): the task's ``build_all_requests`` is replaced
-on the loaded task object by one that hands back the same instances with their answers cleared, so
-every checkpoint reuses them.
+Requests are built once per task version (:func:`prepare`): the task's ``build_all_requests`` is
+replaced on the loaded task object by one that hands back the same instances with their answers
+cleared, so every checkpoint reuses them, and they are kept as JSON under
+``RUN_DIR/evals/.harness-requests/<fingerprint>.json`` for later sweeps.
 
 Beside the harness' metrics, every multiple-choice task gets losslens' continuous metrics
 (``prob_correct``, ``brier``, ``loglik_token``, ``loglik_byte``) and every generative task
@@ -24,7 +25,9 @@ runs through ``lm_eval.simple_evaluate`` instead.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -32,6 +35,7 @@ import numpy as np
 from lm_eval.api.model import LM
 
 from losslens.evaluate.requests import GenerationRequest, LanguageModel, LoglikelihoodResult, encode_pairs
+from losslens.fsio import atomic_write_text
 from losslens.metrics import (GENERATIVE, METRICS, MULTIPLE_CHOICE, ChoiceOutcome, GenerationOutcome, aggregate,
                               chance_levels)
 
@@ -56,24 +60,68 @@ def unsupported(task) -> Optional[str]:
     return None
 
 
-def prepare(loaded: dict, limit: Optional[int]) -> None:
-    """Set the loaded tasks up as simple_evaluate does, build their requests once, and reuse them from then on."""
+def prepare(loaded: dict, limit: Optional[int], cache: Optional[Path] = None) -> None:
+    """Set the loaded tasks up as simple_evaluate does, and give each the requests it builds, once.
+
+    ``cache`` (a JSON file named by the unit's fingerprint) keeps the requests between sweeps: a
+    later sweep of the same task version reads them instead of building them again.
+    """
     from lm_eval.evaluator_utils import get_sample_size
 
-    for task in loaded["tasks"].values():
+    cached = _read_cache(cache)
+    built_now = {}
+    for name, task in loaded["tasks"].items():
         if task.get_config("num_fewshot") is None:
             task.set_config(key="num_fewshot", value=0)
         task.set_fewshot_seed(seed=FEWSHOT_SEED)
-        task.build_all_requests(limit=get_sample_size(task, limit), rank=0, world_size=1)
-        built = list(task.instances)
+        n = get_sample_size(task, limit)
+        if name in cached:
+            built = _instances(name, task, cached[name], n)
+        else:
+            task.build_all_requests(limit=n, rank=0, world_size=1)
+            built = built_now[name] = list(task.instances)
+        _reuse(task, built)
+    if cache is not None and built_now and not cached:
+        _write_cache(cache, built_now)
 
-        def reuse(*_, _task=task, _built=built, **__):
-            for inst in _built:  # a fresh answer per checkpoint, on the same requests
-                inst.resps.clear()
-                inst.filtered_resps.clear()
-            _task._instances = _built
 
-        task.build_all_requests = reuse
+def _reuse(task, built: list) -> None:
+    """From now on the task's ``build_all_requests`` hands back ``built`` with the answers cleared."""
+    def reuse(*_, **__):
+        for inst in built:  # a fresh answer per checkpoint, on the same requests
+            inst.resps.clear()
+            inst.filtered_resps.clear()
+        task._instances = built
+
+    task.build_all_requests = reuse
+
+
+def _read_cache(cache: Optional[Path]) -> dict:
+    try:
+        return json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
+    except (OSError, ValueError):  # our own file, half-written by an older version: build again
+        return {}
+
+
+def _write_cache(cache: Path, built: dict[str, list]) -> None:
+    rows = {name: [{"type": i.request_type, "doc_id": i.doc_id, "idx": i.idx, "arguments": list(i.arguments)}
+                   for i in instances] for name, instances in built.items()}
+    try:
+        text = json.dumps(rows)
+    except TypeError:  # arguments that are not plain data (rare generation settings): no cache
+        return
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cache, text)
+
+
+def _instances(name: str, task, rows: list[dict], limit: Optional[int]) -> list:
+    """The cached requests as lm-eval ``Instance``s, each with its document."""
+    from lm_eval.api.instance import Instance
+
+    docs = dict(task.doc_iterator(rank=0, limit=limit, world_size=1))
+    repeats = task.get_config("repeats") or 1
+    return [Instance(request_type=r["type"], doc=docs[r["doc_id"]], arguments=tuple(r["arguments"]), idx=r["idx"],
+                     metadata=(name, r["doc_id"], repeats)) for r in rows]
 
 
 class ScorerLM(LM):

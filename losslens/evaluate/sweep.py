@@ -47,6 +47,7 @@ from losslens.evaluate.tasks import local_path, resolve_tasks
 from losslens.evaluate.units import CheckpointContext, PretrainUnit, RunOptions, TaskUnit, Unit, fingerprint
 from losslens.fsio import atomic_write_json, atomic_write_text
 
+REQUESTS_DIR = ".harness-requests"  # under RUN_DIR/evals: harness tasks' built requests, by fingerprint
 TABLE_LOCK = ".results.lock"
 _META_COLUMNS = ("run", "n_params", "n_params_nonembed", "tokens", "step", "flops")
 
@@ -134,7 +135,7 @@ def plan_units(study: StudyConfig, study_dir: Path, *, tasks: Optional[list[str]
         harness_settings = {"dtype": cfg.dtype, "limit": settings.max_examples, "bootstrap": cfg.bootstrap,
                             "confidence": cfg.confidence}
         harness = Harness(names, local_path(lm_eval_include or cfg.lm_eval_include, study_dir), harness_settings,
-                          log=log)
+                          log=log, cache_dir=study_dir / contracts.EVALS_DIR / REQUESTS_DIR)
         native = {contracts.PRETRAIN_TASK: "the pretraining loss"} | {t.name: str(t.source) for t in task_list}
         for t in harness.tasks:
             if t.name in native:
