@@ -8,8 +8,11 @@ one unit holding the aggregate; a tag, or a group without aggregate metrics, sta
 one unit each. Each unit gets a fingerprint (the lm-eval version, the resolved YAML configs of the
 task and its members, the ``*.py`` helpers next to them, the bytes of local data files, and the
 settings that change numbers), so a changed task is evaluated again and an unchanged one never.
-Each unit runs in its own ``lm_eval.simple_evaluate`` call on the model the sweep loaded for the
-checkpoint (shared with the native units), wrapped in lm-eval's ``HFLM``.
+Each unit runs on the model the sweep loaded for the checkpoint (shared with the native units):
+natively where it can (:mod:`losslens.evaluate.harness_native`: lm-eval builds the requests once and
+computes its metrics, losslens' scorer answers, and losslens' continuous metrics are added), else in
+its own ``lm_eval.simple_evaluate`` call on the model wrapped in lm-eval's ``HFLM``, with one line
+saying so. ``harness:NAME`` in ``eval.tasks`` names a harness task too (:data:`PREFIX`).
 
 Results become the sweep's JSON files with the columns of native tasks:
 
