@@ -168,29 +168,37 @@ def evaluate_native(loaded: dict, lm: LanguageModel, settings: dict, progress: b
 
 @dataclass
 class _Doc:
+    """One document's outcome, for losslens' metrics."""
+
     leaf: str
     doc_id: Any
-    outcome: Any
+    outcome: Any  # ChoiceOutcome or GenerationOutcome
     n_choices: Optional[int]
+
+    @property
+    def kind(self) -> str:
+        return MULTIPLE_CHOICE if isinstance(self.outcome, ChoiceOutcome) else GENERATIVE
 
 
 def continuous_metrics(loaded: dict, out: dict, scorer: ScorerLM, settings: dict) -> tuple[dict, dict]:
-    """losslens' continuous metrics over every document of the unit: ({name: entry}, {(leaf, doc_id): {name: value}})."""
+    """losslens' continuous metrics over every document of the unit: ({name: entry}, {(leaf, doc_id): {name: value}}).
+
+    A metric that applies to both kinds (``loglik_token``) pools the documents of a group that mixes them.
+    """
     docs = [d for leaf, task in loaded["tasks"].items() for d in _outcomes(leaf, task, out["samples"].get(leaf, []),
                                                                             scorer)]
-    by_kind: dict[str, list[_Doc]] = {}
-    for d in docs:
-        by_kind.setdefault(MULTIPLE_CHOICE if isinstance(d.outcome, ChoiceOutcome) else GENERATIVE, []).append(d)
     metrics, per_doc = {}, {}
-    for kind, group in by_kind.items():
-        n_choices = np.array([d.n_choices for d in group]) if kind == MULTIPLE_CHOICE else None
-        chance = chance_levels(CONTINUOUS[kind], n_choices, None)
-        for name in CONTINUOUS[kind]:
-            values = [METRICS[name].per_example(d.outcome) for d in group]
-            agg = aggregate(values, settings["bootstrap"], settings["confidence"], FEWSHOT_SEED)
-            metrics[name] = {**agg, "chance": chance.get(name), "discontinuous": METRICS[name].discontinuous}
-            for d, v in zip(group, values):
-                per_doc.setdefault((d.leaf, d.doc_id), {})[name] = v
+    for name in dict.fromkeys(n for kind in CONTINUOUS.values() for n in kind):
+        group = [d for d in docs if name in CONTINUOUS[d.kind]]
+        if not group:
+            continue
+        choice = all(d.kind == MULTIPLE_CHOICE for d in group)
+        chance = chance_levels([name], np.array([d.n_choices for d in group]) if choice else None, None)
+        values = [METRICS[name].per_example(d.outcome) for d in group]
+        agg = aggregate(values, settings["bootstrap"], settings["confidence"], FEWSHOT_SEED)
+        metrics[name] = {**agg, "chance": chance.get(name), "discontinuous": METRICS[name].discontinuous}
+        for d, v in zip(group, values):
+            per_doc.setdefault((d.leaf, d.doc_id), {})[name] = v
     return metrics, per_doc
 
 
