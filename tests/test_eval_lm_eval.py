@@ -11,7 +11,6 @@ import contextlib
 import csv
 import io
 import json
-import re
 import shutil
 import sys
 from collections import Counter
@@ -30,6 +29,7 @@ from losslens.evaluate.scoring import Scorer
 from losslens.evaluate.tasks import load_task
 from losslens.evaluate.units import load_checkpoint
 from tests.eval_fixtures import ALPHABET, MC_ROWS, make_study, save_checkpoint, write_jsonl
+from tests.lm_eval_recipes import write_recipes
 
 pytestmark = pytest.mark.lm_eval
 torch.set_num_threads(1)
@@ -135,7 +135,14 @@ def test_lm_eval_rows_equal_the_native_rows_of_the_same_task(harness_sweep):
         for column in ("value", "chance"):
             assert float(theirs[column]) == pytest.approx(float(ours[column])), column
         assert float(theirs["ci_low"]) < float(theirs["value"]) < float(theirs["ci_high"])
-    assert {r["metric"] for r in rows if r["task"] == "mc_lm"} == {"acc", "acc_norm"}
+    continuous = {"prob_correct", "brier", "loglik_token", "loglik_byte"}
+    assert {r["metric"] for r in rows if r["task"] == "mc_lm"} == {"acc", "acc_norm"} | continuous
+    # The harness task is the native one phrased as a harness YAML: its continuous metrics are the native ones.
+    for r in rows:
+        if r["task"] == "mc_lm" and r["metric"] in continuous:
+            (ours,) = [o for o in rows if (o["task"], o["run"], o["tokens"], o["metric"]) == ("mc", r["run"], r["tokens"], r["metric"])]
+            assert float(r["value"]) == pytest.approx(float(ours["value"]), abs=1e-6), r["metric"]
+            assert r["chance"] == ours["chance"] or float(r["chance"]) == pytest.approx(float(ours["chance"]))
 
 
 def test_lm_eval_rerun_does_no_model_work_and_recovers_from_a_crash(harness_sweep, tmp_path):
@@ -166,10 +173,12 @@ def test_lm_eval_rerun_does_no_model_work_and_recovers_from_a_crash(harness_swee
     code, err = _cli(*args)
     assert code == 0 and "2 evaluated" in err, err
     rows = _table(study)
-    assert {r["metric"] for r in rows if r["task"] == "mc_lm"} == {"acc", "acc_mutual_info"}
+    assert {r["metric"] for r in rows if r["task"] == "mc_lm"} == {"acc", "acc_mutual_info", "prob_correct", "brier",
+                                                                   "loglik_token", "loglik_byte"}
     (chance,) = {float(r["chance"]) for r in rows if r["task"] == "mc" and r["metric"] == "acc"}
     for r in rows:  # of choices, not of requests (acc_mutual_info asks two per choice)
-        assert r["task"] != "mc_lm" or float(r["chance"]) == pytest.approx(chance)
+        if r["task"] == "mc_lm" and r["metric"] in ("acc", "acc_mutual_info", "prob_correct"):
+            assert float(r["chance"]) == pytest.approx(chance)
     assert Counter((r["run"], r["tokens"], r["task"], r["metric"]) for r in rows).most_common(1)[0][1] == 1
 
 
@@ -215,37 +224,10 @@ def test_lm_eval_metric_names_and_how_analyze_reads_them():
     assert parse_names(["a,b", " c ,a", ""]) == ["a", "b", "c"]
 
 
-def _recipe_data(root: Path) -> None:
-    """A few documents in the layouts docs/lm-eval.md expects, under ``root`` (for ``/data``)."""
-    for subject in ("anatomy", "astronomy"):
-        rows = [{"question": f"Question {i} on {subject}?", "choices": ["one", "two", "three", "four"], "answer": i % 4}
-                for i in range(6)]
-        write_jsonl(root / "mmlu" / "test" / f"{subject}.jsonl", rows)
-        write_jsonl(root / "mmlu" / "dev" / f"{subject}.jsonl", rows[:5])
-    sums = [{"question": f"Tom has {i} apples and buys 2. How many now?", "answer": f"{i} + 2 = {i + 2}.\n#### {i + 2}"}
-            for i in range(8)]
-    write_jsonl(root / "gsm8k" / "train.jsonl", sums)
-    write_jsonl(root / "gsm8k" / "test.jsonl", sums[:3])
-    ends = ["puts the tray in the oven.", "[title] eats the tray.", "sings.", "drives away."]
-    stories = [{"activity_label": "Baking", "ctx_a": "A woman puts dough on a tray.", "ctx_b": "she", "endings": ends,
-                "label": i % 4} for i in range(6)]
-    write_jsonl(root / "hellaswag" / "hellaswag_train.jsonl", stories)
-    write_jsonl(root / "hellaswag" / "hellaswag_val.jsonl", [dict(s, label=str(s["label"])) for s in stories])
-
-
 def test_docs_recipes_run_offline(tmp_path):
     """The MMLU-, GSM8K- and HellaSwag-style task files of docs/lm-eval.md, as written there, on a checkpoint."""
     pytest.importorskip("lm_eval")
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "lm-eval.md").read_text()
-    data = tmp_path / "data"
-    _recipe_data(data)
-    for body in re.findall(r"```(?:yaml|python)\n# file: (.*?)```", doc, re.S):
-        name, text = body.split("\n", 1)
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.replace("/data/", f"{data}/"))
-    script = tmp_path / "tasks/harness/mmlu_local/make_tasks.py"
-    exec(compile(script.read_text(), str(script), "exec"), {"__file__": str(script), "__name__": "__main__"})
+    write_recipes(tmp_path)
     study = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[])
     save_checkpoint(study, "xs_64K", 1024, seed=0, context=512)  # room for GSM8K's 256 new tokens
 
@@ -253,9 +235,14 @@ def test_docs_recipes_run_offline(tmp_path):
                      "--lm-eval-include", str(tmp_path / "tasks/harness"), "--max-examples", "3", "--no-progress")
     assert code == 0, err
     got = {(r["task"], r["metric"]): r for r in _table(study) if r["task"] != "pretrain"}
-    assert set(got) == {("mmlu_local", "acc"), ("gsm8k_local", "exact_match:strict-match"),
-                        ("gsm8k_local", "exact_match:flexible-extract"), ("hellaswag_local", "acc"),
-                        ("hellaswag_local", "acc_norm")}
+    choice = {"prob_correct", "brier", "loglik_token", "loglik_byte"}
+    generation = {"token_prob", "loglik_token", "loglik_byte", "edit_distance", "edit_distance_norm"}
+    assert set(got) == ({("mmlu_local", "acc"), ("gsm8k_local", "exact_match:strict-match"),
+                         ("gsm8k_local", "exact_match:flexible-extract"), ("hellaswag_local", "acc"),
+                         ("hellaswag_local", "acc_norm")}
+                        | {(t, m) for t in ("mmlu_local", "hellaswag_local") for m in choice}
+                        | {("gsm8k_local", m) for m in generation})
+    assert got["mmlu_local", "prob_correct"]["n"] == "6" and float(got["mmlu_local", "prob_correct"]["chance"]) == 0.25
     assert got["mmlu_local", "acc"]["n"] == "6" and float(got["mmlu_local", "acc"]["chance"]) == 0.25
     assert float(got["hellaswag_local", "acc_norm"]["chance"]) == 0.25
     assert got["gsm8k_local", "exact_match:strict-match"]["chance"] == ""

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from losslens.argtypes import device, positive_float, positive_int, shard
+from losslens.evaluate.order import ORDERS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also write per-example records (prediction, reference, per-choice log-likelihoods)")
     p.add_argument("--max-examples", type=positive_int, default=None, help="evaluate only the first N examples of each task")
     p.add_argument("--force", action="store_true", help="recompute results that are already up to date")
+    p.add_argument("--order", choices=ORDERS, default="tokens",
+                   help="visit checkpoints run by run (tokens), or so that any prefix of the sweep spans every "
+                        "run's tokens evenly: first, last, middle, quarters, ... (coarse-to-fine)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--lock-timeout", type=positive_float, default=6 * 3600,
                    help="seconds after which a claim by an evaluator on another host counts as abandoned")
@@ -54,5 +58,6 @@ def main(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.no_progress and sys.stderr.isatty(),
         lock_timeout=args.lock_timeout,
+        order=args.order,
     )
     return 0 if summary.table is not None else 1

@@ -8,8 +8,11 @@ one unit holding the aggregate; a tag, or a group without aggregate metrics, sta
 one unit each. Each unit gets a fingerprint (the lm-eval version, the resolved YAML configs of the
 task and its members, the ``*.py`` helpers next to them, the bytes of local data files, and the
 settings that change numbers), so a changed task is evaluated again and an unchanged one never.
-Each unit runs in its own ``lm_eval.simple_evaluate`` call on the model the sweep loaded for the
-checkpoint (shared with the native units), wrapped in lm-eval's ``HFLM``.
+Each unit runs on the model the sweep loaded for the checkpoint (shared with the native units):
+natively where it can (:mod:`losslens.evaluate.harness_native`: lm-eval builds the requests once and
+computes its metrics, losslens' scorer answers, and losslens' continuous metrics are added), else in
+its own ``lm_eval.simple_evaluate`` call on the model wrapped in lm-eval's ``HFLM``, with one line
+saying so. ``harness:NAME`` in ``eval.tasks`` names a harness task too (:data:`PREFIX`).
 
 Results become the sweep's JSON files with the columns of native tasks:
 
@@ -58,6 +61,8 @@ INSTALL_HINT = "pip install 'losslens[lm-eval]'"
 # Nothing is downloaded at run time: datasets and models come from local files or caches.
 OFFLINE_ENV = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 KIND = "lm-eval"  # the "kind" of a harness unit's JSON file
+SCORER = "losslens-2"  # how harness units are answered (losslens' scorer, continuous metrics): in fingerprints
+PREFIX = "harness:"  # an eval.tasks entry "harness:NAME" is the harness task NAME
 
 
 def harness_task_yaml(jsonl: str | Path, folder: str | Path, name: str) -> Path:
@@ -126,13 +131,16 @@ class Harness:
     """The harness tasks of one sweep: resolved and fingerprinted once, then run checkpoint by checkpoint."""
 
     def __init__(self, names: list[str], include: Optional[Path], settings: dict,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, native: bool = True, cache_dir: Optional[Path] = None):
         self.lm_eval = import_lm_eval()
         self.version = self.lm_eval.__version__
         self.include = include
         self.settings = settings  # dtype, limit, bootstrap, confidence: in every task's fingerprint
         self.log = log
+        self.native = native  # False: every task through simple_evaluate (bench/eval_throughput.py --harness)
+        self.cache_dir = cache_dir  # built requests, <fingerprint>.json (see harness_native.prepare)
         self._noted: set[tuple[str, str]] = set()  # (task, metric) read against lm-eval's direction, told once
+        self._native: dict[str, tuple[Optional[dict], Optional[str]]] = {}  # unit -> (prepared tasks, why not)
         if include is not None and not include.is_dir():
             raise DataError(f"--lm-eval-include {include}: no such directory")
         self.manager = self._task_manager(names)
@@ -182,7 +190,8 @@ class Harness:
             raise DataError(f"--lm-eval: {name!r}: task names with '/' or a leading '.' cannot be results files")
         members = _members(index, name) or []
         leaves = tuple(e.name for e in members if e.kind.name in ("TASK", "PY_TASK"))
-        h = hashlib.sha256(json.dumps({"lm_eval": self.version, "settings": settings}, sort_keys=True).encode())
+        h = hashlib.sha256(json.dumps({"lm_eval": self.version, "settings": settings, "scorer": SCORER},
+                                      sort_keys=True).encode())
         for entry in sorted(members, key=lambda e: e.name):
             _hash_entry(h, entry)
         return HarnessTask(name, leaves, h.hexdigest()[:16], self)
@@ -192,28 +201,64 @@ class Harness:
     def evaluate(self, context: CheckpointContext, task: HarnessTask) -> dict:
         """Run one harness task on the context's checkpoint; returns its JSON-ready result.
 
-        The model is the one the context loaded for every unit of the checkpoint, wrapped once per
-        checkpoint in lm-eval's ``HFLM``.
+        Natively (:mod:`losslens.evaluate.harness_native`) where the task allows, else through
+        ``simple_evaluate`` on the context's model wrapped once per checkpoint in lm-eval's ``HFLM``.
         """
+        from losslens.evaluate import harness_native as native  # imports lm_eval
+
         options = context.options
         # lm-eval's and datasets' progress bars write to sys.stderr; their log records still show.
         quiet = not options.progress
         with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull if quiet else sys.stderr):
-            try:  # the dataset first, so that a missing one reads as a data error
-                loaded = self.manager.load([task.name])
-            except Exception as e:  # datasets and lm-eval raise many types for a missing or broken dataset
-                raise DataError(f"lm-eval: cannot load {task.name}: {_first_line(e)} (offline, datasets come "
-                                f"from local files or HF_DATASETS_CACHE: see docs/lm-eval.md)") from e
-            found = loaded["groups"][task.name] if task.name in loaded["groups"] else loaded["tasks"][task.name]
+            loaded, reason = self._prepared(task)
             try:
-                out = self.lm_eval.simple_evaluate(
-                    model=context.memo("lm_eval.HFLM", lambda: self._model(context)), tasks=[found],
-                    task_manager=self.manager, limit=self.settings["limit"],
-                    bootstrap_iters=self.settings["bootstrap"], log_samples=True,
-                )
+                if reason is None:
+                    out, scorer = native.evaluate_native(loaded, context.lm, self.settings, options.progress)
+                    extra = native.continuous_metrics(loaded, out, scorer, self.settings)
+                else:
+                    out, extra = self._simple_evaluate(context, self._load(task), task), ({}, {})
             except Exception as e:
                 raise LossLensError(f"lm-eval on {context.ckpt}: {task.name}: {_first_line(e)}") from e
-        return jsonable(self._result(out, task, self.settings["confidence"], options.per_example))
+        return jsonable(self._result(out, task, self.settings["confidence"], options.per_example, extra))
+
+    def _load(self, task: HarnessTask) -> dict:
+        try:  # the dataset first, so that a missing one reads as a data error
+            return self.manager.load([task.name])
+        except Exception as e:  # datasets and lm-eval raise many types for a missing or broken dataset
+            raise DataError(f"lm-eval: cannot load {task.name}: {_first_line(e)} (offline, datasets come "
+                            f"from local files or HF_DATASETS_CACHE: see docs/lm-eval.md)") from e
+
+    def _prepared(self, task: HarnessTask) -> tuple[Optional[dict], Optional[str]]:
+        """The unit's tasks loaded with their requests built (once per sweep); or None and why it falls back."""
+        from losslens.evaluate import harness_native as native  # imports lm_eval
+
+        if task.name in self._native:
+            return self._native[task.name]
+        if not self.native:
+            self._native[task.name] = (None, "the native path is turned off")
+            return self._native[task.name]
+        loaded = self._load(task)
+        reasons = [f"{name}: {why}" for name, t in loaded["tasks"].items() if (why := native.unsupported(t))]
+        if reasons:
+            self.log(f"lm-eval: {task.name} runs through lm_eval.simple_evaluate ({'; '.join(reasons)}: "
+                     f"not supported by losslens' scorer)")
+            self._native[task.name] = (None, "; ".join(reasons))
+            return self._native[task.name]
+        try:
+            native.prepare(loaded, self.settings["limit"],
+                           self.cache_dir / f"{task.fingerprint}.json" if self.cache_dir else None)
+        except Exception as e:  # a template or document the task cannot render
+            raise DataError(f"lm-eval: {task.name}: cannot build its requests: {_first_line(e)}") from e
+        self._native[task.name] = (loaded, None)
+        return self._native[task.name]
+
+    def _simple_evaluate(self, context: CheckpointContext, loaded: dict, task: HarnessTask) -> dict:
+        found = loaded["groups"] if task.name in loaded["groups"] else loaded["tasks"]
+        return self.lm_eval.simple_evaluate(
+            model=context.memo("lm_eval.HFLM", lambda: self._model(context)), tasks=[found[task.name]],
+            task_manager=self.manager, limit=self.settings["limit"],
+            bootstrap_iters=self.settings["bootstrap"], log_samples=True,
+        )
 
     @staticmethod
     def _model(context: CheckpointContext):
@@ -221,7 +266,9 @@ class Harness:
 
         return HFLM(pretrained=context.model, tokenizer=context.tokenizer, batch_size=context.options.batch_size)
 
-    def _result(self, out: dict, task: HarnessTask, confidence: float, per_example: bool) -> dict:
+    def _result(self, out: dict, task: HarnessTask, confidence: float, per_example: bool,
+                extra: tuple[dict, dict]) -> dict:
+        """The unit's JSON: lm-eval's metrics (see the module docstring), and losslens' continuous ones (``extra``)."""
         raw = out["results"][task.name]
         samples = [(leaf, s) for leaf in task.leaves for s in out["samples"].get(leaf, [])]
         configs = {leaf: out["configs"].get(leaf) or {} for leaf in task.leaves}
@@ -250,9 +297,11 @@ class Harness:
                 self._noted.add((task.name, name))
                 self.log(f"lm-eval: note: {task.name}/{name}: lm-eval says higher is "
                          f"{'better' if their_better[metric] else 'worse'}; losslens analyze reads it the other way")
+        continuous, per_doc = extra
         result = {
             "task": task.name, "kind": KIND, "n_examples": len({(leaf, s["doc_id"]) for leaf, s in samples}),
-            "metrics": dict(sorted(metrics.items())),
+            "scorer": "losslens" if continuous else "lm_eval.simple_evaluate",
+            "metrics": dict(sorted((metrics | continuous).items())),
             "lm_eval": {
                 "version": self.version, "tasks": list(task.leaves),
                 "n_shot": {leaf: out.get("n-shot", {}).get(leaf) for leaf in task.leaves},
@@ -260,7 +309,7 @@ class Harness:
             },
         }
         if per_example:
-            result["examples"] = [_record(leaf, s) for leaf, s in samples]
+            result["examples"] = [_record(leaf, s) | per_doc.get((leaf, s.get("doc_id")), {}) for leaf, s in samples]
         return result
 
 

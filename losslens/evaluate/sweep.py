@@ -39,13 +39,15 @@ from losslens import contracts
 from losslens.config import StudyConfig, load_study
 from losslens.errors import DataError, LossLensError
 from losslens.evaluate.claims import Claim
-from losslens.evaluate.harness import Harness, parse_names
+from losslens.evaluate.harness import PREFIX as HARNESS_PREFIX, Harness, parse_names
+from losslens.evaluate.order import visiting_order
 from losslens.evaluate.runner import TaskSettings
 from losslens.evaluate.tasks import local_path, resolve_tasks
 from losslens.evaluate.units import CheckpointContext, PretrainUnit, RunOptions, TaskUnit, Unit, fingerprint
 from losslens.evaluate.weights import check_study_checkpoints, checkpoint_fingerprint
 from losslens.fsio import atomic_write_json, atomic_write_text
 
+REQUESTS_DIR = ".harness-requests"  # under RUN_DIR/evals: harness tasks' built requests, by fingerprint
 TABLE_LOCK = ".results.lock"
 _META_COLUMNS = ("run", "n_params", "n_params_nonembed", "tokens", "step", "flops")
 
@@ -108,11 +110,13 @@ def plan_units(study: StudyConfig, study_dir: Path, *, tasks: Optional[list[str]
     settings = TaskSettings(seed=cfg.seed, bootstrap=cfg.bootstrap, confidence=cfg.confidence,
                             max_examples=max_examples if max_examples is not None else cfg.max_examples,
                             max_new_tokens=cfg.max_new_tokens)
-    task_list = resolve_tasks(cfg.tasks if tasks is None else tasks, study_dir, study)
+    specs = cfg.tasks if tasks is None else tasks
+    task_list = resolve_tasks([t for t in specs if not t.startswith(HARNESS_PREFIX)], study_dir, study)
     units: list[Unit] = [PretrainUnit(study_dir, study.model.context, cfg.val_tokens or study.checkpoints.val_tokens,
                                       cfg.confidence)]
     units += [TaskUnit(t, settings, log) for t in task_list]
-    names = parse_names(cfg.lm_eval if lm_eval is None else lm_eval)
+    names = parse_names((cfg.lm_eval if lm_eval is None else lm_eval)
+                        + [t[len(HARNESS_PREFIX):] for t in specs if t.startswith(HARNESS_PREFIX)])
     if names:
         if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # lm-eval would split each checkpoint's requests
             raise LossLensError("--lm-eval runs in one process per evaluator, not under accelerate launch or "
@@ -120,7 +124,7 @@ def plan_units(study: StudyConfig, study_dir: Path, *, tasks: Optional[list[str]
         harness_settings = {"dtype": cfg.dtype, "limit": settings.max_examples, "bootstrap": cfg.bootstrap,
                             "confidence": cfg.confidence}
         harness = Harness(names, local_path(lm_eval_include or cfg.lm_eval_include, study_dir), harness_settings,
-                          log=log)
+                          log=log, cache_dir=study_dir / contracts.EVALS_DIR / REQUESTS_DIR)
         native = {contracts.PRETRAIN_TASK: "the pretraining loss"} | {t.name: str(t.source) for t in task_list}
         for t in harness.tasks:
             if t.name in native:
@@ -147,6 +151,7 @@ def evaluate_study(
     force: bool = False,
     progress: bool = True,
     lock_timeout: float = 6 * 3600,
+    order: str = "tokens",
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
 ) -> SweepSummary:
     """Evaluate what is not yet evaluated in a study folder, then rebuild ``results.csv``.
@@ -154,7 +159,8 @@ def evaluate_study(
     ``tasks`` replaces the study's ``eval.tasks``, ``lm_eval`` (harness task, group or tag names)
     its ``eval.lm_eval``; ``shard`` = (i, n) takes the i-th of n disjoint parts of the checkpoints
     (by default the process's rank under ``accelerate launch``, else all); ``force`` recomputes
-    done units. Other arguments override the study's ``eval:``.
+    done units; ``order`` is how checkpoints are visited (:mod:`losslens.evaluate.order`). Other
+    arguments override the study's ``eval:``.
     """
     study_dir = Path(study_dir)
     study = load_study(study_dir / contracts.STUDY_FILE)
@@ -164,7 +170,7 @@ def evaluate_study(
     units = plan_units(study, study_dir, tasks=tasks, max_examples=max_examples, lm_eval=lm_eval,
                        lm_eval_include=lm_eval_include, log=log)
     check_study_checkpoints(study_dir)  # a broken checkpoint stops us before results.csv is rebuilt
-    ckpts = [c for run in contracts.list_runs(study_dir) for c in contracts.list_checkpoints(run)]
+    ckpts = visiting_order([contracts.list_checkpoints(run) for run in contracts.list_runs(study_dir)], order)
     mine = [c for c in ckpts if in_shard(c, shard)]
     summary = SweepSummary(checkpoints=len(mine))
     log(f"evaluate: {study_dir}: {len(mine)} of {len(ckpts)} checkpoints (shard {shard[0]}/{shard[1]}), "
