@@ -12,7 +12,8 @@ from losslens.config import load_study
 from losslens.demo.corpus import Language, iter_documents, parse_options
 from losslens.demo.tasks import materialize
 from losslens.errors import ConfigError
-from losslens.evaluate.tasks import GENERATIVE, load_task
+from losslens.evaluate.tasks import load_task
+from losslens.metrics import GENERATIVE
 from losslens.train.tokenizer import char_tokenizer
 from tests.conftest import ROOT
 
@@ -101,7 +102,7 @@ def test_the_task_file_materializes_and_loads(study, tmp_path: Path):
     assert task.name == "proofread" and task.kind == GENERATIVE and len(task.examples) == 150
     assert "exact_match" in task.metrics and "edit_distance" in task.metrics and "token_prob" in task.metrics
     longest = max(len(ex.reference) for ex in task.examples)
-    assert task.max_new_tokens == longest + 1  # room for the whole answer and its newline
+    assert task.options.max_new_tokens == longest + 1  # room for the whole answer and its newline
     before = [p.stat().st_mtime_ns for p in (path, path.parent / "proofread.jsonl")]
     assert materialize("proofread", tmp_path, study) == path
     assert [p.stat().st_mtime_ns for p in (path, path.parent / "proofread.jsonl")] == before
