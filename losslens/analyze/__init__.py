@@ -7,6 +7,8 @@ lazily: ``losslens.config`` imports :mod:`.config` and must not pay for scipy an
 
 from __future__ import annotations
 
+from losslens.lazy import lazy_attributes
+
 _LAZY = {
     "analyze": "losslens.analyze.analysis",
     "find_threshold": "losslens.analyze.threshold",
@@ -18,10 +20,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'losslens.analyze' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -12,6 +12,8 @@ Imported lazily: ``losslens.config`` imports :mod:`.config` and must not pay for
 
 from __future__ import annotations
 
+from losslens.lazy import lazy_attributes
+
 _LAZY = {
     "evaluate_study": "losslens.evaluate.sweep",
     "write_results_table": "losslens.evaluate.sweep",
@@ -23,10 +25,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'losslens.evaluate' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
