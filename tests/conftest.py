@@ -4,6 +4,7 @@ to run the ``losslens`` command: ``run_cli`` in a fresh process, ``call_cli`` in
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import os
 import shutil
@@ -21,6 +22,18 @@ TINY = ROOT / "configs" / "tiny.yaml"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def write_results_csv(path: Path, rows: list[dict], columns=None) -> Path:
+    """A results table in losslens' columns (``contracts.RESULTS_COLUMNS`` unless ``columns``)."""
+    from losslens.contracts import RESULTS_COLUMNS
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns or RESULTS_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
 
 
 def write_study(tmp_path: Path, **changes) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -11,8 +10,7 @@ import pytest
 
 from losslens.analyze.backtest import choose_holdout, run_backtest
 from losslens.analyze.table import ResultsError, read_results
-from losslens.contracts import RESULTS_COLUMNS
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_results_csv
 
 LAW = dict(E=1.8, A=80.0, B=120.0, alpha=0.3, beta=0.3)
 SIZES = (1e5, 3e5, 1e6, 3e6)
@@ -43,12 +41,7 @@ def make_table(path: Path, noise: float, seed: int = 0, sizes=SIZES, budgets=BUD
                              "tokens": int(tokens), "step": int(tokens // 1000), "flops": 6 * N * tokens,
                              "loss": loss, "task": "t", "metric": "score", "value": value, "ci_low": "",
                              "ci_high": "", "n": "", "chance": ""})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=RESULTS_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return write_results_csv(path, rows)
 
 
 def backtest(path: Path, n_bootstrap: int, seed: int = 0, points: str = "all") -> dict:

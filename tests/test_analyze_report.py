@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import subprocess
@@ -12,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from losslens.contracts import RESULTS_COLUMNS, checkpoint_dirname
-from tests.conftest import ROOT, run_cli
+from losslens.contracts import checkpoint_dirname
+from tests.conftest import ROOT, run_cli, write_results_csv
 
 # Non-embedding sizes, embedding parameters added on top; two data budgets; 8 log-spaced checkpoints.
 SIZES = {"xs": 200_000, "s": 800_000, "m": 3_200_000}
@@ -75,11 +74,7 @@ def make_study(run_dir: Path, seed: int = 0, examples: bool = True) -> Path:
                         path = run_dir / "evals" / run / checkpoint_dirname(int(tokens)) / f"{task}.json"
                         path.parent.mkdir(parents=True, exist_ok=True)
                         path.write_text(json.dumps({"examples": records}))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=RESULTS_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    write_results_csv(run_dir / "results.csv", rows)
     return run_dir
 
 

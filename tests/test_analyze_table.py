@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from losslens.analyze.table import ResultsError, count_label, read_results
 from losslens.contracts import RESULTS_COLUMNS
 from losslens.errors import LossLensError
+from tests.conftest import write_results_csv
 
 ROW = {"run": "s_1M", "n_params": 900000, "n_params_nonembed": 800000, "tokens": 1000, "step": 1, "flops": "",
        "loss": 3.5, "task": "t", "metric": "acc", "value": 0.3, "ci_low": "", "ci_high": "", "n": 100,
@@ -17,12 +17,7 @@ ROW = {"run": "s_1M", "n_params": 900000, "n_params_nonembed": 800000, "tokens":
 
 
 def write(tmp_path, rows, columns=RESULTS_COLUMNS):
-    path = tmp_path / "results.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return write_results_csv(tmp_path / "results.csv", rows, columns)
 
 
 def test_reads_typed_columns_and_fills_flops(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -15,7 +14,7 @@ from losslens.analyze.table import BPB_X_LABEL, ResultsError, read_results, with
 from losslens.config import load_study
 from losslens.contracts import DEFAULT_X_LABEL, RESULTS_COLUMNS, TOKENIZER_COLUMN, checkpoint_dirname
 from losslens.errors import ConfigError
-from tests.conftest import ROOT, call_cli
+from tests.conftest import ROOT, call_cli, write_results_csv
 
 SIZES = (200_000, 800_000, 3_200_000)
 BUDGETS = (4_000_000, 16_000_000)
@@ -48,12 +47,7 @@ def make_table(path: Path, bpb: bool = True, tokenizer=None) -> Path:
     if tokenizer is not None:
         columns = (*RESULTS_COLUMNS, TOKENIZER_COLUMN)
         rows = [{**r, TOKENIZER_COLUMN: tokenizer(r["run"])} for r in rows]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return write_results_csv(path, rows, columns)
 
 
 def test_bpb_replaces_each_rows_x_by_its_checkpoints_bpb(tmp_path):
