@@ -183,9 +183,10 @@ def run_adaptive(runs: dict[str, list[Path]], units: list[Unit], evaluator: Eval
     limit = budget_units(settings.budget, report.total)
     coarse = _coarse_pass(runs, limit // max(len(tasks), 1), settings.coarse)
     report.tasks = {t.name: TaskState(t, {r: set(p) for r, p in coarse.items()}) for t in tasks}
+    place = {ckpt: (run, p) for run, ckpts in runs.items() for p, ckpt in enumerate(ckpts)}
     for ckpt in coarse_to_fine(list(runs.values())):  # every checkpoint's loss, the coarse tasks with it
-        position = runs[ckpt.parent.name].index(ckpt)
-        evaluator.run(ckpt, [pretrain] + [t for t in tasks if position in coarse[ckpt.parent.name]])
+        run, position = place[ckpt]
+        evaluator.run(ckpt, [pretrain] + [t for t in tasks if position in coarse[run]])
     while True:
         picks = _plan_round(runs, pretrain, report, evaluator, settings, limit, log)
         if not picks:
