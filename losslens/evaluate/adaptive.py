@@ -194,7 +194,7 @@ def run_adaptive(runs: dict[str, list[Path]], units: list[Unit], evaluator: Eval
         report.rounds += 1
         log(f"adaptive: round {report.rounds}: {sum(map(len, picks.values()))} units on {len(picks)} checkpoints")
         for ckpt, chosen in picks.items():
-            evaluator.run(ckpt, [pretrain, *chosen])
+            evaluator.run(ckpt, chosen)
     report.units = sum(s.units() for s in report.tasks.values())
     report.skipped = {name: [ckpts[p] for run, ckpts in runs.items() for p in range(len(ckpts))
                              if p not in s.chosen[run]] for name, s in report.tasks.items()}
