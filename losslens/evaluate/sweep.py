@@ -238,6 +238,7 @@ class Evaluator:
                  summary: SweepSummary, log: Callable[[str], None]):
         self.study_dir, self.options, self.force, self.lock_timeout = study_dir, options, force, lock_timeout
         self.summary, self.log = summary, log
+        self._hashes: dict[Path, str] = {}  # result() is asked for each point every round
 
     def run(self, ckpt: Path, units: list[Unit]) -> None:
         _evaluate_checkpoint(self.study_dir, ckpt, units, self.options, self.force, self.lock_timeout,
@@ -245,7 +246,9 @@ class Evaluator:
 
     def result(self, ckpt: Path, unit: Unit) -> Optional[dict]:
         """The unit's result on the checkpoint as it is now, or None when there is none up to date."""
-        job = _job(self.study_dir, ckpt, unit, checkpoint_hash(ckpt))
+        if ckpt not in self._hashes:
+            self._hashes[ckpt] = checkpoint_hash(ckpt)
+        job = _job(self.study_dir, ckpt, unit, self._hashes[ckpt])
         return _read_json(job.path) if job.done(per_example=False) else None
 
 
