@@ -188,7 +188,7 @@ def run_adaptive(runs: dict[str, list[Path]], units: list[Unit], evaluator: Eval
         run, position = place[ckpt]
         evaluator.run(ckpt, [pretrain] + [t for t in tasks if position in coarse[run]])
     while True:
-        picks = _plan_round(runs, pretrain, report, evaluator, settings, limit, log)
+        picks = _plan_round(runs, pretrain, report, evaluator, settings, limit)
         if not picks:
             break
         report.rounds += 1
@@ -212,7 +212,7 @@ def _coarse_pass(runs: dict[str, list[Path]], per_task: int, coarse: int) -> dic
 
 
 def _plan_round(runs, pretrain: Unit, report: AdaptiveReport, evaluator: Evaluator, settings: AdaptiveConfig,
-                limit: int, log) -> dict[Path, list[Unit]]:
+                limit: int) -> dict[Path, list[Unit]]:
     """Checkpoint -> task units to evaluate next, within the budget; {} when the sweep is over."""
     left = limit - sum(s.units() for s in report.tasks.values())
     wanted: list[tuple[TaskState, Gap]] = []
