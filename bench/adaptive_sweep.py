@@ -39,7 +39,8 @@ from losslens.analyze.analysis import run_analysis  # noqa: E402
 from losslens.evaluate.adaptive import headline_metric  # noqa: E402
 
 # what a copy leaves out: results of earlier sweeps and analyses, and optimizer states (not evaluated)
-NOT_COPIED = (contracts.EVALS_DIR, contracts.RESULTS_FILE, "report.json", "report.md", "plots", contracts.TRAIN_STATE_DIR)
+NOT_COPIED = (contracts.EVALS_DIR, contracts.RESULTS_FILE, "report.json", "report.md", "plots",
+              contracts.TRAIN_STATE_DIR)
 
 
 def copy_study(src: Path, dst: Path) -> Path:
@@ -60,7 +61,8 @@ def evaluate(study: Path, extra: list[str]) -> float:
 def task_units(study: Path) -> int:
     """(checkpoint, task) pairs in results.csv, the pretraining loss not counted."""
     with open(study / contracts.RESULTS_FILE) as f:
-        return len({(r["run"], r["tokens"], r["task"]) for r in csv.DictReader(f) if r["task"] != contracts.PRETRAIN_TASK})
+        rows = csv.DictReader(f)
+        return len({(r["run"], r["tokens"], r["task"]) for r in rows if r["task"] != contracts.PRETRAIN_TASK})
 
 
 def thresholds(study: Path, tasks: list[str], n_bootstrap: int) -> dict[str, tuple[str, object]]:
@@ -96,7 +98,8 @@ def main() -> None:
                               if v is not None for x in (flag, v)]
     seconds = {"full": evaluate(full, []), "adaptive": evaluate(adaptive, flags)}
     units = {"full": task_units(full), "adaptive": task_units(adaptive)}
-    etas = {"full": thresholds(full, args.tasks, args.bootstrap), "adaptive": thresholds(adaptive, args.tasks, args.bootstrap)}
+    studies = {"full": full, "adaptive": adaptive}
+    etas = {way: thresholds(study, args.tasks, args.bootstrap) for way, study in studies.items()}
 
     print(f"study {args.study} (copies in {work}); adaptive flags: {' '.join(flags)}")
     for way in ("full", "adaptive"):
