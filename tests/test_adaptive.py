@@ -232,3 +232,15 @@ def test_bad_config_names_the_field(tmp_path):
     cfg.write_text(cfg.read_text() + "  adaptive: {enabled: true, budget: 1.5}\n")
     result = call_cli("evaluate", str(study), "--no-progress")
     assert result.returncode == 2 and "eval.adaptive.budget" in result.stderr.strip().splitlines()[-1], result.stderr
+
+
+def test_the_study_config_turns_it_on(tmp_path):
+    study = make_study(tmp_path, runs={"xs_64K": [1024 * (i + 1) for i in range(5)]})
+    cfg = study / contracts.STUDY_FILE
+    cfg.write_text(cfg.read_text() + "  adaptive: {enabled: true, budget: 6}\n")
+    summary = evaluate_study(study, progress=False, log=lambda msg: None)
+    units = summary.adaptive.units
+    assert units == 6  # the coarse pass cut to each task's first and last checkpoint
+    assert summary.evaluated == 5 + units  # the pretraining loss everywhere
+    full = evaluate_study(study, adaptive=False, progress=False, log=lambda msg: None)
+    assert full.adaptive is None and full.evaluated == 5 * 3 - units
