@@ -388,8 +388,8 @@ def _seed_column(path: Path, cells: list[str] | None, run: np.ndarray, lines: li
     two = np.flatnonzero(seed != seed[head])
     if len(two):
         i = int(two[0])
-        raise ResultsError(f"{path}:{lines[i]}: column {SEED_COLUMN!r}: run {str(run[i])!r} has seed {seed[i]!r}, "
-                           f"but line {lines[head[i]]} says {seed[head[i]]!r}; a run has one seed")
+        raise ResultsError(f"{path}:{lines[i]}: column {SEED_COLUMN!r}: run {str(run[i])!r} has seed {str(seed[i])!r}, "
+                           f"but line {lines[head[i]]} says {str(seed[head[i]])!r}; a run has one seed")
     return seed
 
 
