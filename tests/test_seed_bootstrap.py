@@ -151,3 +151,36 @@ def test_bad_seed_cells_are_named(tmp_path, change, message):
     change(rows)
     with pytest.raises(ResultsError, match=message):
         read_results(write_table(tmp_path / "results.csv", rows))
+
+
+def seeded_law_points(rng, offset=0.03):
+    """Final losses of 3 sizes x 2 budgets x 3 seeds on L = 1.5 + 400 / N^0.5 + 600 / D^0.4, each
+    (size, seed) off the law by its own factor exp(δ), δ ~ N(0, offset), shared by its budgets."""
+    N, D, L, seed = [], [], [], []
+    for n in SIZES:
+        for j in range(3):
+            shift = math.exp(rng.normal(0.0, offset))
+            for d in (1e7, 4e7):
+                N.append(n), D.append(d), seed.append(str(j))
+                L.append((1.5 + 400 / n ** 0.5 + 600 / d ** 0.4) * shift * math.exp(rng.normal(0.0, 0.002)))
+    return np.array(N, float), np.array(D), np.array(L), np.array(seed)
+
+
+def test_scaling_bootstrap_resamples_seeds_within_sizes():
+    N, D, L, seed = seeded_law_points(np.random.default_rng(11))
+    opts = dict(n_bootstrap=20, seed=0, identify=False)
+    flat, seeded = fit_scaling_law(N, D, L, **opts), fit_scaling_law(N, D, L, seeds=seed, **opts)
+    assert (flat.E, flat.alpha, flat.n_points) == (seeded.E, seeded.alpha, seeded.n_points)  # every point fitted
+    assert len(seeded.boot) == 20 and not np.array_equal(seeded.boot, flat.boot)  # other resamples
+    one = seed == "0"  # one seed per size: no seed level, the flat bootstrap's very draws
+    lone = fit_scaling_law(N[one], D[one], L[one], seeds=seed[one], **opts)
+    np.testing.assert_array_equal(lone.boot, fit_scaling_law(N[one], D[one], L[one], **opts).boot)
+
+
+def test_backtest_scores_every_seed_of_the_held_out_size(tmp_path):
+    path = write_table(tmp_path / "results.csv", synthetic_rows(np.random.default_rng(6)))
+    bt = run_analysis(path, n_bootstrap=20, progress=False, backtest="largest-size").backtest
+    held = [f"s2_seed{j}" for j in range(3)]
+    assert bt["held_out"]["runs"] == held
+    assert sorted(r["run"] for r in bt["metrics"]) == held
+    assert sorted(r["run"] for r in bt["crossings"]) == held
