@@ -136,10 +136,11 @@ def _md_seeds(report: dict) -> list[str]:
          f"(width with it).", "",
          "| task | metric | η (all seeds) | per seed | sd | range | width with seeds | without | share from seeds |",
          "|---|---|---|---|---|---|---|---|---|"]
-    for m in report["metrics"]:
-        sd = m.get("seeds")
-        if not sd:
-            continue
+    rows = [m for m in report["metrics"] if m.get("seeds")]
+    if not rows:
+        return L + ["| – | – | no threshold found | | | | | | |"]
+    for m in rows:
+        sd = m["seeds"]
         per = "; ".join(f"{r['seed']}: {_num(r['eta'])}" if r["eta"] is not None else f"{r['seed']}: {r['verdict']}"
                         for r in sd["per_seed"])
         sp, iv = sd["spread"], sd["interval"]
@@ -147,8 +148,6 @@ def _md_seeds(report: dict) -> list[str]:
         share = "–" if iv["share_from_seeds"] is None else f"{iv['share_from_seeds']:.0%}"
         L.append(f"| {m['task']} | {m['metric']} | {_num(m['threshold']['loss'])} | {per} | {_num(sp['sd'])} | {rng} "
                  f"| {_num(iv['width_with'])} | {_num(iv['width_without'])} | {share} |")
-    if len(L) == 8:
-        L.append("| – | – | no threshold found | | | | | | |")
     return L
 
 
