@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from losslens.analyze.analysis import analyze, run_analysis
+from losslens.analyze.plots import Styles, task_figure
+from losslens.analyze.report import write_report
 from losslens.analyze.scaling import fit_scaling_law
 from losslens.analyze.seeds import SeedLevel
 from losslens.analyze.table import ResultsError, read_results
@@ -113,9 +115,15 @@ def test_table_without_seed_column_analyzes_as_before(tmp_path):
         np.testing.assert_array_equal(th.bootstrap, before.bootstrap)
 
 
-def test_report_gives_eta_per_seed_spread_and_share_from_seeds(tmp_path):
-    path = write_table(tmp_path / "results.csv", synthetic_rows(np.random.default_rng(3), tau=0.1))
-    analyze(results=path, n_bootstrap=100, progress=False, plots=False, backtest="none")
+@pytest.fixture(scope="module")
+def seeded_analysis(tmp_path_factory):
+    path = write_table(tmp_path_factory.mktemp("seeded") / "results.csv",
+                       synthetic_rows(np.random.default_rng(3), tau=0.1))
+    return run_analysis(path, n_bootstrap=100, progress=False, backtest="none")
+
+
+def test_report_gives_eta_per_seed_spread_and_share_from_seeds(seeded_analysis, tmp_path):
+    write_report(seeded_analysis, tmp_path, plots=False)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["study"]["seeds_per_size"] == {"0.2M": 3, "0.4M": 3, "0.8M": 3}
     m = next(m for m in report["metrics"] if m["metric"] == "acc")
@@ -132,6 +140,21 @@ def test_report_gives_eta_per_seed_spread_and_share_from_seeds(tmp_path):
     assert iv["without_seeds"] == m["threshold"]["ci_without_seeds"]
     md = (tmp_path / "report.md").read_text()
     assert "## Seeds" in md and "share from seeds" in md
+
+
+def test_plots_draw_a_thin_line_per_seed_and_a_thick_mean_per_size(seeded_analysis):
+    styles = Styles(seeded_analysis.table)
+    ax = task_figure(seeded_analysis, "t", styles).axes[0]
+    widths = [line.get_linewidth() for line in ax.get_lines()]
+    assert widths.count(styles.run_line()["lw"]) == 9 and widths.count(2.0) == 3  # 3 sizes x 3 seeds; 3 means
+    per_size = {}
+    for line in ax.get_lines():
+        if line.get_linewidth() in (styles.run_line()["lw"], 2.0):
+            per_size.setdefault(line.get_color(), []).append(line.get_linewidth())
+    assert len(per_size) == 3 and all(sorted(v) == [0.6, 0.6, 0.6, 2.0] for v in per_size.values())
+    ticks = [line for line in ax.get_lines() if line.get_marker() == "|"]
+    etas = [r["eta"] for r in seeded_analysis.metrics[("t", "acc")].seeds["per_seed"]]
+    assert len(ticks) == 1 and sorted(ticks[0].get_xdata()) == sorted(etas)
 
 
 def test_report_has_no_seed_section_without_seeds(tmp_path):
@@ -168,10 +191,10 @@ def seeded_law_points(rng, offset=0.03):
 
 def test_scaling_bootstrap_resamples_seeds_within_sizes():
     N, D, L, seed = seeded_law_points(np.random.default_rng(11))
-    opts = dict(n_bootstrap=20, seed=0, identify=False)
+    opts = dict(n_bootstrap=10, seed=0, identify=False)
     flat, seeded = fit_scaling_law(N, D, L, **opts), fit_scaling_law(N, D, L, seeds=seed, **opts)
     assert (flat.E, flat.alpha, flat.n_points) == (seeded.E, seeded.alpha, seeded.n_points)  # every point fitted
-    assert len(seeded.boot) == 20 and not np.array_equal(seeded.boot, flat.boot)  # other resamples
+    assert len(seeded.boot) == 10 and not np.array_equal(seeded.boot, flat.boot)  # other resamples
     one = seed == "0"  # one seed per size: no seed level, the flat bootstrap's very draws
     lone = fit_scaling_law(N[one], D[one], L[one], seeds=seed[one], **opts)
     np.testing.assert_array_equal(lone.boot, fit_scaling_law(N[one], D[one], L[one], **opts).boot)
