@@ -86,6 +86,16 @@ def test_one_seed_per_size_is_the_flat_bootstrap_exactly():
     assert not labelled.used_seeds and labelled.ci_without_seeds is None
 
 
+def test_examples_stay_the_innermost_level():
+    rng = np.random.default_rng(8)
+    x, y, size, seed = synthetic_points(rng, n_seeds=2)
+    examples = [rng.binomial(1, p, 400).astype(float) for p in np.clip(y, 0, 1)]  # one test set of 400 items
+    th = find_threshold(x, y, CHANCE, n_bootstrap=100, seed=0, examples=examples, sizes=size, seeds=seed)
+    assert th.used_seeds and th.used_examples and th.verdict == EMERGENT
+    assert th.to_dict()["threshold"]["bootstrap_over"] == "seeds within sizes, checkpoints and test examples"
+    assert th.ci_low < th.loss < th.ci_high
+
+
 def test_seed_level_draws_seeds_within_sizes_then_points():
     size = np.repeat([1, 1, 1, 2], 5)  # size 1: seeds a, b, c; size 2: one seed
     seed = np.repeat(["a", "b", "c", "a"], 5)
