@@ -33,7 +33,7 @@ def analyze_pair(series: Series, run_dir, n_bootstrap: int, seed: int, ci_level:
                          seeds=series.seed, **opts)
     align = {"loss": alignment_r2(series.loss, series.value, series.n_params),
              "compute": alignment_r2(np.log10(np.maximum(series.flops, 1.0)), series.value, series.n_params)}
-    seeds = seed_summary(series, res, examples, opts) if res.used_seeds or res.ci_without_seeds else None
+    seeds = seed_summary(series, res, examples, opts) if res.used_seeds else None
     return res, align, seeds
 
 
@@ -58,8 +58,7 @@ def seed_summary(series: Series, pooled: ThresholdResult, examples: list | None,
     if pooled.ci_without_seeds is not None:
         without = pooled.ci_without_seeds[1] - pooled.ci_without_seeds[0]
     share = 1 - without / with_ if without is not None and with_ > 0 else None
-    sizes = {str(n): len(set(series.seed[series.n_params == n].tolist())) for n in np.unique(series.n_params)}
-    return {"seeds_per_size": sizes, "per_seed": per_seed, "spread": spread,
+    return {"per_seed": per_seed, "spread": spread,
             "interval": {"with_seeds": [pooled.ci_low, pooled.ci_high], "width_with": with_,
                          "without_seeds": list(pooled.ci_without_seeds or [None, None]), "width_without": without,
                          "share_from_seeds": share}}

@@ -132,13 +132,14 @@ def _md_seeds(report: dict) -> list[str]:
     L = ["", "## Seeds", "",
          f"Seeds per size: {per_size}. η's bootstrap resamples seeds within each size, then checkpoints (then test "
          f"examples). Per seed: η from that seed's runs alone, where they suffice (verdict `emergent`). Spread: sd "
-         f"and range of those η. Share from seeds: 1 − (width of the {lvl} interval without the seed level) / "
+         f"and range of those η, beside the mean width of their own intervals (within a seed). Share from seeds: 1 − (width of the {lvl} interval without the seed level) / "
          f"(width with it).", "",
-         "| task | metric | η (all seeds) | per seed | sd | range | width with seeds | without | share from seeds |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "| task | metric | η (all seeds) | per seed | sd | range | within a seed | width with seeds | without "
+         "| share from seeds |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
     rows = [m for m in report["metrics"] if m.get("seeds")]
     if not rows:
-        return L + ["| – | – | no threshold found | | | | | | |"]
+        return L + ["| – | – | no threshold found | | | | | | | |"]
     for m in rows:
         sd = m["seeds"]
         per = "; ".join(f"{r['seed']}: {_num(r['eta'])}" if r["eta"] is not None else f"{r['seed']}: {r['verdict']}"
@@ -147,7 +148,7 @@ def _md_seeds(report: dict) -> list[str]:
         rng = "–" if sp["range"] is None else f"{sp['range']:.3f} [{sp['min']:.3f}, {sp['max']:.3f}]"
         share = "–" if iv["share_from_seeds"] is None else f"{iv['share_from_seeds']:.0%}"
         L.append(f"| {m['task']} | {m['metric']} | {_num(m['threshold']['loss'])} | {per} | {_num(sp['sd'])} | {rng} "
-                 f"| {_num(iv['width_with'])} | {_num(iv['width_without'])} | {share} |")
+                 f"| {_num(sp['within_seed_width_mean'])} | {_num(iv['width_with'])} | {_num(iv['width_without'])} | {share} |")
     return L
 
 
