@@ -5,7 +5,7 @@ every task x metric with a threshold: η with its interval with and without the 
 their widths, η of each seed alone, the between-seed sd and range, and the mean width of the per-seed
 intervals (within a seed). The same numbers are in the study's report.json (``seeds`` blocks).
 
-    python bench/seed_study.py RUN_DIR [--bootstrap 1000]
+    python bench/seed_study.py RUN_DIR [--bootstrap 1000] [--out DIR]   # --out: also write the report there
 
 Last line: ``ratio width with/without seeds (median over thresholds): X``.
 """
@@ -32,10 +32,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--out", type=Path, help="write report.json, report.md and plots/ here")
     args = ap.parse_args()
     start = time.perf_counter()
     analysis = run_analysis(args.run_dir / "results.csv", args.run_dir, n_bootstrap=args.bootstrap, progress=False)
     t = analysis.table
+    if args.out is not None:
+        from losslens.analyze.report import write_report
+
+        write_report(analysis, args.out)
     print(f"{len(t.runs())} runs, seeds per size {t.seeds_per_size()}, analyzed in {time.perf_counter() - start:.0f} s")
     print("| task | metric | verdict | η | CI with seeds | CI without | width ratio | η per seed | sd | range "
           "| within a seed |")
