@@ -7,11 +7,16 @@ the seconds of each, and of ``find_threshold`` with seeds (which runs both, to r
 share of the interval).
 
     python bench/seed_bootstrap.py --bootstrap 1000 --checkpoints 40
+    python bench/seed_bootstrap.py --coverage 100 --rng 1   # coverage of the population η, 100 studies
+
+``--coverage N`` draws N studies of 3 sizes x 3 seeds x 12 checkpoints (seed offsets of η ~ N(0, 0.08),
+noise 0.02; as tests/test_seed_bootstrap.py) and counts how often η's interval (200 resamples) covers
+the planted η, with and without the seed level.
 
 Target: ratio seeds/flat <= 1.6. The batched refits are the same; what costs more is that η spreads
 wider over resamples with seeds, so fewer resamples share each refined sigmoid grid (measured: 621
 distinct grids in the last round instead of 421 for 1000 resamples of this study).
-Last line: ``ratio seeds/flat: X``.
+Last line: ``ratio seeds/flat: X`` (with ``--coverage``: ``ratio covered with/without seeds: X``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,20 @@ def study(rng, checkpoints: int, sizes: int = 3, seeds: int = 3):
     return (np.concatenate(v) for v in (x, y, size, seed))
 
 
+def coverage(n_studies: int, rng) -> None:
+    covered, covered_flat, ratios = 0, 0, []
+    for i in range(n_studies):
+        x, y, size, seed = study(rng, 12)
+        th = find_threshold(x, y, 0.25, n_bootstrap=200, seed=i, sizes=size, seeds=seed)
+        lo, hi = th.ci_without_seeds
+        covered += th.ci_low <= 2.0 <= th.ci_high
+        covered_flat += lo <= 2.0 <= hi
+        ratios.append((th.ci_high - th.ci_low) / (hi - lo))
+    print(f"covered: {covered}/{n_studies} with seeds, {covered_flat}/{n_studies} without; "
+          f"median width ratio {np.median(ratios):.2f}")
+    print(f"ratio covered with/without seeds: {covered / max(covered_flat, 1):.2f}")
+
+
 def best_of(fn, repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
@@ -52,7 +71,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--checkpoints", type=int, default=40)
+    ap.add_argument("--coverage", type=int, default=0, help="instead: coverage over this many synthetic studies")
+    ap.add_argument("--rng", type=int, default=1, help="seed of the synthetic studies (--coverage)")
     args = ap.parse_args()
+    if args.coverage:
+        return coverage(args.coverage, np.random.default_rng(args.rng))
     x, y, size, seed = study(np.random.default_rng(0), args.checkpoints)
     level = SeedLevel.of(size, seed)
     for model in ("hinge", "sigmoid"):
