@@ -190,9 +190,10 @@ def _sigmoid_search(x: np.ndarray, y: np.ndarray, c: float | None, rounds: int =
     Returns (m, w, h, c, rss). (The bootstrap runs the same search on many resamples at once:
     :func:`_bootstrap_sigmoid`.)"""
     grid = _sigmoid_grid(float(x.min()), float(x.max()))
-    for r in range(rounds + 1):
-        if r:
-            grid = _finer_grid(grid, g)
+    rss, h, cc = _sigmoid_profile(grid, x, y, c)
+    g = int(np.argmin(rss))
+    for _ in range(rounds):
+        grid = _finer_grid(grid, g)
         rss, h, cc = _sigmoid_profile(grid, x, y, c)
         g = int(np.argmin(rss))
     m, w = _cell(grid, g)
