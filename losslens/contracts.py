@@ -26,6 +26,7 @@ import json
 import re
 from pathlib import Path
 
+from losslens.errors import CheckpointError
 from losslens.metrics import FRACTION, METRICS, PRETRAIN, Metric, kind_metrics
 
 STUDY_FILE = "study.yaml"
@@ -117,9 +118,13 @@ def seed_label(init: int, data: int) -> str:
     return str(init) if init == data else f"init{init}-data{data}"
 
 
-def checkpoint_seeds(meta: dict) -> tuple[int, int]:
-    """(seed_init, seed_data) of a checkpoint's meta.json; 0 for checkpoints that do not record them."""
-    return int(meta.get("seed_init", 0)), int(meta.get("seed_data", 0))
+def checkpoint_seeds(meta: dict, ckpt: str | Path) -> tuple[int, int]:
+    """(seed_init, seed_data) of checkpoint ``ckpt``'s meta.json; 0 where it does not record them."""
+    seeds = tuple(meta.get(key, 0) for key in CHECKPOINT_SEED_KEYS)
+    for key, value in zip(CHECKPOINT_SEED_KEYS, seeds):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"{Path(ckpt) / META_FILE}: {key}: expected a seed (an integer >= 0), got {value!r}")
+    return seeds
 
 
 def checkpoint_dirname(tokens: int) -> str:
