@@ -282,6 +282,8 @@ def _seed_alias(raw: dict, file: str) -> dict:
         return raw
     if "seeds" in raw:
         raise ConfigError(f"{file}: seed: give seed (one seed) or seeds (a list), not both")
+    if isinstance(raw["seed"], list):
+        raise ConfigError(f"{file}: seed: one seed is an integer; write several as seeds: {raw['seed']}")
     seed = _convert(int, raw["seed"], "seed", file)
     if seed < 0:
         raise ConfigError(f"{file}: seed: must not be negative, got {seed}")
