@@ -110,13 +110,15 @@ class StudyConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def hash(self, *, sections: tuple[str, ...] = ("model", "data", "budgets", "seed", "seeds", "train")) -> str:
+    def hash(self, *, sections: tuple[str, ...] = ("model", "data", "budgets", "seed", "train")) -> str:
         """Hash of what determines the trained weights (not the output folder, cadence or eval).
 
-        ``seed`` or ``seeds``, whichever :meth:`to_dict` writes: a one-seed study hashes as before seeds.
+        Of the seeds only the corpus seed: a run's own seeds are in its meta.json, which resuming checks,
+        so seeds can be added to a study without retraining the runs it has. (A one-seed study hashes as
+        it did before studies had seeds.)
         """
-        d = self.to_dict()
-        blob = json.dumps({k: d[k] for k in sections if k in d}, sort_keys=True)
+        d = self.to_dict() | {"seed": self.corpus_seed}
+        blob = json.dumps({k: d[k] for k in sections}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

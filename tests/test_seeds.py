@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,11 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
         return list(reader.fieldnames or []), list(reader)
 
 
+def _set_seeds(ckpt: Path, **seeds) -> None:
+    meta = contracts.read_meta(ckpt) | seeds
+    (ckpt / contracts.META_FILE).write_text(json.dumps(meta))
+
+
 # ---------------------------------------------------------------- config
 
 
@@ -65,8 +71,8 @@ def test_seeds_read_as_ints_or_init_data_pairs():
 def test_one_seed_study_writes_and_hashes_as_before(tmp_path):
     study = load_study(TINY)  # `seed: 0`
     assert study.to_dict()["seed"] == 0 and "seeds" not in study.to_dict()
-    assert study.hash() == load_study(TINY, ["seeds=[0]"]).hash()
-    assert study.hash() != load_study(TINY, ["seeds=[0, 1]"]).hash() != load_study(TINY, ["seed=1"]).hash()
+    assert study.hash() == load_study(TINY, ["seeds=[0]"]).hash() == load_study(TINY, ["seeds=[0, 1]"]).hash()
+    assert study.hash() != load_study(TINY, ["seed=1"]).hash()  # another corpus seed: another stream
     several = load_study(TINY, ["seeds=[0, {init: 1, data: 0}]"])
     assert several.to_dict()["seeds"] == [0, SPLIT] and "seed" not in several.to_dict()
     path = tmp_path / "study.yaml"
@@ -169,6 +175,22 @@ def test_runs_that_differ_in_init_only_read_the_same_windows_and_end_apart(seed_
         assert all(not torch.equal(a[k], b[k]) for k in a)
 
 
+def test_seeds_added_later_keep_the_runs_trained_and_a_changed_seed_is_refused(seed_grid: Path, tmp_path: Path):
+    study_dir = tmp_path / "study"
+    shutil.copytree(seed_grid, study_dir)
+    cfg = tmp_path / "extended.yaml"
+    cfg.write_text((seed_grid / contracts.STUDY_FILE).read_text())
+    before = contracts.list_checkpoints(study_dir / "xs_8192_seed0")
+    done = call_cli("train", str(cfg), "seeds=[0, {init: 1, data: 0}, 2]", "--run", "xs_8192_seed0", "--out", str(study_dir))
+    assert done.returncode == 0, done.stderr[-2000:]  # nothing to train: the run is complete
+    assert contracts.list_checkpoints(study_dir / "xs_8192_seed0") == before
+    last = before[-1]
+    _set_seeds(last, seed_init=3)
+    refused = call_cli("train", str(cfg), "--run", "xs_8192_seed0", "--out", str(study_dir))
+    assert refused.returncode == 2
+    assert f"{last}: was trained with seeds init 3, data 0, not run xs_8192_seed0's init 0, data 0" in refused.stderr
+
+
 # ---------------------------------------------------------------- results.csv
 
 
@@ -182,11 +204,6 @@ def test_results_table_labels_each_run_with_its_seed(seed_grid: Path):
     from losslens.analyze.table import read_results
 
     assert len(read_results(seed_grid / contracts.RESULTS_FILE).cols["run"]) == len(rows)  # read as before
-
-
-def _set_seeds(ckpt: Path, **seeds) -> None:
-    meta = contracts.read_meta(ckpt) | seeds
-    (ckpt / contracts.META_FILE).write_text(json.dumps(meta))
 
 
 def test_checkpoints_without_seeds_read_as_seed_zero(tmp_path):
