@@ -75,7 +75,7 @@ class StudyConfig:
     budgets: list[int]  # training tokens per run
     out_dir: str = ""  # default: checkpoints/<name>
     # Replicates of every run, read as N or {init: I, data: D} and held as Seeds. `seed: N` in the YAML
-    # is one seed, and is how a one-seed study is written back (so its config hash stays as it was).
+    # is one seed, and is how a one-seed study is written back (its study.yaml stays as it was).
     seeds: list[Union[int, Seed]] = field(default_factory=lambda: [0])
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
