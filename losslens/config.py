@@ -31,7 +31,6 @@ from losslens.train.config import (
     CheckpointConfig,
     DataConfig,
     ModelConfig,
-    ModelSize,
     Seed,
     TrainConfig,
 )
