@@ -212,11 +212,35 @@ def main() -> None:
     (harness_bench if args.harness else task_bench)(args, tmp, torch.get_num_threads())
 
 
+def fed_tokens(ckpt: Path, data: Path) -> tuple[int, int]:
+    """Tokens each tool feeds the model (approximate: strings tokenized whole, no truncation).
+
+    losslens feeds a context once with every choice but its last token after it. lm-eval feeds
+    context + choice per request, minus the last token, and runs requests whose inputs are then
+    equal only once (its ``logits_cache``): choices that differ only in their last token share a row.
+    Per-token costs being equal, the ratio of these counts is the speed-up the layout allows.
+    """
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    ours, theirs = 0, 0
+    for line in data.read_text().splitlines():
+        row = json.loads(line)
+        ctx = tok(row["context"])["input_ids"]
+        conts = [tok(row["context"] + c)["input_ids"][len(ctx):] for c in row["choices"]]
+        ours += len(ctx) + sum(len(c) - 1 for c in conts)
+        theirs += sum(len(ctx) + len(c) - 1 for c in {tuple(c[:-1]): c for c in conts}.values())
+    return ours, theirs
+
+
 def task_bench(args, tmp: Path, threads: int) -> None:
     ckpt = args.checkpoint or make_checkpoint(tmp / "ckpt", args.width, args.layers, 512, args.vocab)
     data = make_task(tmp / "bench_mc.jsonl", args.examples, args.choices, args.context_chars)
     print(f"checkpoint: {ckpt}; task: {args.examples} examples x {args.choices} choices; device {args.device}, "
           f"batch {args.batch_size}, torch threads {threads}")
+    ours_tokens, theirs_tokens = fed_tokens(ckpt, data)
+    print(f"tokens fed to the model: losslens {ours_tokens}, lm-eval {theirs_tokens} "
+          f"(ratio {theirs_tokens / ours_tokens:.2f}: the speed-up at equal cost per token)")
     run_losslens(ckpt, data, args.batch_size, args.device)  # warm-up: page cache, lazy imports
     ours_s, theirs_s, ours_acc, theirs_acc = alternate(
         lambda: run_losslens(ckpt, data, args.batch_size, args.device),
