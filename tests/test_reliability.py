@@ -16,7 +16,7 @@ import pytest
 from losslens import contracts
 from losslens.cli import main
 from losslens.errors import ConfigError, DataError
-from tests.conftest import ROOT, write_study
+from tests.conftest import write_study
 
 
 def _exit_2(capsys, argv: list[str], *fragments: str) -> str:
