@@ -26,7 +26,7 @@ import yaml
 
 from losslens.analyze.config import AnalyzeConfig
 from losslens.errors import ConfigError
-from losslens.evaluate.config import EvalConfig
+from losslens.evaluate.config import EvalConfig, adaptive_problem
 from losslens.train.config import (
     CheckpointConfig,
     DataConfig,
@@ -310,6 +310,9 @@ def _validate_eval(e: EvalConfig, fail) -> None:
         fail("eval.bootstrap", f"must not be negative, got {e.bootstrap}")
     if not 0 < e.confidence < 1:
         fail("eval.confidence", f"a probability in (0, 1), got {e.confidence}")
+    problem = adaptive_problem(e.adaptive)
+    if problem:
+        fail(f"eval.adaptive.{problem[0]}", problem[1])
 
 
 def validate(study: StudyConfig) -> None:

@@ -73,6 +73,8 @@ DEFAULT_X_LABEL = "validation loss (nats/token)"
 # Optional column: the run's tokenizer (a name or hash), for tables made elsewhere. Per-token losses of
 # runs with different tokenizers do not compare; analyze then warns and points to bits per byte.
 TOKENIZER_COLUMN = "tokenizer"
+# Optional column: the label of a run's replicate (e.g. "0", "init1-data0"); absent, every run is one seed.
+SEED_COLUMN = "seed"
 
 
 # lm-evaluation-harness metrics that are better when lower (its registry's higher_is_better=False).

@@ -194,8 +194,8 @@ def test_pairs_in_worker_processes_equal_pairs_in_one(monkeypatch):
         monkeypatch.setenv(WORKERS_ENV, workers)
         assert max_workers() == int(workers)
         runs[workers] = pairs.analyze_pairs(jobs, progress=False)
-    for (one, align1), (two, align2) in zip(runs["1"], runs["2"]):
-        assert one.verdict == two.verdict == EMERGENT and align1 == align2
+    for (one, align1, seeds1), (two, align2, seeds2) in zip(runs["1"], runs["2"]):
+        assert one.verdict == two.verdict == EMERGENT and align1 == align2 and seeds1 is seeds2 is None
         np.testing.assert_array_equal(one.bootstrap, two.bootstrap)
     monkeypatch.setenv(WORKERS_ENV, "lots")
     with pytest.raises(LossLensError, match="LOSSLENS_ANALYZE_WORKERS='lots': expected a whole number"):

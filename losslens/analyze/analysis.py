@@ -34,6 +34,7 @@ class MetricAnalysis:
     threshold: ThresholdResult
     alignment: dict  # {"loss": {...}, "compute": {...}}
     extrapolation: dict | None = None
+    seeds: dict | None = None  # η seed by seed and the seed level's share of the interval (pairs.seed_summary)
 
 
 @dataclass
@@ -130,7 +131,8 @@ def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progre
     series = [table.series(task, metric) for task, metric in items]
     jobs = [(s, run_dir, n_bootstrap, seed + i, ci_level, MIN_SIDE) for i, s in enumerate(series)]
     metrics: dict[tuple[str, str], MetricAnalysis] = {
-        key: MetricAnalysis(s, res, align) for key, s, (res, align) in zip(items, series, analyze_pairs(jobs, progress))}
+        key: MetricAnalysis(s, res, align, seeds=per_seed)
+        for key, s, (res, align, per_seed) in zip(items, series, analyze_pairs(jobs, progress))}
 
     # Extrapolation and mirage, per task: one reference eta (from an emergent metric, a
     # discontinuous one first, the tightest interval next) applied to every metric of the task.

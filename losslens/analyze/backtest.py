@@ -12,7 +12,7 @@ refitted on the other runs and compared with what the held-out runs measured:
   (eta and the law both refitted on the other runs).
 
 Intervals are bootstrap prediction intervals: each replicate refits the curve on resampled
-points, evaluates it at a replicate of the scaling law's prediction (two-stage) and adds a
+points (seeds within sizes first, where a size has several: :mod:`losslens.analyze.seeds`), evaluates it at a replicate of the scaling law's prediction (two-stage) and adds a
 resampled residual, so they cover the scatter of a measurement around the curve. Where the
 scaling law has a parameter that is not identified, the two-stage interval also spans the
 law's profile region (see :mod:`losslens.analyze.scaling`).
@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from losslens.analyze.scaling import FIXED_TOKENS, ScalingFit, fit_scaling_law, forecast
+from losslens.analyze.seeds import SeedLevel
 from losslens.analyze.table import ResultsError, Table
 from losslens.analyze.threshold import EMERGENT, Fit, _hinge_eta, _sigmoid_search, find_threshold, fit_models
 
@@ -117,7 +118,7 @@ def fit_law(table: Table, points: str, n_bootstrap: int, seed: int, ci_level: fl
 
     def fit(use):
         return fit_scaling_law(ck["n_params_nonembed"][use], ck["tokens"][use], ck["loss"][use],
-                               n_bootstrap=n_bootstrap, seed=seed, ci_level=ci_level)
+                               n_bootstrap=n_bootstrap, seed=seed, ci_level=ci_level, seeds=ck["seed"][use])
 
     if points == "all":
         return fit(every), ""
@@ -159,13 +160,15 @@ class Curve:
         return np.clip(curve + noise, *self.limits)
 
 
-def fit_curve(x, y, chance, higher_is_better: bool, discontinuous: bool, n_bootstrap: int, rng) -> Curve:
-    """The BIC-preferred model of threshold.fit_models; replicates refit that model alone."""
+def fit_curve(x, y, chance, higher_is_better: bool, discontinuous: bool, n_bootstrap: int, rng,
+              seeds: SeedLevel | None = None) -> Curve:
+    """The BIC-preferred model of threshold.fit_models; replicates refit that model alone, on points
+    resampled with ``seeds`` as the outer level where given."""
     fits = fit_models(x, y, chance, higher_is_better)
     best = min(fits.values(), key=lambda f: f.bic)
     reps = []
     for _ in range(n_bootstrap):
-        pick = rng.integers(0, len(x), len(x))
+        pick = rng.integers(0, len(x), len(x)) if seeds is None else seeds.picks(rng)
         if np.ptp(x[pick]) > 0:
             reps.append(refit(best.model, x[pick], y[pick], chance, higher_is_better))
     span = float(np.ptp(y))
@@ -246,7 +249,7 @@ def predict_metric(law: ScalingFit | None, train: Table, held: Table, task: str,
     s, h = train.series(task, metric), held.series(task, metric)
     if len(s) < 3 or not len(h):
         return []
-    shape = (s.chance, s.higher_is_better, s.discontinuous, n_bootstrap, rng)
+    shape = (s.chance, s.higher_is_better, s.discontinuous, n_bootstrap, rng, SeedLevel.of(s.n_params, s.seed))
     by_loss = fit_curve(s.loss, s.value, *shape)
     by_compute = fit_curve(-np.log10(np.maximum(s.flops, 1.0)), s.value, *shape)
     rows = []
@@ -306,7 +309,7 @@ def predict_crossings(law: ScalingFit | None, train: Table, held: Table, task: s
     """(c) Tokens at which each held-out run reaches the task's eta, refitted on the training runs."""
     s = train.series(task, metric)
     th = find_threshold(s.loss, s.value, s.chance, higher_is_better=s.higher_is_better,
-                        n_bootstrap=n_bootstrap, seed=seed, ci_level=ci_level)
+                        n_bootstrap=n_bootstrap, seed=seed, ci_level=ci_level, sizes=s.n_params, seeds=s.seed)
     base = {"task": task, "metric": metric, "train_verdict": th.verdict}
     if th.verdict != EMERGENT or law is None:
         why = "no scaling fit" if law is None else f"{th.verdict} on the training runs: no threshold to forecast"

@@ -3,7 +3,8 @@
 * ``task_<task>``: each metric of the task against pretraining loss (loss decreasing to the
   right, as in Du et al. 2024; or the stand-in the table names in ``x_label``), discontinuous metrics first; one colour per model size, one
   marker per data budget, a line through each run's checkpoints, chance, the preferred fit and
-  the threshold with its confidence band.
+  the threshold with its confidence band. With several seeds of a size, each seed's run is a thin
+  line in its size's colour and the mean over seeds a thick one.
 * ``contrast_<task>``: the same against loss, parameters (final checkpoints) and compute, with
   the alignment R^2 of loss and compute in the column titles.
 * ``training``: loss against tokens per run; loss against compute with the fitted scaling law.
@@ -54,20 +55,38 @@ class Styles:
         sizes = table.sizes()
         self.colour = {n: OKABE_ITO[i % len(OKABE_ITO)] for i, n in enumerate(sizes)}
         self.marker = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(table.budgets())}
+        self.seeded = table.has_seeds()
 
     def of_run(self, run: str) -> tuple[str, str]:
         return self.colour[self.table.run_size(run)], self.marker[self.table.run_budget(run)]
+
+    def run_line(self, compact: bool = False) -> dict:
+        """How one run's line is drawn: as a thin line under the seed mean when sizes have several seeds."""
+        if self.seeded:
+            return {"lw": 0.6, "ms": 2.2, "alpha": 0.55}
+        return {"lw": 0.9, "ms": 3.2 if compact else 4, "alpha": 0.85}
 
     def legend_handles(self, extras: bool = True) -> list:
         t = self.table
         h = [Line2D([], [], color=c, marker="o", ms=4, label=f"{t.size_label(n)} params") for n, c in self.colour.items()]
         h += [Line2D([], [], color="0.3", ls="none", marker=m, ms=4, label=f"{count_label(b)} tokens")
               for b, m in self.marker.items()]
+        if self.seeded:
+            h += [Line2D([], [], color="0.3", lw=0.6, alpha=0.6, label="one seed"),
+                  Line2D([], [], color="0.3", lw=2.0, label="mean over seeds")]
+            if extras:
+                h.append(Line2D([], [], color="0.25", ls="none", marker="|", ms=7, mew=1.2, label="η of one seed"))
         if extras:
             h += [Line2D([], [], color="0.45", ls=":", label="chance"),
                   Line2D([], [], color="k", lw=1.3, alpha=0.75, label="preferred fit"),
                   Patch(facecolor="0.5", alpha=0.25, edgecolor="0.2", ls="--", label="threshold η, 95% CI")]
         return h
+
+
+def _legend(fig: Figure, handles: list) -> None:
+    """The shared legend below the axes, in as many columns as the figure's width holds (at most 8)."""
+    ncol = max(1, min(8, len(handles), int(fig.get_figwidth() / 1.25)))
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False)
 
 
 def _save(fig: Figure, base: Path) -> list[Path]:
@@ -90,6 +109,32 @@ def _by_run(series, x: np.ndarray):
         yield run, idx[np.argsort(series.tokens[idx])]
 
 
+def seed_means(table, runs, tokens: np.ndarray, *values: np.ndarray):
+    """Mean over seeds of each (size, budget) with several seeds, at the token counts all its seeds share:
+    yields (run of the group, tokens, mean of each of ``values``). ``runs``, ``tokens`` and ``values`` are per point."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    for run in dict.fromkeys(runs.tolist()):
+        groups.setdefault((table.run_size(run), table.run_budget(run)), []).append(run)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        shared = sorted(set.intersection(*(set(tokens[runs == r].tolist()) for r in members)))
+        if len(shared) < 2:
+            continue
+        means = []
+        for v in values:
+            at = {r: dict(zip(tokens[runs == r].tolist(), v[runs == r].tolist())) for r in members}
+            means.append(np.array([np.mean([at[r][t] for r in members]) for t in shared]))
+        yield members[0], np.array(shared), *means
+
+
+def _draw_seed_means(ax, styles: Styles, runs, tokens, x: np.ndarray, y: np.ndarray) -> None:
+    """The thick mean-over-seeds line of each (size, budget), over its seeds' thin lines."""
+    for run, _, mx, my in seed_means(styles.table, runs, tokens, x, y):
+        colour, marker = styles.of_run(run)
+        ax.plot(mx, my, color=colour, lw=2.0, marker=marker, ms=3.5, mec="white", mew=0.4, alpha=0.95, zorder=3.5)
+
+
 def _ylabel(series) -> str:
     return series.metric + ("" if series.higher_is_better else " (lower is better)")
 
@@ -98,12 +143,14 @@ def draw_metric(ax, ma, styles: Styles, compact: bool = False, errorbars: bool =
     """One task x metric against loss: runs (with the table's intervals as error bars), chance,
     the preferred fit, and the threshold with its band (dotted where the verdict is not emergent)."""
     s, th = ma.series, ma.threshold
+    errorbars = errorbars and not styles.seeded  # per-seed error bars would hide the seeds' spread
     for run, idx in _by_run(s, s.loss):
         colour, marker = styles.of_run(run)
         has_ci = errorbars and np.isfinite(s.ci_low[idx]).all() and np.isfinite(s.ci_high[idx]).all()
         yerr = np.abs(np.vstack([s.value[idx] - s.ci_low[idx], s.ci_high[idx] - s.value[idx]])) if has_ci else None
-        ax.errorbar(s.loss[idx], s.value[idx], yerr=yerr, color=colour, marker=marker, ms=3.2 if compact else 4,
-                    lw=0.9, elinewidth=0.5, alpha=0.85, mec="white", mew=0.4, zorder=3)
+        ax.errorbar(s.loss[idx], s.value[idx], yerr=yerr, color=colour, marker=marker, elinewidth=0.5, mec="white",
+                    mew=0.4, zorder=3, **styles.run_line(compact))
+    _draw_seed_means(ax, styles, s.run, s.tokens, s.loss, s.value)
     lo, hi = float(s.loss.min()), float(s.loss.max())
     if th.chance is not None:
         ax.axhline(th.chance, color="0.45", ls=":", lw=1, zorder=1)
@@ -117,6 +164,10 @@ def draw_metric(ax, ma, styles: Styles, compact: bool = False, errorbars: bool =
         ax.axvline(th.loss, color="0.2", ls="--" if sure else ":", lw=1, zorder=2)
         ax.annotate(f"η={th.loss:.2f}", (th.loss, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
                     textcoords="offset points", ha="left", va="top", fontsize=6.5 if compact else 7, color="0.2")
+    seed_etas = [r["eta"] for r in (ma.seeds or {}).get("per_seed", []) if r["eta"] is not None]
+    if seed_etas:  # where each seed alone would put η: ticks on the lower edge
+        ax.plot(seed_etas, np.zeros(len(seed_etas)), ls="none", marker="|", ms=7, mew=1.2, color="0.25",
+                transform=ax.get_xaxis_transform(), clip_on=False, zorder=5)
     pad = 0.03 * (hi - lo or 1.0)
     ax.set_xlim(hi + pad, lo - pad)  # decreasing loss to the right
     ax.set_title(f"{s.metric}: {th.verdict}" if compact else f"{s.metric} — {th.verdict}", loc="left")
@@ -132,8 +183,7 @@ def task_figure(analysis, task: str, styles: Styles) -> Figure:
     for ax, m in zip(axes, metrics):
         draw_metric(ax, analysis.metrics[(task, m)], styles)
     fig.suptitle(f"{task}: performance against {analysis.table.x_label}", fontsize=9.5)
-    fig.legend(handles=styles.legend_handles(), loc="outside lower center", ncol=min(8, len(styles.legend_handles())),
-               frameon=False)
+    _legend(fig, styles.legend_handles())
     return fig
 
 
@@ -157,7 +207,9 @@ def contrast_figure(analysis, task: str, styles: Styles) -> Figure:
         for budget in dict.fromkeys(analysis.table.run_budget(r) for r, _ in finals):
             idx = [i for r, i in finals if analysis.table.run_budget(r) == budget]
             idx = sorted(idx, key=lambda i: s.n_params_nonembed[i])
-            ax.plot(s.n_params_nonembed[idx], s.value[idx], color="0.6", lw=0.8, zorder=1)
+            sizes = np.unique(s.n_params_nonembed[idx])  # the line joins each size's mean over its seeds
+            ax.plot(sizes, [s.value[idx][s.n_params_nonembed[idx] == n].mean() for n in sizes], color="0.6", lw=0.8,
+                    zorder=1)
             for i in idx:
                 colour, marker = styles.of_run(s.run[i])
                 ax.plot(s.n_params_nonembed[i], s.value[i], color=colour, marker=marker, ms=5, mec="white",
@@ -171,7 +223,8 @@ def contrast_figure(analysis, task: str, styles: Styles) -> Figure:
         ax = axes[row, 2]
         for run, idx in _by_run(s, s.flops):
             colour, marker = styles.of_run(run)
-            ax.plot(s.flops[idx], s.value[idx], color=colour, marker=marker, ms=4, mec="white", mew=0.4, alpha=0.85)
+            ax.plot(s.flops[idx], s.value[idx], color=colour, marker=marker, mec="white", mew=0.4, **styles.run_line())
+        _draw_seed_means(ax, styles, s.run, s.tokens, s.flops, s.value)
         ax.set_xscale("log")
         ax.set_xlabel("training compute (FLOPs)")
         for ax in axes[row, 1:]:
@@ -185,7 +238,7 @@ def contrast_figure(analysis, task: str, styles: Styles) -> Figure:
         axes[row, 2].set_title(f"{m} vs compute · R²={fmt(r2['compute'])}", loc="left")
     fig.suptitle(f"{task}: does loss align model sizes better than parameters or compute?  "
                  f"(R²: one curve for all sizes, leave-one-size-out)", fontsize=9)
-    fig.legend(handles=styles.legend_handles(), loc="outside lower center", ncol=8, frameon=False)
+    _legend(fig, styles.legend_handles())
     return fig
 
 
@@ -200,7 +253,8 @@ def training_figure(analysis, styles: Styles) -> Figure:
         idx = np.flatnonzero((ck["run"] == run) & pos)
         idx = idx[np.argsort(ck["tokens"][idx])]
         colour, marker = styles.of_run(run)
-        ax_t.plot(ck["tokens"][idx], ck["loss"][idx], color=colour, marker=marker, ms=4, mec="white", mew=0.4)
+        ax_t.plot(ck["tokens"][idx], ck["loss"][idx], color=colour, marker=marker, mec="white", mew=0.4,
+                  **styles.run_line())
         ax_c.plot(ck["flops"][idx], ck["loss"][idx], color=colour, marker=marker, ms=4, ls="none", mec="white",
                   mew=0.4, alpha=0.9)
         if fit is not None and len(idx):
@@ -210,6 +264,7 @@ def training_figure(analysis, styles: Styles) -> Figure:
     for ax in (ax_t, ax_c):
         ax.set_xscale("log")
         ax.set_ylabel(table.x_label)
+    _draw_seed_means(ax_t, styles, ck["run"][pos], ck["tokens"][pos], ck["tokens"][pos].astype(float), ck["loss"][pos])
     ax_t.set_xlabel("training tokens")
     ax_t.set_title("training curves", loc="left")
     ax_c.set_xlabel("training compute (FLOPs)")
@@ -220,7 +275,7 @@ def training_figure(analysis, styles: Styles) -> Figure:
                   bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.8"})
     else:
         ax_c.set_title(f"loss vs compute (no scaling fit: {analysis.scaling_error})", loc="left", fontsize=7)
-    fig.legend(handles=styles.legend_handles(extras=False), loc="outside lower center", ncol=8, frameon=False)
+    _legend(fig, styles.legend_handles(extras=False))
     return fig
 
 
@@ -242,8 +297,7 @@ def overview_figure(analysis, styles: Styles) -> Figure:
             if r == len(tasks) - 1 or c >= len(analysis.table.metrics(tasks[r + 1])):
                 ax.set_xlabel("loss → lower")
     fig.suptitle(f"every task against {analysis.table.x_label}", fontsize=10)
-    fig.legend(handles=styles.legend_handles(), loc="outside lower center", ncol=min(8, len(styles.legend_handles())),
-               frameon=False)
+    _legend(fig, styles.legend_handles())
     return fig
 
 

@@ -20,14 +20,17 @@ def build_report(analysis, plots: dict[str, list[Path]], out: Path) -> dict:
         metrics.append({
             "task": task, "metric": metric, "kind": "discontinuous" if s.discontinuous else "continuous",
             **a.threshold.to_dict(), "alignment": a.alignment, "extrapolation": a.extrapolation,
+            **({"seeds": a.seeds} if t.has_seeds() else {}),
         })
+    seeds = {"seeds": t.seeds(), "seeds_per_size": {t.size_label(n): k for n, k in t.seeds_per_size().items()}}
     return jsonable({
         "study": {
             "results": analysis.settings["results"], "n_rows": len(t), "runs": [
                 {"run": r, "n_params": t.run_size(r), "n_params_nonembed": t.run_nonembed(r),
-                 "size": t.size_label(t.run_size(r)), "budget_tokens": t.run_budget(r)} for r in t.runs()],
+                 "size": t.size_label(t.run_size(r)), "budget_tokens": t.run_budget(r),
+                 **({"seed": t.run_seed(r)} if t.has_seeds() else {})} for r in t.runs()],
             "sizes": t.sizes(), "budgets": t.budgets(), "n_checkpoints": len(t.checkpoints()["run"]),
-            "tasks": t.tasks(), "x_label": t.x_label,
+            "tasks": t.tasks(), "x_label": t.x_label, **(seeds if t.has_seeds() else {}),
         },
         "settings": analysis.settings,
         "method": {
@@ -64,7 +67,7 @@ def _level(report: dict) -> str:
 
 
 def render_markdown(report: dict) -> str:
-    L = _md_verdicts(report) + _md_mirage(report) + _md_scaling(report) + _md_forecasts(report)
+    L = _md_verdicts(report) + _md_seeds(report) + _md_mirage(report) + _md_scaling(report) + _md_forecasts(report)
     L += render_backtest(report)
     if report["plots"]:
         L += ["", "## Plots", ""]
@@ -77,7 +80,9 @@ def render_markdown(report: dict) -> str:
           f"(learned, emergent vs smooth) needs ΔBIC ≥ {BIC_MARGIN:g}.",
           "- Chance comes from the table; a metric without one gets a plateau fitted from the data.",
           "- Lower-is-better metrics are negated for fitting and reported in their own units.",
-          "- η intervals: percentile bootstrap over checkpoints (and test examples where per-example "
+          "- η intervals: percentile bootstrap over "
+          + ("seeds within each size, then " if "seeds_per_size" in report["study"] else "")
+          + "checkpoints (and test examples where per-example "
           f"records exist). `insufficient-data` when fewer than {report['settings'].get('min_side', 3)} points lie "
           "on a side of η or the interval is wider than half the loss range or reaches its edge.",
           "- Forecast intervals pair scaling-law and η bootstrap replicates; where a scaling-law parameter is "
@@ -115,6 +120,35 @@ def _md_verdicts(report: dict) -> list[str]:
     L += [f"- {m['task']} / {m['metric']}: {m['reason']}"
           + ("" if not m["plateau_fitted"] or m["verdict"] != "emergent"
              else " (no chance level given: the plateau was fitted from the data)") for m in report["metrics"]]
+    return L
+
+
+def _md_seeds(report: dict) -> list[str]:
+    """η seed by seed, the spread between seeds, and the seed level's share of η's interval (tables with seeds)."""
+    st, lvl = report["study"], _level(report)
+    if "seeds_per_size" not in st:
+        return []
+    per_size = ", ".join(f"{size}: {k}" for size, k in st["seeds_per_size"].items())
+    L = ["", "## Seeds", "",
+         f"Seeds per size: {per_size}. η's bootstrap resamples seeds within each size, then checkpoints (then test "
+         f"examples). Per seed: η from that seed's runs alone, where they suffice (verdict `emergent`). Spread: sd "
+         f"and range of those η, beside the mean width of their own intervals (within a seed). Share from seeds: 1 − (width of the {lvl} interval without the seed level) / "
+         f"(width with it).", "",
+         "| task | metric | η (all seeds) | per seed | sd | range | within a seed | width with seeds | without "
+         "| share from seeds |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [m for m in report["metrics"] if m.get("seeds")]
+    if not rows:
+        return L + ["| – | – | no threshold found | | | | | | | |"]
+    for m in rows:
+        sd = m["seeds"]
+        per = "; ".join(f"{r['seed']}: {_num(r['eta'])}" if r["eta"] is not None else f"{r['seed']}: {r['verdict']}"
+                        for r in sd["per_seed"])
+        sp, iv = sd["spread"], sd["interval"]
+        rng = "–" if sp["range"] is None else f"{sp['range']:.3f} [{sp['min']:.3f}, {sp['max']:.3f}]"
+        share = "–" if iv["share_from_seeds"] is None else f"{iv['share_from_seeds']:.0%}"
+        L.append(f"| {m['task']} | {m['metric']} | {_num(m['threshold']['loss'])} | {per} | {_num(sp['sd'])} | {rng} "
+                 f"| {_num(sp['within_seed_width_mean'])} | {_num(iv['width_with'])} | {_num(iv['width_without'])} | {share} |")
     return L
 
 

@@ -12,8 +12,9 @@ that token count only.
 
 What the data do not pin down is said, not hidden:
 
-* Intervals are percentile bootstraps over points; each replicate is polished from the
-  full-data optimum and from the best grid starts of its own resample, so a replicate can
+* Intervals are percentile bootstraps over points (with seeds, over seeds within sizes first,
+  then points of the drawn seeds: :mod:`losslens.analyze.seeds`); each replicate is polished from
+  the full-data optimum and from the best grid starts of its own resample, so a replicate can
   leave the full-data optimum's basin.
 * E, alpha and beta are profiled: each is fixed on a grid across its whole range, the others
   refitted, and a value is kept while the residual sum of squares stays within the F-test
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize, stats
 from scipy.special import logsumexp
+
+from losslens.analyze.seeds import SeedLevel
 
 HUBER_DELTA = 1e-3
 PARAMS = ("E", "A", "B", "alpha", "beta")
@@ -261,12 +264,14 @@ def _identify(fit: ScalingFit, theta, lnN, lnD, lnL, delta, bounds) -> None:
     fit.region = np.array(region)
 
 
-def _bootstrap(theta, lnN, lnD, lnL, delta, bounds, n_bootstrap, seed, full_form) -> np.ndarray:
-    """Parameter rows refitted on resampled points, each from several starts (see the module docstring)."""
+def _bootstrap(theta, lnN, lnD, lnL, delta, bounds, n_bootstrap, seed, full_form,
+               seeds: SeedLevel | None = None) -> np.ndarray:
+    """Parameter rows refitted on resampled points (seeds within sizes first, where given), each from
+    several starts (see the module docstring)."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(n_bootstrap):
-        pick = rng.integers(0, len(lnL), len(lnL))
+        pick = rng.integers(0, len(lnL), len(lnL)) if seeds is None else seeds.picks(rng)
         if len(np.unique(lnN[pick])) < 2 or (full_form and len(np.unique(lnD[pick])) < 2):
             continue  # this resample cannot separate the terms
         n, d, l = lnN[pick], lnD[pick], lnL[pick]
@@ -276,17 +281,20 @@ def _bootstrap(theta, lnN, lnD, lnL, delta, bounds, n_bootstrap, seed, full_form
 
 
 def fit_scaling_law(n_params, tokens, losses, *, n_bootstrap: int = 0, seed: int = 0,
-                    delta: float = HUBER_DELTA, ci_level: float = 0.95, identify: bool = True) -> ScalingFit:
+                    delta: float = HUBER_DELTA, ci_level: float = 0.95, identify: bool = True,
+                    seeds=None) -> ScalingFit:
     """Fit E + A / N^alpha + B / D^beta to (N, D, L) points; optional bootstrap intervals.
 
     Points with D <= 0 or non-finite values are dropped (D = 0 has no finite prediction). The
     full form needs >= 5 points over >= 2 sizes and >= 2 token counts; points at one token count
     get the reduced fixed-tokens form (>= 3 points over >= 2 sizes). Raises ValueError
-    otherwise. ``identify`` profiles E, alpha and beta to mark what is not identified.
+    otherwise. ``identify`` profiles E, alpha and beta to mark what is not identified. ``seeds``
+    optionally labels each point's seed: where a size has several, the bootstrap resamples them first.
     """
     N, D, L = (np.asarray(v, float).ravel() for v in (n_params, tokens, losses))
     ok = np.isfinite(N) & np.isfinite(D) & np.isfinite(L) & (N > 0) & (D > 0) & (L > 0)
     N, D, L = N[ok], D[ok], L[ok]
+    level = None if seeds is None else SeedLevel.of(N, np.asarray(seeds, dtype=str).ravel()[ok])
     n_sizes, n_tokens = len(np.unique(N)), len(np.unique(D))
     full_form = n_tokens >= 2
     if n_sizes < 2 or len(L) < (5 if full_form else 3):
@@ -301,7 +309,7 @@ def fit_scaling_law(n_params, tokens, losses, *, n_bootstrap: int = 0, seed: int
     if identify:
         _identify(fit, theta, lnN, lnD, lnL, delta, bounds)
     if n_bootstrap > 0:
-        fit.boot = _bootstrap(theta, lnN, lnD, lnL, delta, bounds, n_bootstrap, seed, full_form)
+        fit.boot = _bootstrap(theta, lnN, lnD, lnL, delta, bounds, n_bootstrap, seed, full_form, level)
         q = (1 - ci_level) / 2
         if len(fit.boot):
             fit.intervals = {p: tuple(float(v) for v in np.quantile(fit.boot[:, i], [q, 1 - q]))

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from losslens.contracts import (DEFAULT_X_LABEL, EVALS_DIR, META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, TOKENIZER_COLUMN,
-                                X_LABEL_COLUMN, checkpoint_dirname, list_runs, metric_info, read_meta)
+from losslens.contracts import (DEFAULT_X_LABEL, EVALS_DIR, META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, SEED_COLUMN,
+                                TOKENIZER_COLUMN, X_LABEL_COLUMN, checkpoint_dirname, list_runs, metric_info, read_meta)
 from losslens.errors import ResultsError
 
 
@@ -34,6 +34,7 @@ assert tuple(_SCHEMA) == RESULTS_COLUMNS
 X_AXES = ("loss", "bpb")  # what a Series' x (``loss``) holds: the table's loss column, or the pretraining bpb
 BPB_METRIC = "bpb"
 BPB_X_LABEL = "validation bits per byte"
+NO_SEED = ""  # the seed of every run of a table without a seed column
 
 
 def count_label(n: float) -> str:
@@ -77,6 +78,7 @@ class Series:
     ci_low: np.ndarray  # nan where absent
     ci_high: np.ndarray
     chance: float | None  # median of the column's non-empty cells; None if all empty
+    seed: np.ndarray | None = None  # str: each point's seed label (``NO_SEED`` for a table without seeds)
 
     def __len__(self) -> int:
         return len(self.value)
@@ -119,6 +121,14 @@ class Table:
                 for k in order}
 
     @cached_property
+    def _run_seed(self) -> dict[str, str]:
+        """run -> its seed label."""
+        c = self.cols
+        seed = c.get(SEED_COLUMN, np.full(len(c["run"]), NO_SEED))
+        names, first = np.unique(c["run"], return_index=True)
+        return {str(r): str(seed[i]) for r, i in zip(names, first)}
+
+    @cached_property
     def _pairs(self) -> dict[tuple[str, str], np.ndarray]:
         """(task, metric) -> its rows ordered by size, run and tokens; pairs in order of first appearance."""
         c = self.cols
@@ -153,6 +163,25 @@ class Table:
         ne = next(ne for size, ne, _ in self._run_info.values() if size == n_params)
         return count_label(float(ne))
 
+    def run_seed(self, run: str) -> str:
+        """The seed label of a run (``NO_SEED`` when the table has no seed column)."""
+        return self._run_seed[run]
+
+    def seeds(self) -> list[str]:
+        """Distinct seed labels, sorted."""
+        return sorted(set(self._run_seed.values()))
+
+    def seeds_per_size(self) -> dict[int, int]:
+        """How many seeds each size (``n_params``) was trained with."""
+        seen: dict[int, set[str]] = {}
+        for run, seed in self._run_seed.items():
+            seen.setdefault(self.run_size(run), set()).add(seed)
+        return {size: len(seen[size]) for size in sorted(seen)}
+
+    def has_seeds(self) -> bool:
+        """Was some size trained with more than one seed? Only then does analyze have a seed level."""
+        return max(self.seeds_per_size().values(), default=1) > 1
+
     def budgets(self) -> list[int]:
         return sorted({budget for _, _, budget in self._run_info.values()})
 
@@ -167,13 +196,16 @@ class Table:
         return sorted(seen, key=lambda m: (not metric_info(m).discontinuous, seen.index(m)))
 
     def checkpoints(self) -> dict[str, np.ndarray]:
-        """One row per distinct (run, tokens): run, n_params, n_params_nonembed, tokens, step, flops, loss."""
+        """One row per distinct (run, tokens): run, n_params, n_params_nonembed, tokens, step, flops, loss, seed."""
         c = self.cols
         _, first = np.unique(np.rec.fromarrays([c["run"], c["tokens"]]), return_index=True)
         # by size, then run, then tokens
         idx = first[np.lexsort((c["tokens"][first], c["run"][first], c["n_params"][first]))]
         names = ("run", "n_params", "n_params_nonembed", "tokens", "step", "flops", "loss")
-        return {name: c[name][idx] for name in names}
+        return {**{name: c[name][idx] for name in names}, "seed": self._seed_of_rows(idx)}
+
+    def _seed_of_rows(self, idx: np.ndarray) -> np.ndarray:
+        return self.cols[SEED_COLUMN][idx] if SEED_COLUMN in self.cols else np.full(len(idx), NO_SEED)
 
     def series(self, task: str, metric: str) -> Series:
         c = self.cols
@@ -184,7 +216,7 @@ class Table:
             task=task, metric=metric, run=c["run"][idx], n_params=c["n_params"][idx],
             n_params_nonembed=c["n_params_nonembed"][idx], tokens=c["tokens"][idx], flops=c["flops"][idx],
             loss=c["loss"][idx], value=c["value"][idx], ci_low=c["ci_low"][idx], ci_high=c["ci_high"][idx],
-            chance=float(np.median(chances)) if len(chances) else None,
+            chance=float(np.median(chances)) if len(chances) else None, seed=self._seed_of_rows(idx),
         )
 
 
@@ -238,12 +270,32 @@ def read_results(path: str | Path) -> Table:
     tokens >= 0, one size per run, no checkpoint x task x metric given twice, values inside their
     metric's bounds, chance in [0, 1], and one loss, step, size and flops per checkpoint.
     A missing ``flops`` cell is filled with the usual estimate 6 * N_nonembed * tokens. An optional
-    ``tokenizer`` column names each run's tokenizer (kept as ``cols["tokenizer"]``).
+    ``tokenizer`` column names each run's tokenizer (kept as ``cols["tokenizer"]``). An optional
+    ``seed`` column labels each run's replicate, one label per run (``cols["seed"]``; without the
+    column every run is one seed, labelled ``NO_SEED``).
     """
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"{path}: results table not found")
     _check_is_text(path)
+    texts, lines = _read_cells(path)
+    x_label = _x_label(path, dict(reversed([(t, line) for t, line in zip(texts.get(X_LABEL_COLUMN, []), lines)])))
+    cols = _typed_columns(path, texts, lines)
+    _check_signs(path, cols, lines)
+    _check_runs_and_keys(path, cols, lines)
+    no_flops = ~np.isfinite(cols["flops"])
+    cols["flops"][no_flops] = 6.0 * cols["n_params_nonembed"][no_flops] * cols["tokens"][no_flops]
+    _check_bounds(path, cols, lines)
+    _check_one_checkpoint_one_row(path, cols, lines)
+    cols["line"] = np.array(lines)
+    if TOKENIZER_COLUMN in texts:
+        cols[TOKENIZER_COLUMN] = np.array(texts[TOKENIZER_COLUMN], dtype=str)
+    cols[SEED_COLUMN] = _seed_column(path, texts.get(SEED_COLUMN), cols["run"], lines)
+    return Table(path=path, cols=cols, x_label=x_label)
+
+
+def _read_cells(path: Path) -> tuple[dict[str, list[str]], list[int]]:
+    """The stripped cells of every column we read ({name: cells}), and each row's line number."""
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, [])
@@ -260,18 +312,24 @@ def read_results(path: str | Path) -> Table:
             lines.append(reader.line_num)
     if not lines:
         raise ResultsError(f"{path}: no rows")
-    position = {name: header.index(name) for name in [*RESULTS_COLUMNS, X_LABEL_COLUMN, TOKENIZER_COLUMN]
+    position = {name: header.index(name) for name in [*RESULTS_COLUMNS, X_LABEL_COLUMN, TOKENIZER_COLUMN, SEED_COLUMN]
                 if name in header}
-    texts = {name: [r[k].strip() if k < len(r) else "" for r in raw] for name, k in position.items()}
-    x_label = _x_label(path, dict(reversed([(t, line) for t, line in zip(texts.get(X_LABEL_COLUMN, []), lines)])))
+    return {name: [r[k].strip() if k < len(r) else "" for r in raw] for name, k in position.items()}, lines
 
+
+def _typed_columns(path: Path, texts: dict[str, list[str]], lines: list[int]) -> dict[str, np.ndarray]:
+    """The columns of ``RESULTS_COLUMNS`` as arrays, vectorized; cell by cell only to name a wrong cell."""
     cols = {c: _parse_column(texts[c], *_SCHEMA[c]) for c in RESULTS_COLUMNS}
     if any(v is None for v in cols.values()):  # some cell is wrong: find the first, in file order
         rows = _parse_rows(path, texts, lines)
         cols = {c: np.array(v, dtype=str if _SCHEMA[c][0] == _STR else float) for c, v in rows.items()}
     for c in ("n_params", "n_params_nonembed", "tokens", "step"):
         cols[c] = cols[c].astype(np.int64)
+    return cols
 
+
+def _check_signs(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
+    """loss and sizes positive, tokens not negative; the first offending row is reported."""
     def fail(i: int, col: str, why: str) -> ResultsError:
         return ResultsError(f"{path}:{lines[i]}: column {col!r}: {why}")
 
@@ -286,10 +344,11 @@ def read_results(path: str | Path) -> Table:
     if len(bad):
         raise fail(bad[0], "tokens", f"must be >= 0, got {cols['tokens'][bad[0]]}")
 
-    # One size per run, no checkpoint x task x metric twice; the first offending row is reported.
+
+def _check_runs_and_keys(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
+    """One size per run, no checkpoint x task x metric twice; the first offending row is reported."""
     run = cols["run"]
-    _, first_of_run, run_inverse = np.unique(run, return_index=True, return_inverse=True)
-    head = first_of_run[run_inverse]  # each row's first row of its run
+    head = _first_row_of(run)
     two_sizes = np.flatnonzero((cols["n_params"] != cols["n_params"][head])
                                | (cols["n_params_nonembed"] != cols["n_params_nonembed"][head]))
     key = np.array(["\0".join(k) for k in zip(run.tolist(), cols["tokens"].astype(str).tolist(),
@@ -297,22 +356,37 @@ def read_results(path: str | Path) -> Table:
     repeat = _first_repeat(key)
     if len(two_sizes) and (repeat is None or two_sizes[0] <= repeat[0]):
         i = int(two_sizes[0])
-        raise fail(i, "n_params", f"run {str(run[i])!r} has two sizes: {cols['n_params'][head[i]]} and "
-                                  f"{cols['n_params'][i]}")
+        raise ResultsError(f"{path}:{lines[i]}: column 'n_params': run {str(run[i])!r} has two sizes: "
+                           f"{cols['n_params'][head[i]]} and {cols['n_params'][i]}")
     if repeat is not None:
         i, j = repeat
         raise ResultsError(
             f"{path}:{lines[i]}: duplicate row for run {str(run[i])!r}, tokens {cols['tokens'][i]}, task "
             f"{str(cols['task'][i])!r}, metric {str(cols['metric'][i])!r} (first on line {lines[j]})")
 
-    no_flops = ~np.isfinite(cols["flops"])
-    cols["flops"][no_flops] = 6.0 * cols["n_params_nonembed"][no_flops] * cols["tokens"][no_flops]
-    _check_bounds(path, cols, lines)
-    _check_one_checkpoint_one_row(path, cols, lines)
-    cols["line"] = np.array(lines)
-    if TOKENIZER_COLUMN in texts:
-        cols[TOKENIZER_COLUMN] = np.array(texts[TOKENIZER_COLUMN], dtype=str)
-    return Table(path=path, cols=cols, x_label=x_label)
+
+def _first_row_of(keys: np.ndarray) -> np.ndarray:
+    """For each row, the index of the first row with its key."""
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return first[inverse.ravel()]
+
+
+def _seed_column(path: Path, cells: list[str] | None, run: np.ndarray, lines: list[int]) -> np.ndarray:
+    """Each row's seed label: the ``seed`` column (one non-empty label per run), or ``NO_SEED`` without it."""
+    if cells is None:
+        return np.full(len(run), NO_SEED)
+    seed = np.array(cells, dtype=str)
+    empty = np.flatnonzero(seed == "")
+    if len(empty):
+        raise ResultsError(f"{path}:{lines[empty[0]]}: column {SEED_COLUMN!r}: empty (label every run's seed, "
+                           f"or drop the column)")
+    head = _first_row_of(run)
+    two = np.flatnonzero(seed != seed[head])
+    if len(two):
+        i = int(two[0])
+        raise ResultsError(f"{path}:{lines[i]}: column {SEED_COLUMN!r}: run {str(run[i])!r} has seed {str(seed[i])!r}, "
+                           f"but line {lines[head[i]]} says {str(seed[head[i]])!r}; a run has one seed")
+    return seed
 
 
 def _check_bounds(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:

@@ -39,9 +39,12 @@ Kass & Raftery 1995):
 The threshold eta comes from the preferred emergent model: the hinge's kink, or for a soft
 hinge the loss where the sigmoid has risen 5 % of its height (it saturates, which a hinge
 cannot follow, so the hinge would misplace the onset). The interval is a percentile bootstrap:
-resample the checkpoints (points) with replacement and, where per-example records exist, the
-test examples too (the same resampled examples for every checkpoint, since every checkpoint
-answers the same test set), then refit eta.
+where some size was trained with several seeds, resample the seeds within each size first
+(:mod:`losslens.analyze.seeds`); then the checkpoints (points) with replacement, from the drawn
+seeds' points; and, where per-example records exist, the test examples too (the same resampled
+examples for every checkpoint, since every checkpoint answers the same test set); then refit eta.
+With seeds, the interval of the bootstrap without the seed level is kept beside it, to say how
+much of the width the seeds make.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize
 from scipy.special import expit
+
+from losslens.analyze.seeds import SeedLevel
 
 EMERGENT, SMOOTH, NOT_LEARNED, INSUFFICIENT = "emergent", "smooth", "not-learned", "insufficient-data"
 VERDICTS = (EMERGENT, SMOOTH, NOT_LEARNED, INSUFFICIENT)
@@ -114,13 +119,18 @@ class ThresholdResult:
     n_bootstrap: int = 0
     used_examples: bool = False
     bootstrap: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
+    used_seeds: bool = False  # the bootstrap resampled seeds within sizes first
+    ci_without_seeds: tuple[float, float] | None = None  # the interval of the same bootstrap without the seed level
 
     def to_dict(self) -> dict:
+        over = ["seeds within sizes"] * self.used_seeds + ["checkpoints"] + ["test examples"] * self.used_examples
+        seedless = {} if self.ci_without_seeds is None else {"ci_without_seeds": list(self.ci_without_seeds)}
         return {
             "verdict": self.verdict, "reason": self.reason,
             "threshold": {"loss": self.loss, "ci_low": self.ci_low, "ci_high": self.ci_high,
                           "ci_level": self.ci_level, "n_bootstrap": self.n_bootstrap,
-                          "bootstrap_over": "checkpoints and test examples" if self.used_examples else "checkpoints"},
+                          "bootstrap_over": ", ".join(over[:-1]) + " and " + over[-1] if len(over) > 1 else over[0],
+                          **seedless},
             "preferred_model": self.preferred, "delta_bic": self.delta_bic,
             "fits": {name: {"params": f.params, "rss": f.rss, "k": f.k, "bic": f.bic} for name, f in self.fits.items()},
             "chance": self.chance, "plateau": self.plateau, "plateau_fitted": self.plateau_fitted,
@@ -180,9 +190,10 @@ def _sigmoid_search(x: np.ndarray, y: np.ndarray, c: float | None, rounds: int =
     Returns (m, w, h, c, rss). (The bootstrap runs the same search on many resamples at once:
     :func:`_bootstrap_sigmoid`.)"""
     grid = _sigmoid_grid(float(x.min()), float(x.max()))
-    for r in range(rounds + 1):
-        if r:
-            grid = _finer_grid(grid, g)
+    rss, h, cc = _sigmoid_profile(grid, x, y, c)
+    g = int(np.argmin(rss))
+    for _ in range(rounds):
+        grid = _finer_grid(grid, g)
         rss, h, cc = _sigmoid_profile(grid, x, y, c)
         g = int(np.argmin(rss))
     m, w = _cell(grid, g)
@@ -373,10 +384,13 @@ def _bootstrap_hinge(x, W, Y, co, lo, hi, grid: int = 128) -> np.ndarray:
     return np.array([g[0][i] for g, i in zip(grids, best)])
 
 
-def _resamples(y, examples, n_boot, rng) -> tuple[np.ndarray, np.ndarray]:
+def _resamples(y, examples, n_boot, rng, seeds: SeedLevel | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Draw the bootstrap: (W, Y), n x n_boot, how often each point is drawn and its score in each
-    resample. Random numbers are drawn in a fixed order, so a seed gives the same resamples."""
+    resample. Random numbers are drawn in a fixed order, so a seed gives the same resamples.
+    Without a seed level, the draws are those of a flat bootstrap over points."""
     n = len(y)
+    if examples is None and seeds is not None:
+        return seeds.counts(rng, n_boot), np.repeat(y[:, None], n_boot, axis=1)
     if examples is None:  # the points alone: one draw for all resamples gives the same numbers
         picks = rng.integers(0, n, (n_boot, n))
         W = np.bincount((picks + n * np.arange(n_boot)[:, None]).ravel(), minlength=n * n_boot)
@@ -393,18 +407,19 @@ def _resamples(y, examples, n_boot, rng) -> tuple[np.ndarray, np.ndarray]:
         shift = np.array([0.0 if e is None else (e[idx] if paired else e[rng.integers(0, len(e), len(e))]).mean()
                           - ex_means[i] for i, e in enumerate(examples)])
         Y[:, b] = y + shift
-        W[:, b] = np.bincount(rng.integers(0, n, n), minlength=n)
+        W[:, b] = np.bincount(rng.integers(0, n, n), minlength=n) if seeds is None else seeds.counts(rng, 1)[:, 0]
     return W, Y
 
 
-def _bootstrap_eta(model, x, y, chance, sign, examples, n_boot, rng) -> np.ndarray:
-    """eta of ``model`` refitted on ``n_boot`` resamples of the points (and test examples, if given).
+def _bootstrap_eta(model, x, y, chance, sign, examples, n_boot, rng, seeds: SeedLevel | None = None) -> np.ndarray:
+    """eta of ``model`` refitted on ``n_boot`` resamples of the seeds (if given), the points, and the
+    test examples (if given).
 
     Each resample is fitted exactly as the full data are (:func:`_sigmoid_search`, :func:`_hinge_eta`
     on a 128-point grid), but all at once: see :func:`_grid_search_many`.
     """
     co = None if chance is None else sign * chance
-    W, Y = _resamples(y, examples, n_boot, rng)
+    W, Y = _resamples(y, examples, n_boot, rng, seeds)
     drawn = W > 0
     lo = np.where(drawn, x[:, None], np.inf).min(axis=0)
     hi = np.where(drawn, x[:, None], -np.inf).max(axis=0)
@@ -422,6 +437,56 @@ def _declines(x: np.ndarray, y: np.ndarray, sign: float) -> bool:
     return bool(np.polyfit(x, sign * y, 1)[0] > 0)
 
 
+@dataclass
+class _Points:
+    """The finite points of one :func:`find_threshold` call, and what each of its results repeats."""
+
+    x: np.ndarray
+    y: np.ndarray
+    chance: float | None
+    higher_is_better: bool
+    ci_level: float
+    examples: list | None
+    seeds: SeedLevel | None
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.higher_is_better else -1.0
+
+    @property
+    def loss_range(self) -> tuple[float, float]:
+        return (float(self.x.min()), float(self.x.max())) if len(self.x) else (math.nan, math.nan)
+
+    def result(self, verdict, reason, fits=None, preferred="", delta=math.nan, eta=math.nan, lo=math.nan,
+               hi=math.nan, boot=np.empty(0), plateau=None, ci_without_seeds=None) -> ThresholdResult:
+        x, found = self.x, math.isfinite(eta)
+        plateau = self.chance if plateau is None else plateau
+        return ThresholdResult(
+            verdict=verdict, reason=reason, loss=float(eta), ci_low=float(lo), ci_high=float(hi),
+            preferred=preferred, delta_bic=float(delta), fits=fits or {}, chance=self.chance,
+            plateau=math.nan if plateau is None else float(plateau), plateau_fitted=self.chance is None,
+            higher_is_better=self.higher_is_better, n_points=len(x), n_above=int((x >= eta).sum()) if found else 0,
+            n_below=int((x < eta).sum()) if found else 0, loss_range=self.loss_range, ci_level=self.ci_level,
+            n_bootstrap=len(boot), used_examples=self.examples is not None and len(boot) > 0, bootstrap=boot,
+            used_seeds=self.seeds is not None and len(boot) > 0, ci_without_seeds=ci_without_seeds,
+        )
+
+
+def _finite_points(losses, scores, chance, higher_is_better, ci_level, examples, sizes, seeds) -> _Points:
+    """The points with a finite loss and score, with their per-example records and seed level."""
+    x, y = np.asarray(losses, dtype=float), np.asarray(scores, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"losses and scores must be 1-D of one length, got {x.shape} and {y.shape}")
+    ok = np.isfinite(x) & np.isfinite(y)
+    if examples is not None:
+        examples = [None if e is None or len(e) == 0 else np.asarray(e, float)
+                    for e, keep in zip(examples, ok) if keep]
+        if all(e is None for e in examples):
+            examples = None
+    level = None if seeds is None else SeedLevel.of(np.asarray(sizes)[ok], np.asarray(seeds, dtype=str)[ok])
+    return _Points(x[ok], y[ok], chance, higher_is_better, ci_level, examples, level)
+
+
 def find_threshold(
     losses,
     scores,
@@ -433,105 +498,104 @@ def find_threshold(
     examples: list | None = None,
     min_side: int = 3,
     ci_level: float = 0.95,
+    sizes=None,
+    seeds=None,
 ) -> ThresholdResult:
     """Find the loss below which a task's performance rises above chance, with a verdict.
 
     ``losses`` and ``scores`` are one point per checkpoint (validation loss in nats/token, the
     metric's value in its own units). ``chance`` is the metric's chance level, or None to fit a
     plateau from the data. ``examples`` optionally gives, per point, an array of per-example
-    metric values (None where missing) for bootstrapping over test examples too. See the module
-    docstring for the models, the BIC criterion and the rules behind each verdict.
+    metric values (None where missing) for bootstrapping over test examples too. ``sizes`` and
+    ``seeds`` optionally give each point's model size and seed label: where a size has several
+    seeds, the bootstrap resamples seeds within sizes first. See the module docstring for the
+    models, the BIC criterion and the rules behind each verdict.
     """
-    x, y = np.asarray(losses, dtype=float), np.asarray(scores, dtype=float)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"losses and scores must be 1-D of one length, got {x.shape} and {y.shape}")
-    ok = np.isfinite(x) & np.isfinite(y)
-    if examples is not None:
-        examples = [None if e is None or len(e) == 0 else np.asarray(e, float)
-                    for e, keep in zip(examples, ok) if keep]
-        if all(e is None for e in examples):
-            examples = None
-    x, y = x[ok], y[ok]
-    n = len(x)
-    sign = 1.0 if higher_is_better else -1.0
-    loss_range = (float(x.min()), float(x.max())) if n else (math.nan, math.nan)
-    nan = math.nan
-
-    def result(verdict, reason, fits=None, preferred="", delta=nan, eta=nan, lo=nan, hi=nan,
-               boot=np.empty(0), plateau=chance):
-        above = int((x >= eta).sum()) if math.isfinite(eta) else 0
-        below = int((x < eta).sum()) if math.isfinite(eta) else 0
-        return ThresholdResult(
-            verdict=verdict, reason=reason, loss=float(eta), ci_low=float(lo), ci_high=float(hi),
-            preferred=preferred, delta_bic=float(delta), fits=fits or {}, chance=chance,
-            plateau=nan if plateau is None else float(plateau), plateau_fitted=chance is None,
-            higher_is_better=higher_is_better, n_points=n, n_above=above, n_below=below,
-            loss_range=loss_range, ci_level=ci_level, n_bootstrap=len(boot),
-            used_examples=examples is not None and len(boot) > 0, bootstrap=boot,
-        )
-
-    if n < 2 * min_side or loss_range[1] - loss_range[0] <= 0:
-        return result(INSUFFICIENT, f"{n} points over a loss range of {loss_range[1] - loss_range[0]:.3g}; "
-                                    f"need at least {2 * min_side} at different losses")
-
-    fits = fit_models(x, y, chance, higher_is_better)
+    pts = _finite_points(losses, scores, chance, higher_is_better, ci_level, examples, sizes, seeds)
+    x, n, (low, high) = pts.x, len(pts.x), pts.loss_range
+    if n < 2 * min_side or high - low <= 0:
+        return pts.result(INSUFFICIENT, f"{n} points over a loss range of {high - low:.3g}; "
+                                        f"need at least {2 * min_side} at different losses")
+    fits = fit_models(x, pts.y, chance, higher_is_better)
     kind = {name: _verdict_of(f, x, min_side) for name, f in fits.items()}
     best = min(fits.values(), key=lambda f: f.bic)
-    claim = kind[best.model]
-
-    def best_bic(verdict):
-        return min((f.bic for name, f in fits.items() if kind[name] == verdict), default=math.inf)
-
-    others = min(best_bic(v) for v in (EMERGENT, SMOOTH, NOT_LEARNED) if v != claim)
-    delta = others - best.bic
+    best_bic = {v: min((f.bic for name, f in fits.items() if kind[name] == v), default=math.inf)
+                for v in (EMERGENT, SMOOTH, NOT_LEARNED)}
+    delta = min(b for v, b in best_bic.items() if v != kind[best.model]) - best.bic
     plateau = fits["sigmoid"].params["floor"] if best.model == "sigmoid" else fits["hinge"].params["plateau"]
     common = dict(fits=fits, preferred=best.model, delta=delta, plateau=plateau)
+    if kind[best.model] != EMERGENT:
+        return _not_emergent(pts, best, kind[best.model], best_bic, common)
+    return _emergent(pts, best, best_bic, common, n_bootstrap, seed, min_side)
 
-    where = "chance" if chance is not None else "a fitted plateau"
+
+def _not_emergent(pts: _Points, best: Fit, claim: str, best_bic: dict, common: dict) -> ThresholdResult:
+    """The verdict when the BIC-preferred model is not emergent: not-learned, smooth, or too close to call."""
+    chance, delta = pts.chance, common["delta"]
     if claim == NOT_LEARNED:
-        if best.model == "flat" and chance is not None and sign * (best.params["level"] - chance) > 0 \
+        fits = common["fits"]
+        if best.model == "flat" and chance is not None and pts.sign * (best.params["level"] - chance) > 0 \
                 and fits["constant"].bic - best.bic >= BIC_MARGIN:
-            return result(INSUFFICIENT, f"flat at {best.params['level']:.3g}, above chance {chance:.3g}, over the "
-                                        f"whole loss range: learned before the first checkpoint, no threshold to "
-                                        f"find here", **common)
-        trend = _declines(x, y, sign)
-        return result(NOT_LEARNED, f"{'constant at chance' if best.model == 'constant' else 'a flat level'} has "
-                                   f"the lowest BIC (next best +{delta:.1f})"
-                                   + ("; performance declines as loss falls" if trend else ""), **common)
-    gain = best_bic(NOT_LEARNED) - best.bic
-    if gain < BIC_MARGIN:
-        return result(NOT_LEARNED, f"the {best.model} fit beats a flat level by only "
-                                   f"ΔBIC {gain:.1f} < {BIC_MARGIN:g}", **common)
-    rival = SMOOTH if claim == EMERGENT else EMERGENT
-    gap = best_bic(rival) - best.bic
-    if gap < BIC_MARGIN:
-        return result(INSUFFICIENT, f"emergent and smooth fits are within ΔBIC {gap:.1f} < {BIC_MARGIN:g}", **common)
-    if claim == SMOOTH:
-        return result(SMOOTH, f"the {best.model} fit is preferred by ΔBIC {delta:.1f}; performance "
-                              f"improves steadily as loss falls", **common)
+            return pts.result(INSUFFICIENT, f"flat at {best.params['level']:.3g}, above chance {chance:.3g}, over "
+                                            f"the whole loss range: learned before the first checkpoint, no "
+                                            f"threshold to find here", **common)
+        trend = _declines(pts.x, pts.y, pts.sign)
+        return pts.result(NOT_LEARNED, f"{'constant at chance' if best.model == 'constant' else 'a flat level'} has "
+                                       f"the lowest BIC (next best +{delta:.1f})"
+                                       + ("; performance declines as loss falls" if trend else ""), **common)
+    return _learned_but_unsure(pts, best, claim, best_bic, common) or pts.result(
+        SMOOTH, f"the {best.model} fit is preferred by ΔBIC {delta:.1f}; performance improves steadily as loss falls",
+        **common)
 
-    # Emergent by BIC: locate eta with the preferred model and check the data can carry it.
-    eta = fits["hinge"].params["eta"] if best.model == "hinge" else sigmoid_onset(best.params)
+
+def _learned_but_unsure(pts: _Points, best: Fit, claim: str, best_bic: dict, common: dict) -> ThresholdResult | None:
+    """A learned claim (smooth or emergent) the BIC does not carry: too close to flat, or to the rival shape."""
+    gain = best_bic[NOT_LEARNED] - best.bic
+    if gain < BIC_MARGIN:
+        return pts.result(NOT_LEARNED, f"the {best.model} fit beats a flat level by only "
+                                       f"ΔBIC {gain:.1f} < {BIC_MARGIN:g}", **common)
+    gap = best_bic[SMOOTH if claim == EMERGENT else EMERGENT] - best.bic
+    if gap < BIC_MARGIN:
+        return pts.result(INSUFFICIENT, f"emergent and smooth fits are within ΔBIC {gap:.1f} < {BIC_MARGIN:g}",
+                          **common)
+    return None
+
+
+def _eta_interval(pts: _Points, model: str, n_bootstrap: int, seed: int, seeds: SeedLevel | None):
+    """Bootstrap replicates of eta and their percentile interval (NaNs without replicates)."""
     rng = np.random.default_rng(seed)
-    boot = (_bootstrap_eta(best.model, x, y, chance, sign, examples, n_bootstrap, rng)
+    boot = (_bootstrap_eta(model, pts.x, pts.y, pts.chance, pts.sign, pts.examples, n_bootstrap, rng, seeds)
             if n_bootstrap > 0 else np.empty(0))
-    alpha = (1 - ci_level) / 2
-    lo, hi = (np.quantile(boot, [alpha, 1 - alpha]) if len(boot) else (nan, nan))
+    alpha = (1 - pts.ci_level) / 2
+    lo, hi = (np.quantile(boot, [alpha, 1 - alpha]) if len(boot) else (math.nan, math.nan))
+    return boot, float(lo), float(hi)
+
+
+def _emergent(pts: _Points, best: Fit, best_bic: dict, common: dict, n_bootstrap: int, seed: int,
+              min_side: int) -> ThresholdResult:
+    """Emergent by BIC: locate eta with the preferred model and check the data can carry it."""
+    unsure = _learned_but_unsure(pts, best, EMERGENT, best_bic, common)
+    if unsure is not None:
+        return unsure
+    x, (low, high), delta = pts.x, pts.loss_range, common["delta"]
+    eta = common["fits"]["hinge"].params["eta"] if best.model == "hinge" else sigmoid_onset(best.params)
+    boot, lo, hi = _eta_interval(pts, best.model, n_bootstrap, seed, pts.seeds)
+    if pts.seeds is not None and n_bootstrap > 0:  # the same bootstrap without the seed level, to compare
+        common["ci_without_seeds"] = _eta_interval(pts, best.model, n_bootstrap, seed, None)[1:]
     common.update(eta=eta, lo=lo, hi=hi, boot=boot)
     above, below = int((x >= eta).sum()), int((x < eta).sum())
-    span = loss_range[1] - loss_range[0]
     if min(above, below) < min_side:
-        return result(INSUFFICIENT, f"eta={eta:.3f} leaves {above} point(s) above and {below} below "
-                                    f"(need {min_side} on each side)", **common)
+        return pts.result(INSUFFICIENT, f"eta={eta:.3f} leaves {above} point(s) above and {below} below "
+                                        f"(need {min_side} on each side)", **common)
     if not len(boot):
-        return result(EMERGENT, f"the {best.model} fit is preferred by ΔBIC {delta:.1f} (no bootstrap)", **common)
-    edge = 0.01 * span
-    if hi - lo > 0.5 * span or lo <= loss_range[0] + edge or hi >= loss_range[1] - edge:
-        return result(INSUFFICIENT, f"the {ci_level:.0%} interval [{lo:.3f}, {hi:.3f}] of eta is wider than half "
-                                    f"the loss range or reaches its edge [{loss_range[0]:.3f}, {loss_range[1]:.3f}]",
-                      **common)
-    return result(EMERGENT, f"flat at {where} above eta, rising "
-                            f"below; the {best.model} fit is preferred by ΔBIC {delta:.1f}", **common)
+        return pts.result(EMERGENT, f"the {best.model} fit is preferred by ΔBIC {delta:.1f} (no bootstrap)", **common)
+    edge = 0.01 * (high - low)
+    if hi - lo > 0.5 * (high - low) or lo <= low + edge or hi >= high - edge:
+        return pts.result(INSUFFICIENT, f"the {pts.ci_level:.0%} interval [{lo:.3f}, {hi:.3f}] of eta is wider than "
+                                        f"half the loss range or reaches its edge [{low:.3f}, {high:.3f}]", **common)
+    where = "chance" if pts.chance is not None else "a fitted plateau"
+    return pts.result(EMERGENT, f"flat at {where} above eta, rising below; the {best.model} fit is preferred by "
+                                f"ΔBIC {delta:.1f}", **common)
 
 
 def extrapolation_test(losses, scores, eta: float, min_side: int = 3) -> dict | None:

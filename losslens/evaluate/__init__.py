@@ -5,7 +5,8 @@ pieces: :mod:`.tasks` (task files, few-shot, registry), :mod:`.requests` (what t
 model), :mod:`.scoring` and :mod:`.generation` (batched answers), :mod:`losslens.metrics` (pure
 functions and the metric registry), :mod:`.runner` (one checkpoint x one task), :mod:`.units`
 (pretraining loss, tasks and harness tasks behind one interface), :mod:`.harness`
-(lm-evaluation-harness tasks), :mod:`.sweep` (all of them, incremental and sharded).
+(lm-evaluation-harness tasks), :mod:`.sweep` (all of them, incremental and sharded), :mod:`.adaptive`
+(a sweep that evaluates tasks only where their metric moves and around the threshold).
 
 Imported lazily: ``losslens.config`` imports :mod:`.config` and must not pay for torch.
 """

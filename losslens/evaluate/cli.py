@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from losslens.argtypes import device, positive_float, positive_int, shard
+from losslens.argtypes import budget, device, positive_float, positive_int, shard
 from losslens.evaluate.order import ORDERS
 
 
@@ -31,6 +31,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--order", choices=ORDERS, default="tokens",
                    help="visit checkpoints run by run (tokens), or so that any prefix of the sweep spans every "
                         "run's tokens evenly: first, last, middle, quarters, ... (coarse-to-fine)")
+    p.add_argument("--adaptive", action="store_true", default=None,
+                   help="evaluate tasks on a coarse pass of checkpoints, then only where a task's metric moves and "
+                        "around its provisional threshold (docs/evaluate.md; default eval.adaptive.enabled)")
+    p.add_argument("--eta-width", type=positive_float, default=None, metavar="NATS",
+                   help="with --adaptive: a task is done when its threshold's interval is narrower "
+                        "(default eval.adaptive.eta_width, 0.05)")
+    p.add_argument("--budget", type=budget, default=None, metavar="N|FRACTION",
+                   help="with --adaptive: evaluate at most N (checkpoint, task) units, or this fraction of the full "
+                        "sweep's, coarse pass included (default eval.adaptive.budget: no limit)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--lock-timeout", type=positive_float, default=6 * 3600,
                    help="seconds after which a claim by an evaluator on another host counts as abandoned")
@@ -59,5 +68,8 @@ def main(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
         lock_timeout=args.lock_timeout,
         order=args.order,
+        adaptive=args.adaptive,
+        eta_width=args.eta_width,
+        budget=args.budget,
     )
     return 0 if summary.table is not None else 1

@@ -29,9 +29,9 @@ import os
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from tqdm.auto import tqdm
 
@@ -46,6 +46,9 @@ from losslens.evaluate.tasks import local_path, resolve_tasks
 from losslens.evaluate.units import CheckpointContext, PretrainUnit, RunOptions, TaskUnit, Unit, fingerprint
 from losslens.evaluate.weights import check_study_checkpoints, checkpoint_fingerprint
 from losslens.fsio import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from losslens.evaluate.adaptive import AdaptiveReport
 
 REQUESTS_DIR = ".harness-requests"  # under RUN_DIR/evals: harness tasks' built requests, by fingerprint
 TABLE_LOCK = ".results.lock"
@@ -62,6 +65,7 @@ class SweepSummary:
     rows: int = 0  # rows in results.csv
     table: Optional[Path] = None
     results: list[Path] = field(default_factory=list)  # JSON files this process wrote
+    adaptive: Optional[AdaptiveReport] = None  # what an adaptive sweep chose and skipped
 
 
 def in_shard(ckpt: Path, shard: tuple[int, int]) -> bool:
@@ -152,6 +156,9 @@ def evaluate_study(
     progress: bool = True,
     lock_timeout: float = 6 * 3600,
     order: str = "tokens",
+    adaptive: Optional[bool] = None,
+    eta_width: Optional[float] = None,
+    budget: Optional[float] = None,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
 ) -> SweepSummary:
     """Evaluate what is not yet evaluated in a study folder, then rebuild ``results.csv``.
@@ -159,12 +166,15 @@ def evaluate_study(
     ``tasks`` replaces the study's ``eval.tasks``, ``lm_eval`` (harness task, group or tag names)
     its ``eval.lm_eval``; ``shard`` = (i, n) takes the i-th of n disjoint parts of the checkpoints
     (by default the process's rank under ``accelerate launch``, else all); ``force`` recomputes
-    done units; ``order`` is how checkpoints are visited (:mod:`losslens.evaluate.order`). Other
-    arguments override the study's ``eval:``.
+    done units; ``order`` is how checkpoints are visited (:mod:`losslens.evaluate.order`).
+    ``adaptive`` evaluates the tasks on part of the checkpoints only (:mod:`losslens.evaluate.adaptive`,
+    with ``eta_width`` and ``budget``; by default ``eval.adaptive``). Other arguments override the
+    study's ``eval:``.
     """
     study_dir = Path(study_dir)
     study = load_study(study_dir / contracts.STUDY_FILE)
     world = int(os.environ.get("WORLD_SIZE", 1))
+    settings = _adaptive_settings(study, adaptive, eta_width, budget, shard, world)
     if shard is None:
         shard = (int(os.environ.get("RANK", 0)), world) if world > 1 else (0, 1)
     units = plan_units(study, study_dir, tasks=tasks, max_examples=max_examples, lm_eval=lm_eval,
@@ -178,13 +188,23 @@ def evaluate_study(
     options = RunOptions(dtype=study.eval.dtype, device=_default_device(device) if mine else "cpu",
                          batch_size=batch_size or study.eval.batch_size, progress=progress,
                          per_example=study.eval.per_example if per_example is None else per_example)
-    bar = tqdm(mine, desc="checkpoints", unit=" ckpt", disable=not progress or None)
-    for ckpt in bar:
-        bar.set_postfix_str(f"{ckpt.parent.name}/{ckpt.name}")
-        _evaluate_checkpoint(study_dir, ckpt, units, options, force, lock_timeout, summary, log)
-    bar.close()
+    evaluator = Evaluator(study_dir, options, force, lock_timeout, summary, log)
+    if settings is not None:
+        from losslens.evaluate.adaptive import run_adaptive  # scipy, via analyze: only when asked for
+
+        runs = {run.name: contracts.list_checkpoints(run) for run in contracts.list_runs(study_dir)}
+        summary.adaptive = run_adaptive(runs, units, evaluator, settings, log)
+    else:
+        bar = tqdm(mine, desc="checkpoints", unit=" ckpt", disable=not progress or None)
+        for ckpt in bar:
+            bar.set_postfix_str(f"{ckpt.parent.name}/{ckpt.name}")
+            evaluator.run(ckpt, units)
+        bar.close()
 
     summary.table, summary.rows = write_results_table(study_dir)
+    if summary.adaptive is not None:
+        log(f"evaluate: adaptive: {summary.adaptive.units} of {summary.adaptive.total} task units chosen, "
+            f"{summary.adaptive.total - summary.adaptive.units} skipped (a full sweep fills them in)")
     if summary.evaluated == 0 and summary.busy == 0:
         log(f"evaluate: nothing to evaluate: all {summary.up_to_date} results up to date")
     else:
@@ -192,6 +212,44 @@ def evaluate_study(
             f"{summary.busy} claimed by other evaluators")
     log(f"evaluate: {summary.rows} rows in {summary.table}")
     return summary
+
+
+def _adaptive_settings(study: StudyConfig, adaptive: Optional[bool], eta_width: Optional[float],
+                       budget: Optional[float], shard: Optional[tuple[int, int]], world: int):
+    """``eval.adaptive`` with the arguments over it, or None for a full sweep."""
+    settings = replace(study.eval.adaptive, **{k: v for k, v in (("eta_width", eta_width),
+                                                                            ("budget", budget)) if v is not None})
+    on = settings.enabled if adaptive is None else adaptive
+    if not on:
+        given = next((flag for flag, v in (("--eta-width", eta_width), ("--budget", budget)) if v is not None), None)
+        if given:
+            raise LossLensError(f"{given}: only with --adaptive (or eval.adaptive.enabled: true)")
+        return None
+    if (shard is not None and shard[1] > 1) or world > 1:
+        raise LossLensError("--adaptive: one evaluator chooses the checkpoints from the results so far; "
+                            "run it without --shard and without accelerate launch")
+    return settings
+
+
+class Evaluator:
+    """Evaluates units on checkpoints for a sweep, counting into its summary (claim -> run -> write)."""
+
+    def __init__(self, study_dir: Path, options: RunOptions, force: bool, lock_timeout: float,
+                 summary: SweepSummary, log: Callable[[str], None]):
+        self.study_dir, self.options, self.force, self.lock_timeout = study_dir, options, force, lock_timeout
+        self.summary, self.log = summary, log
+        self._hashes: dict[Path, str] = {}  # result() is asked for each point every round
+
+    def run(self, ckpt: Path, units: list[Unit]) -> None:
+        _evaluate_checkpoint(self.study_dir, ckpt, units, self.options, self.force, self.lock_timeout,
+                             self.summary, self.log)
+
+    def result(self, ckpt: Path, unit: Unit) -> Optional[dict]:
+        """The unit's result on the checkpoint as it is now, or None when there is none up to date."""
+        if ckpt not in self._hashes:
+            self._hashes[ckpt] = checkpoint_hash(ckpt)
+        job = _job(self.study_dir, ckpt, unit, self._hashes[ckpt])
+        return _read_json(job.path) if job.done(per_example=False) else None
 
 
 @dataclass
@@ -211,6 +269,11 @@ class _Job:
         return not per_example or not self.unit.has_examples or "examples" in old
 
 
+def _job(study_dir: Path, ckpt: Path, unit: Unit, ckpt_hash: str) -> _Job:
+    return _Job(unit, ckpt, result_path(study_dir, ckpt, unit.name), ckpt_hash,
+                fingerprint({"checkpoint": ckpt_hash, "unit": unit.fingerprint}))
+
+
 def _evaluate_checkpoint(study_dir: Path, ckpt: Path, units: list[Unit], options: RunOptions, force: bool,
                          lock_timeout: float, summary: SweepSummary, log: Callable[[str], None]) -> None:
     """Claim -> run -> write, for each unit of one checkpoint that is not done yet."""
@@ -218,8 +281,7 @@ def _evaluate_checkpoint(study_dir: Path, ckpt: Path, units: list[Unit], options
     context = CheckpointContext(ckpt, options)
     try:
         for unit in units:
-            job = _Job(unit, ckpt, result_path(study_dir, ckpt, unit.name), ckpt_hash,
-                       fingerprint({"checkpoint": ckpt_hash, "unit": unit.fingerprint}))
+            job = _job(study_dir, ckpt, unit, ckpt_hash)
             if not force and job.done(options.per_example):
                 summary.up_to_date += 1
                 continue
