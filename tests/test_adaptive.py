@@ -202,7 +202,7 @@ def test_adaptive_sweep_writes_a_normal_table_that_a_full_sweep_completes(tmp_pa
 def test_analyze_reads_an_adaptive_table(tmp_path):
     study = make_study(tmp_path, runs={"xs_64K": [1024 * (i + 1) for i in range(9)]})
     evaluate_study(study, adaptive=True, budget=0.5, progress=False, log=lambda msg: None)
-    result = call_cli("analyze", str(study), "--bootstrap", "50", "--no-plots")
+    result = call_cli("analyze", str(study), "--bootstrap", "20", "--no-plots")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (study / "report.json").is_file()
 
