@@ -176,6 +176,7 @@ def _rows(study):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # three sweeps of 9 checkpoints (test_the_study_config_turns_it_on is the quick end to end)
 def test_adaptive_sweep_writes_a_normal_table_that_a_full_sweep_completes(tmp_path):
     study = make_study(tmp_path, runs={"xs_64K": [1024 * (i + 1) for i in range(9)]})
     lines: list[str] = []

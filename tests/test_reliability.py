@@ -318,6 +318,7 @@ def test_task_files_inside_the_study_folder_are_stored_relative_to_it(tmp_path: 
     assert load_study(cfg).eval.tasks == [os.path.join("tasks", "mine.jsonl")]
 
 
+@pytest.mark.slow  # a training launch in a fresh process
 def test_train_output_is_readable_by_others_and_quiet_about_deepspeed(tmp_path: Path):
     """Checkpoint weights follow the umask like every other file (not 0600); no DeepSpeed notice without
     DeepSpeed; a validation shard smaller than data.val_tokens is said."""
@@ -380,11 +381,11 @@ def test_a_busy_core_is_not_counted_as_free():
 
     cpu = sorted(os.sched_getaffinity(0))[0]
     spinner = subprocess.Popen([sys.executable, "-c", "import os, time\nos.sched_setaffinity(0, {%d})\n"
-                                "end = time.time() + 20\nwhile time.time() < end: pass\n" % cpu])
+                                "print('spinning', flush=True)\n"
+                                "end = time.time() + 20\nwhile time.time() < end: pass\n" % cpu],
+                               stdout=subprocess.PIPE, text=True)
     try:
-        import time
-
-        time.sleep(1.0)
+        assert spinner.stdout.readline() == "spinning\n"
         assert busy_cores([cpu]) > 0.5  # the spinner holds it (other load only adds)
     finally:
         spinner.kill()
