@@ -20,7 +20,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
@@ -31,7 +31,7 @@ from losslens.train.config import (
     CheckpointConfig,
     DataConfig,
     ModelConfig,
-    ModelSize,
+    Seed,
     TrainConfig,
 )
 
@@ -66,35 +66,57 @@ def format_count(n: int) -> str:
 
 @dataclass
 class StudyConfig:
-    """One study: a grid of model sizes x data budgets trained on one token stream."""
+    """One study: a grid of model sizes x data budgets x seeds trained on one token stream."""
 
     name: str
     model: ModelConfig
     data: DataConfig
     budgets: list[int]  # training tokens per run
     out_dir: str = ""  # default: checkpoints/<name>
-    seed: int = 0
+    # Replicates of every run, read as N or {init: I, data: D} and held as Seeds. `seed: N` in the YAML
+    # is one seed, and is how a one-seed study is written back (its study.yaml stays as it was).
+    seeds: list[Union[int, Seed]] = field(default_factory=lambda: [0])
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     source: str = field(default="", init=False)  # the file it was read from (not part of the YAML)
 
+    def __post_init__(self) -> None:
+        self.seeds = [s if isinstance(s, Seed) else Seed(init=s, data=s) for s in self.seeds]
+
     @property
     def output_dir(self) -> Path:
         return Path(self.out_dir or f"checkpoints/{self.name}")
 
+    @property
+    def corpus_seed(self) -> int:
+        """Seed of what all runs share: the generated corpus, the tokenizer and the validation split.
+
+        The first seed's data seed, so a one-seed study builds the stream it always did.
+        """
+        return self.seeds[0].data
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("source")
-        return d
+        seeds = [s.init if s.init == s.data else {"init": s.init, "data": s.data} for s in self.seeds]
+        if len(seeds) == 1 and isinstance(seeds[0], int):
+            # As one-seed studies were always written: their study.yaml and config hash stay the same.
+            return {("seed" if k == "seeds" else k): v for k, v in (d | {"seeds": seeds[0]}).items()}
+        return d | {"seeds": seeds}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def hash(self, *, sections: tuple[str, ...] = ("model", "data", "budgets", "seed", "train")) -> str:
-        """Hash of what determines the trained weights (not the output folder, cadence or eval)."""
-        d = self.to_dict()
+        """Hash of what determines the trained weights (not the output folder, cadence or eval).
+
+        Of the seeds only the corpus seed: a run's own seeds are in its meta.json, which resuming checks,
+        so seeds can be added to a study without retraining the runs it has. (A one-seed study hashes as
+        it did before studies had seeds.)
+        """
+        d = self.to_dict() | {"seed": self.corpus_seed}
         blob = json.dumps({k: d[k] for k in sections}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -132,13 +154,17 @@ def _convert(tp: Any, value: Any, where: str, file: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        mapping_error = None
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(arg, value, where, file)
-            except ConfigError:
-                continue
+            except ConfigError as e:
+                if isinstance(value, dict) and dataclasses.is_dataclass(arg):
+                    mapping_error = e  # e.g. an unknown key: says more than "expected int | mapping"
+        if mapping_error is not None:
+            raise mapping_error
         fail()
     if origin is Literal:
         if value not in get_args(tp):
@@ -248,14 +274,33 @@ def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
     return raw
 
 
+_SEED_KEYS = {"seed": "seeds", "seeds": "seed"}  # each spelling -> the other
+
+
+def _seed_alias(raw: dict, file: str) -> dict:
+    """``seed: N`` is ``seeds: [N]``; a config gives one or the other."""
+    if "seed" not in raw:
+        return raw
+    if "seeds" in raw:
+        raise ConfigError(f"{file}: seed: give seed (one seed) or seeds (a list), not both")
+    if isinstance(raw["seed"], list):
+        raise ConfigError(f"{file}: seed: one seed is an integer; write several as seeds: {raw['seed']}")
+    seed = _convert(int, raw["seed"], "seed", file)
+    if seed < 0:
+        raise ConfigError(f"{file}: seed: must not be negative, got {seed}")
+    return {("seeds" if k == "seed" else k): v for k, v in (raw | {"seed": [seed]}).items()}
+
+
 def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
     """Read, override, type-check and validate a study config."""
     path = Path(path)
     file = str(path)
     raw = read_yaml_mapping(path, "study config")
     for key, value in parse_overrides(overrides):
+        if key in _SEED_KEYS:  # an override of either spelling replaces the file's seeds
+            raw.pop(_SEED_KEYS[key], None)
         _set_dotted(raw, key, value)
-    study = build_dataclass(StudyConfig, raw, "", file)
+    study = build_dataclass(StudyConfig, _seed_alias(raw, file), "", file)
     study.source = file
     resolve_paths(study, path.parent)
     validate(study)
@@ -263,7 +308,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
 
 
 def study_from_dict(raw: dict, file: str = "<dict>") -> StudyConfig:
-    study = build_dataclass(StudyConfig, raw, "", file)
+    study = build_dataclass(StudyConfig, _seed_alias(raw, file), "", file)
     study.source = file
     validate(study)
     return study
@@ -315,6 +360,16 @@ def _validate_eval(e: EvalConfig, fail) -> None:
         fail(f"eval.adaptive.{problem[0]}", problem[1])
 
 
+def _validate_seeds(seeds: list[Seed], fail) -> None:
+    if not seeds:
+        fail("seeds", "give at least one seed")
+    for i, seed in enumerate(seeds):
+        if min(seed.init, seed.data) < 0:
+            fail(f"seeds[{i}]", f"seeds must not be negative, got init {seed.init}, data {seed.data}")
+        if seed in seeds[:i]:
+            fail(f"seeds[{i}]", f"repeats seeds[{seeds.index(seed)}] (init {seed.init}, data {seed.data})")
+
+
 def validate(study: StudyConfig) -> None:
     """Cross-field checks the types cannot express."""
     file = study.source or "<config>"
@@ -339,6 +394,7 @@ def validate(study: StudyConfig) -> None:
             fail(f"{where}.heads", f"{size.heads} heads do not divide width {size.width}")
         if size.kv_heads and size.heads % size.kv_heads:
             fail(f"{where}.kv_heads", f"{size.kv_heads} KV heads do not divide {size.heads} heads")
+    _validate_seeds(study.seeds, fail)
     if not study.budgets:
         fail("budgets", "give at least one data budget (tokens per run)")
     if len(set(study.budgets)) != len(study.budgets):

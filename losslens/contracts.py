@@ -2,8 +2,8 @@
 
 1. A checkpoint is a directory ``RUN_DIR/<run>/ckpt-<tokens:012d>/`` holding a Hugging Face
    causal LM (``config.json``, ``model.safetensors``), its tokenizer, and ``meta.json``
-   (keys in ``CHECKPOINT_META_KEYS``). Training state for exact resume sits inside it in
-   ``train_state/``. A checkpoint exists once its directory has its final name: it is written
+   (keys in ``CHECKPOINT_META_KEYS``, optionally ``CHECKPOINT_SEED_KEYS``). Training state for exact
+   resume sits inside it in ``train_state/``. A checkpoint exists once its directory has its final name: it is written
    under a ``.tmp-`` name and renamed, so listings never see a partial one.
    The study's resolved config is ``RUN_DIR/study.yaml``; its token shards and tokenizer are in
    ``RUN_DIR/data/`` (``train.bin``, ``val.bin``, ``data.json``, ``tokenizer/``).
@@ -13,7 +13,8 @@
    ``bpb``). It is rebuilt from the per-(checkpoint, task) JSON files under ``RUN_DIR/evals/``, which
    may hold per-example records. ``analyze`` reads nothing else, so tables made elsewhere work too.
    An optional ``X_LABEL_COLUMN`` says what the ``loss`` column holds when it is not the pretraining
-   loss (a table imported from other labs' result files).
+   loss (a table imported from other labs' result files); an optional ``SEED_COLUMN`` labels the
+   replicate of each run when a study trained several seeds.
 
 How to read each metric (``METRICS``, :func:`metric_info`) comes from the metric registry in
 :mod:`losslens.metrics`. This module imports nothing heavy (numpy at most): every stage may import it.
@@ -25,6 +26,7 @@ import json
 import re
 from pathlib import Path
 
+from losslens.errors import CheckpointError
 from losslens.metrics import FRACTION, METRICS, PRETRAIN, Metric, kind_metrics
 
 STUDY_FILE = "study.yaml"
@@ -55,6 +57,12 @@ CHECKPOINT_META_KEYS = (
     "val_tokens",  # number of validation tokens behind val_loss
     "config_hash",  # hash of the resolved study config
 )
+# Optional keys: the run's seeds (losslens.train.config.Seed). Checkpoints written before studies had
+# seeds, or imported from elsewhere, lack them and read as seed 0 (:func:`checkpoint_seeds`).
+CHECKPOINT_SEED_KEYS = (
+    "seed_init",  # seed of the model's initialisation
+    "seed_data",  # seed of the order of the training windows
+)
 
 RESULTS_FILE = "results.csv"
 PRETRAIN_TASK = PRETRAIN  # rows of the pretraining loss itself (metrics loss, bpb): the x-axis, not a task
@@ -73,7 +81,10 @@ DEFAULT_X_LABEL = "validation loss (nats/token)"
 # Optional column: the run's tokenizer (a name or hash), for tables made elsewhere. Per-token losses of
 # runs with different tokenizers do not compare; analyze then warns and points to bits per byte.
 TOKENIZER_COLUMN = "tokenizer"
-# Optional column: the label of a run's replicate (e.g. "0", "init1-data0"); absent, every run is one seed.
+# Optional column: a label of the run's replicate, ``str(seed)`` when its init and data seeds are equal,
+# else ``init{I}-data{D}`` (:func:`seed_label`). Written only when the table holds more than one label;
+# absent, every run is one seed. Runs of one size that differ only by seed share n_params,
+# n_params_nonembed and budget.
 SEED_COLUMN = "seed"
 
 
@@ -100,6 +111,20 @@ def metric_info(name: str) -> Metric:
     discontinuous = base.startswith(("acc", "exact_match")) or base == "em"
     return Metric(name, "external metric", discontinuous, base not in _LOWER_IS_BETTER_EXTERNAL,
                   bounds=FRACTION if discontinuous else Metric.bounds)
+
+
+def seed_label(init: int, data: int) -> str:
+    """The ``seed`` column's label of a run: ``"2"``, or ``"init1-data0"`` when the seeds differ."""
+    return str(init) if init == data else f"init{init}-data{data}"
+
+
+def checkpoint_seeds(meta: dict, ckpt: str | Path) -> tuple[int, int]:
+    """(seed_init, seed_data) of checkpoint ``ckpt``'s meta.json; 0 where it does not record them."""
+    seeds = tuple(meta.get(key, 0) for key in CHECKPOINT_SEED_KEYS)
+    for key, value in zip(CHECKPOINT_SEED_KEYS, seeds):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"{Path(ckpt) / META_FILE}: {key}: expected a seed (an integer >= 0), got {value!r}")
+    return seeds
 
 
 def checkpoint_dirname(tokens: int) -> str:

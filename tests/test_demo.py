@@ -50,7 +50,7 @@ def test_demo_configs_load(config):
 
 def test_no_test_item_occurs_in_the_training_stream(tmp_path: Path):
     study = load_study(QUICK)
-    text = "\n".join(iter_documents(study.data.generator, study.seed))
+    text = "\n".join(iter_documents(study.data.generator, study.corpus_seed))
     lines = set(text.splitlines())
     questions = {l[: max(l.find("="), l.find(":")) + 1] for l in lines}  # "12+34=" or "copy abcd:"
     for name in TASK_NAMES:

@@ -29,7 +29,7 @@ def study():
 
 @pytest.fixture(scope="module")
 def training_text(study) -> str:
-    return "\n".join(iter_documents(study.data.generator, study.seed))
+    return "\n".join(iter_documents(study.data.generator, study.corpus_seed))
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_no_proofread_test_item_occurs_in_the_training_stream(items, training_te
 
 def test_planted_errors_are_of_the_three_kinds_and_the_passages_decode(study, items, training_text):
     opts = parse_options(study.data.generator)
-    vocabulary = Language(opts, study.seed).vocabulary
+    vocabulary = Language(opts, study.corpus_seed).vocabulary
     training = [line for line in training_text.splitlines() if line.startswith("fix ")]
     kinds = Counter()
     for line in training + [item["prompt"] + item["reference"] for item in items]:

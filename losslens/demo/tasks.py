@@ -145,7 +145,7 @@ def materialize(name: str, study_dir: Path, study) -> Path:
     if study.data.source != "demo":
         raise ConfigError(f"eval.tasks: demo:{name} needs the demo corpus (data.source: demo)")
     opts = parse_options(study.data.generator)
-    rng = np.random.default_rng([study.seed, 3, TASK_NAMES.index(name)])
+    rng = np.random.default_rng([study.corpus_seed, 3, TASK_NAMES.index(name)])
     if name == "addition":
         items = addition_items(opts, rng)
     elif name == "addition_mc":
@@ -153,9 +153,9 @@ def materialize(name: str, study_dir: Path, study) -> Path:
     elif name == "copy":
         items = copy_items(opts, rng)
     elif name == "next_word":
-        items = next_word_items(opts, rng, study.seed)
+        items = next_word_items(opts, rng, study.corpus_seed)
     else:
-        items = proofread_items(opts, rng, study.seed)
+        items = proofread_items(opts, rng, study.corpus_seed)
     items = list(items)
     tasks_dir = Path(study_dir) / "tasks"
     _write_if_changed(tasks_dir / f"{name}.jsonl", "".join(json.dumps(item) + "\n" for item in items))

@@ -361,14 +361,15 @@ def collect_rows(study_dir: Path) -> list[dict]:
             if pretrain is None:
                 continue
             meta = contracts.read_meta(ckpt)
+            seed = contracts.seed_label(*contracts.checkpoint_seeds(meta, ckpt))
             loss = pretrain["metrics"]["loss"]["value"]
             results.sort(key=lambda r: (r["task"] != contracts.PRETRAIN_TASK, r["task"]))
             for r in results:
                 for metric in sorted(r["metrics"], key=_metric_order):
                     agg = r["metrics"][metric]
                     rows.append({
-                        **{k: meta.get(k) for k in _META_COLUMNS}, "loss": loss, "task": r["task"],
-                        "metric": metric, "value": agg["value"], "ci_low": agg.get("ci_low"),
+                        **{k: meta.get(k) for k in _META_COLUMNS}, contracts.SEED_COLUMN: seed, "loss": loss,
+                        "task": r["task"], "metric": metric, "value": agg["value"], "ci_low": agg.get("ci_low"),
                         "ci_high": agg.get("ci_high"), "n": agg.get("n"), "chance": agg.get("chance"),
                     })
     rows.sort(key=lambda r: (r["run"], r["tokens"]))  # stable: keeps task and metric order within
@@ -376,17 +377,23 @@ def collect_rows(study_dir: Path) -> list[dict]:
 
 
 def write_results_table(study_dir: str | Path) -> tuple[Path, int]:
-    """Rebuild ``RUN_DIR/results.csv`` atomically, under an exclusive lock (see the module docstring)."""
+    """Rebuild ``RUN_DIR/results.csv`` atomically, under an exclusive lock (see the module docstring).
+
+    The ``seed`` column is written only when the checkpoints hold more than one seed: a one-seed study's
+    table stays as it always was.
+    """
     study_dir = Path(study_dir)
     (study_dir / contracts.EVALS_DIR).mkdir(exist_ok=True)
     table = study_dir / contracts.RESULTS_FILE
     with open(study_dir / contracts.EVALS_DIR / TABLE_LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
         rows = collect_rows(study_dir)
+        several_seeds = len({r[contracts.SEED_COLUMN] for r in rows}) > 1
+        columns = (*contracts.RESULTS_COLUMNS, contracts.SEED_COLUMN) if several_seeds else contracts.RESULTS_COLUMNS
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(contracts.RESULTS_COLUMNS)
+        writer.writerow(columns)
         for r in rows:
-            writer.writerow([_cell(r[c]) for c in contracts.RESULTS_COLUMNS])
+            writer.writerow([_cell(r[c]) for c in columns])
         atomic_write_text(table, buf.getvalue())
     return table, len(rows)

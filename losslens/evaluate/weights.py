@@ -67,11 +67,13 @@ def _digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
 
 
 def read_checked_meta(ckpt: Path) -> bytes:
-    """The bytes of a checkpoint's meta.json, refused by name when it is absent or not a JSON object."""
+    """The bytes of a checkpoint's meta.json, refused by name when it is absent, not a JSON object, or
+    holds seeds that are not seeds."""
     path = ckpt / contracts.META_FILE
     try:
         raw = path.read_bytes()
-        ok = isinstance(json.loads(raw), dict)
+        meta = json.loads(raw)
+        ok = isinstance(meta, dict)
     except FileNotFoundError:
         raise CheckpointError(
             f"{ckpt}: no {contracts.META_FILE}, so its results cannot be placed; results.csv is left as it is "
@@ -80,6 +82,7 @@ def read_checked_meta(ckpt: Path) -> bytes:
         raise CheckpointError(f"{path}: not valid JSON ({e}); results.csv is left as it is") from None
     if not ok:
         raise CheckpointError(f"{path}: expected a JSON object; results.csv is left as it is")
+    contracts.checkpoint_seeds(meta, ckpt)
     return raw
 
 

@@ -9,6 +9,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from losslens.contracts import seed_label
+
+
+@dataclass(frozen=True)
+class Seed:
+    """One replicate of the grid: the seed of the model's initialisation and the seed of the data order.
+
+    Written ``N`` (both N) or ``{init: I, data: D}``: equal ``data`` seeds read the same windows in the
+    same order, so ``{init: 1, data: 0}`` and ``{init: 2, data: 0}`` differ only in initialisation.
+    """
+
+    init: int
+    data: int
+
+    @property
+    def label(self) -> str:
+        """``"1"``, or ``"init1-data0"`` when the two seeds differ (results.csv's ``seed`` column)."""
+        return seed_label(self.init, self.data)
+
 
 @dataclass
 class ModelSize:

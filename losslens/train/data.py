@@ -6,8 +6,9 @@ are separated by the end-of-text token (id 0 for the built-in tokenizers).
 
 ``TokenStream`` cuts ``train.bin`` into windows of ``seq_len + 1`` tokens and visits them in a seeded
 permutation per epoch. Sample ``p`` of the stream (``p = step * global_batch + j``) is the same window
-for every run with the same context: runs differ only in model size and how far they read (as in
-Pythia). The order depends on nothing but (seed, seq_len, shard): not on process count or batch split.
+for every run with the same context and data seed: runs differ only in model size and how far they read
+(as in Pythia). The order depends on nothing but (data seed, seq_len, shard): not on process count or
+batch split. The shards themselves are shared by all seeds of a study (``StudyConfig.corpus_seed``).
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def load_tokenizer(data_dir: Path) -> PreTrainedTokenizerBase:
 
 
 class TokenStream:
-    """Training windows in a fixed, seeded order shared by all runs of a study."""
+    """Training windows in a fixed, seeded order shared by all runs of a study with the same data seed."""
 
     def __init__(self, tokens: np.ndarray, seq_len: int, seed: int):
         self.tokens = tokens

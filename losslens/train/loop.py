@@ -137,7 +137,7 @@ def set_up(study: StudyConfig, plan: RunPlan, accelerator: Accelerator, data_dir
         torch.set_num_threads(t.threads)
     data_meta = json.loads((data_dir / contracts.DATA_META_FILE).read_text())
     vocab = data_meta["vocab_size"]
-    model = build_model(plan.size, study.model, vocab, data_meta["eos_id"], seed=study.seed)
+    model = build_model(plan.size, study.model, vocab, data_meta["eos_id"], seed=plan.seed.init)
     n_params, n_nonembed = parameter_counts(model)
     fused_loss = use_liger(t.kernels, device, source=f"{study.source}: train.kernels")
     if fused_loss:
@@ -151,7 +151,7 @@ def set_up(study: StudyConfig, plan: RunPlan, accelerator: Accelerator, data_dir
     return RunState(
         study=study, plan=plan, accelerator=accelerator, model=model, optimizer=optimizer,
         base_optimizer=base_optimizer, fused_loss=fused_loss, tokenizer=load_tokenizer(data_dir),
-        stream=TokenStream(open_shard(data_dir, contracts.TRAIN_SHARD), plan.context, study.seed),
+        stream=TokenStream(open_shard(data_dir, contracts.TRAIN_SHARD), plan.context, plan.seed.data),
         val_tokens=open_shard(data_dir, contracts.VAL_SHARD), n_params=n_params, n_nonembed=n_nonembed,
         flops_per_token=flops_per_token(n_nonembed, plan.size.width, plan.size.depth, plan.context, vocab),
         compute_dtype=compute_dtype, peak_flops=device_peak_flops(device, compute_dtype, t.peak_flops),
@@ -175,8 +175,13 @@ def resume(run: RunState) -> Optional[Path]:
             )
     if start is None:
         return None
-    if contracts.read_meta(start).get("config_hash") != run.study.hash():
+    meta = contracts.read_meta(start)
+    if meta.get("config_hash") != run.study.hash():
         raise CheckpointError(f"{start}: was trained with a different study config; use a new out_dir")
+    if contracts.checkpoint_seeds(meta, start) != (plan.seed.init, plan.seed.data):
+        raise CheckpointError(f"{start}: was trained with seeds init {meta.get('seed_init', 0)}, data "
+                              f"{meta.get('seed_data', 0)}, not run {plan.name}'s init {plan.seed.init}, data "
+                              f"{plan.seed.data}; use a new out_dir")
     run.step = run.resumed_from = ckpt_io.load_train_state(run.accelerator, start)
     return start
 
@@ -289,5 +294,5 @@ def _meta(run: RunState, train_loss: float, scheduled: bool) -> dict:
         "val_loss_stderr": val.stderr, "val_tokens": val.n_tokens, "config_hash": study.hash(),
         "context": plan.context, "width": plan.size.width, "depth": plan.size.depth, "heads": plan.size.heads,
         "scheduled": scheduled, "branch_of": plan.branch.trunk if plan.branch else None,
-        "world_size": run.accelerator.num_processes,
+        "world_size": run.accelerator.num_processes, "seed_init": plan.seed.init, "seed_data": plan.seed.data,
     }

@@ -5,6 +5,9 @@ Everything here is arithmetic on the config, decided before any training starts,
 
 Budgets and checkpoint token counts are rounded to whole optimizer steps of
 ``global_batch x context`` tokens; a checkpoint records the tokens actually seen.
+
+Run names are ``<size>_<budget>`` (``s_1.2M``); in a study of several seeds they end in the seed,
+``_seed<N>`` (``s_1.2M_seed1``), or ``_init<I>-data<D>`` when the two seeds differ (``s_1.2M_init1-data0``).
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ from typing import Optional
 
 from losslens.config import StudyConfig, format_count
 from losslens.errors import ConfigError
-from losslens.train.config import ModelSize
+from losslens.train.config import ModelSize, Seed
 
 
 @dataclass(frozen=True)
 class Branch:
     """A WSD branch starts from the trunk run's checkpoint at ``step`` and decays to its own budget."""
 
-    trunk: str  # run name of the size's largest budget
+    trunk: str  # run name of the largest budget of the same size and seed
     step: int
 
 
@@ -38,14 +41,19 @@ class RunPlan:
     decay_start: int  # first step of the LR decay (wsd); 0 for cosine
     checkpoint_steps: tuple[int, ...]
     keep_state_steps: tuple[int, ...]  # checkpoints whose training state other runs branch from
+    seed: Seed = Seed(init=0, data=0)
     branch: Optional[Branch] = None
 
     def tokens_at(self, step: int) -> int:
         return step * self.tokens_per_step
 
 
-def run_name(size_name: str, budget: int) -> str:
-    return f"{size_name}_{format_count(budget)}"
+def run_name(size_name: str, budget: int, seed: Optional[Seed] = None) -> str:
+    """``s_1.2M``; with ``seed`` (a study of several seeds) ``s_1.2M_seed1`` or ``s_1.2M_init1-data0``."""
+    name = f"{size_name}_{format_count(budget)}"
+    if seed is None:
+        return name
+    return f"{name}_seed{seed.init}" if seed.init == seed.data else f"{name}_{seed.label}"
 
 
 def _checkpoint_steps(study: StudyConfig, total: int, tokens_per_step: int) -> set[int]:
@@ -67,48 +75,55 @@ def _checkpoint_steps(study: StudyConfig, total: int, tokens_per_step: int) -> s
 
 
 def plan_runs(study: StudyConfig) -> list[RunPlan]:
-    """Every run of the grid, sizes smallest first; within a size the WSD trunk (largest budget) first."""
+    """Every run of the grid: seed by seed, sizes smallest first, within a size the WSD trunk (largest
+    budget) first."""
+    named = len(study.seeds) > 1  # a one-seed study keeps the names it always had
+    return [plan for seed in study.seeds for size_name, size in study.model.resolved_sizes().items()
+            for plan in _size_plans(study, size_name, size, seed, seed if named else None)]
+
+
+def _size_plans(study: StudyConfig, size_name: str, size: ModelSize, seed: Seed, name_seed: Optional[Seed]) -> list[RunPlan]:
+    """The runs of one size and seed, one per budget; WSD branches start from this seed's trunk."""
     sched = study.train.schedule
-    plans: list[RunPlan] = []
-    for size_name, size in study.model.resolved_sizes().items():
-        context = size.context_or(study.model.context)
-        tps = study.train.global_batch * context
-        budgets = sorted(study.budgets, reverse=True)
-        trunk_steps = max(1, round(budgets[0] / tps))
-        trunk_name = run_name(size_name, budgets[0])
-        branch_points: list[int] = []
-        size_plans = []
-        for budget in budgets:
-            total = max(1, round(budget / tps))
-            if sched.kind == "cosine":
-                warmup = round(sched.warmup * total)
-                decay_start, branch = 0, None
-                ckpts = _checkpoint_steps(study, total, tps)
+    context = size.context_or(study.model.context)
+    tps = study.train.global_batch * context
+    budgets = sorted(study.budgets, reverse=True)
+    trunk_steps = max(1, round(budgets[0] / tps))
+    trunk_name = run_name(size_name, budgets[0], name_seed)
+    branch_points: list[int] = []
+    size_plans = []
+    for budget in budgets:
+        total = max(1, round(budget / tps))
+        if sched.kind == "cosine":
+            warmup = round(sched.warmup * total)
+            decay_start, branch = 0, None
+            ckpts = _checkpoint_steps(study, total, tps)
+        else:
+            # One warmup for the whole size, so that all branches share the trunk's stable phase.
+            warmup = round(sched.warmup * trunk_steps)
+            decay_start = total - max(1, round(sched.cooldown * total))
+            if decay_start <= warmup:
+                raise ConfigError(
+                    f"{study.source}: train.schedule: budget {format_count(budget)} of size {size_name} "
+                    f"decays from step {decay_start}, before the warmup ends at step {warmup}"
+                )
+            ckpts = _checkpoint_steps(study, total, tps)
+            if budget == budgets[0]:
+                branch = None
             else:
-                # One warmup for the whole size, so that all branches share the trunk's stable phase.
-                warmup = round(sched.warmup * trunk_steps)
-                decay_start = total - max(1, round(sched.cooldown * total))
-                if decay_start <= warmup:
-                    raise ConfigError(
-                        f"{study.source}: train.schedule: budget {format_count(budget)} of size {size_name} "
-                        f"decays from step {decay_start}, before the warmup ends at step {warmup}"
-                    )
-                ckpts = _checkpoint_steps(study, total, tps)
-                if budget == budgets[0]:
-                    branch = None
-                else:
-                    branch = Branch(trunk=trunk_name, step=decay_start)
-                    branch_points.append(decay_start)
-                    ckpts = {s for s in ckpts if s > decay_start} | {total}
-            size_plans.append(
-                dict(name=run_name(size_name, budget), size_name=size_name, size=size, budget_tokens=budget,
-                     context=context, tokens_per_step=tps, total_steps=total, warmup_steps=warmup,
-                     decay_start=decay_start, checkpoint_steps=ckpts, branch=branch)
-            )
-        for p in size_plans:
-            keep = tuple(sorted(branch_points)) if p["branch"] is None and branch_points else ()
-            p["checkpoint_steps"] = tuple(sorted(p["checkpoint_steps"] | set(keep)))
-            plans.append(RunPlan(keep_state_steps=keep, **p))
+                branch = Branch(trunk=trunk_name, step=decay_start)
+                branch_points.append(decay_start)
+                ckpts = {s for s in ckpts if s > decay_start} | {total}
+        size_plans.append(
+            dict(name=run_name(size_name, budget, name_seed), size_name=size_name, size=size, budget_tokens=budget,
+                 context=context, tokens_per_step=tps, total_steps=total, warmup_steps=warmup,
+                 decay_start=decay_start, checkpoint_steps=ckpts, seed=seed, branch=branch)
+        )
+    plans = []
+    for p in size_plans:
+        keep = tuple(sorted(branch_points)) if p["branch"] is None and branch_points else ()
+        p["checkpoint_steps"] = tuple(sorted(p["checkpoint_steps"] | set(keep)))
+        plans.append(RunPlan(keep_state_steps=keep, **p))
     return plans
 
 

@@ -25,7 +25,7 @@ def prepare_study_dir(study: StudyConfig, accelerator=None) -> Path:
         study_file, text = out / contracts.STUDY_FILE, study.to_yaml()
         if not study_file.is_file() or study_file.read_text() != text:
             atomic_write_text(study_file, text)
-        prepare_data(study.data, study.seed, data_dir)
+        prepare_data(study.data, study.corpus_seed, data_dir)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return data_dir
