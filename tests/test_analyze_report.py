@@ -80,15 +80,15 @@ def make_study(run_dir: Path, seed: int = 0, examples: bool = True) -> Path:
 
 @pytest.fixture(scope="module")
 def analyzed(tmp_path_factory):
-    """The synthetic study analyzed once through the API: report.json and report.md, no plots (~4 s;
+    """The synthetic study analyzed once through the API: report.json and report.md, no plots (~3 s;
     :func:`test_every_plot` draws them from the same analysis).
 
-    100 bootstrap replicates, not the default 1000: every check below holds at 100 as at 200, and each
+    50 bootstrap replicates, not the default 1000: every check below holds at 50 as at 200, and each
     replicate refits the scaling law."""
     from losslens.analyze import analyze
 
     run_dir = make_study(tmp_path_factory.mktemp("analyze") / "study")
-    analysis = analyze(run_dir, n_bootstrap=100, seed=0, progress=False, plots=False)
+    analysis = analyze(run_dir, n_bootstrap=50, seed=0, progress=False, plots=False)
     return run_dir, analysis, json.loads((run_dir / "report.json").read_text())
 
 
