@@ -208,7 +208,8 @@ def test_results_table_labels_each_run_with_its_seed(seed_grid: Path):
 
 
 def test_checkpoints_without_seeds_read_as_seed_zero(tmp_path):
-    study_dir = make_study(tmp_path, tasks=[])  # meta.json as written before seeds: no seed keys
+    # meta.json as written before seeds: no seed keys. One checkpoint a run: the seed is per run.
+    study_dir = make_study(tmp_path, runs={"xs_64K": [1024], "s_64K": [1024]}, tasks=[])
     sweep.evaluate_study(study_dir, progress=False, log=lambda msg: None)
     columns, _ = _read_csv(study_dir / contracts.RESULTS_FILE)
     assert tuple(columns) == contracts.RESULTS_COLUMNS  # one seed: the table is as it always was
@@ -221,7 +222,7 @@ def test_checkpoints_without_seeds_read_as_seed_zero(tmp_path):
 
 
 def test_a_bad_seed_in_meta_json_is_named_and_leaves_the_table(tmp_path):
-    study_dir = make_study(tmp_path, tasks=[])
+    study_dir = make_study(tmp_path, runs={"xs_64K": [1024], "s_64K": [1024]}, tasks=[])
     sweep.evaluate_study(study_dir, progress=False, log=lambda msg: None)
     before = (study_dir / contracts.RESULTS_FILE).read_text()
     ckpt = contracts.list_checkpoints(study_dir / "xs_64K")[0]
