@@ -21,3 +21,20 @@ class DataError(LossLensError):
 
 class CheckpointError(LossLensError):
     """A missing, partial or inconsistent checkpoint."""
+
+
+class ResultsError(LossLensError):
+    """A results table (or a per-example record) that cannot be analyzed."""
+
+
+class TrainingDiverged(LossLensError):
+    """The loss became NaN or infinite."""
+
+
+class Preempted(Exception):
+    """SIGTERM arrived during training; a checkpoint was saved and the process should exit.
+
+    Not a ``LossLensError``: nothing is wrong with the input. ``losslens train`` catches it to say
+    ``pre-empted`` on stdout and exit 143 (128 + SIGTERM, what a scheduler expects of a job it stopped),
+    where a ``LossLensError`` would print ``error:`` and exit 2.
+    """

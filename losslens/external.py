@@ -38,6 +38,7 @@ import yaml
 from losslens import contracts
 from losslens.config import build_dataclass, read_yaml_mapping, study_from_dict
 from losslens.errors import CheckpointError, ConfigError, DataError
+from losslens.paths import local_path
 from losslens.evaluate.config import EvalConfig
 from losslens.fsio import atomic_directory, atomic_write_json, atomic_write_text
 from losslens.shards import shard_dtype
@@ -81,7 +82,7 @@ def load_manifest(path: str | Path) -> Manifest:
     base = path.parent
 
     def resolve(p: str) -> str:
-        return p if Path(p).is_absolute() or Path(p).exists() else str(base / p)
+        return str(local_path(p, base))
 
     for c in manifest.checkpoints:
         c.path = resolve(c.path)

@@ -134,13 +134,3 @@ def apply_umask(root: str | os.PathLike) -> None:
             os.chmod(os.path.join(dirpath, name), 0o777 & ~_UMASK)
         for name in filenames:
             os.chmod(os.path.join(dirpath, name), 0o666 & ~_UMASK)
-
-
-def remove_stale_temporaries(directory: str | os.PathLike) -> None:
-    """Delete ``.tmp-*`` leftovers of writers that were killed."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return
-    for p in directory.iterdir():
-        if p.name.startswith(TMP_PREFIX):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)

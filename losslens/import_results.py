@@ -40,8 +40,9 @@ from losslens.contracts import RESULTS_COLUMNS, X_LABEL_COLUMN, metric_info
 from losslens.errors import ConfigError, DataError
 from losslens.evaluate.harness import metric_name
 from losslens.fsio import atomic_write_text
+from losslens.metrics import normal_interval
 
-Z95 = 1.959963984540054  # ci = value +- z * stderr, the 95% normal interval
+CONFIDENCE = 0.95  # the harness reports a standard error; the table holds this normal interval around the value
 _REVISION_RE = re.compile(r"(?:^|,)\s*revision\s*=\s*(?:[\w.-]*?)step(\d+)\s*(?:,|$)")
 
 
@@ -246,12 +247,12 @@ def _rows_of_run(mapping_path: Path, root: Path, mapping: ImportMapping, run: st
         for task, metric in _selected(hf, mapping):
             value, stderr = hf.results[task][metric]
             chance = mapping.chance.get(task) if metric_info(metric).discontinuous else None
+            low, high = ("", "") if stderr is None else map(repr, normal_interval(value, stderr, CONFIDENCE))
             rows.append({
                 "run": run, "n_params": spec.n_params, "n_params_nonembed": spec.n_params_nonembed,
                 "tokens": tokens, "step": step, "flops": "", "loss": repr(loss), "task": task, "metric": metric,
                 "value": repr(value),
-                "ci_low": "" if stderr is None else repr(value - Z95 * stderr),
-                "ci_high": "" if stderr is None else repr(value + Z95 * stderr),
+                "ci_low": low, "ci_high": high,
                 "n": "", "chance": "" if chance is None else repr(chance),
                 X_LABEL_COLUMN: mapping.x_axis.describe(),
             })

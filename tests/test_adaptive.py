@@ -176,6 +176,7 @@ def _rows(study):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # three sweeps of 9 checkpoints (test_the_study_config_turns_it_on is the quick end to end)
 def test_adaptive_sweep_writes_a_normal_table_that_a_full_sweep_completes(tmp_path):
     study = make_study(tmp_path, runs={"xs_64K": [1024 * (i + 1) for i in range(9)]})
     lines: list[str] = []
@@ -202,7 +203,7 @@ def test_adaptive_sweep_writes_a_normal_table_that_a_full_sweep_completes(tmp_pa
 def test_analyze_reads_an_adaptive_table(tmp_path):
     study = make_study(tmp_path, runs={"xs_64K": [1024 * (i + 1) for i in range(9)]})
     evaluate_study(study, adaptive=True, budget=0.5, progress=False, log=lambda msg: None)
-    result = call_cli("analyze", str(study), "--bootstrap", "50", "--no-plots")
+    result = call_cli("analyze", str(study), "--bootstrap", "20", "--no-plots")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (study / "report.json").is_file()
 

@@ -90,9 +90,9 @@ def test_hash_ignores_output_folder_but_not_lr(tmp_path):
 
 
 def test_cli_bad_config_exits_2_with_one_line(tmp_path):
-    from tests.conftest import run_cli
+    from tests.conftest import call_cli
 
-    result = run_cli("train", str(TINY), "train.glbal_batch=3")
+    result = call_cli("train", str(TINY), "train.glbal_batch=3")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "did you mean 'global_batch'" in result.stderr

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from losslens.evaluate.generation import cut_at_stop, greedy_generate
-from losslens.evaluate.requests import GenerationRequest, LoglikelihoodRequest, encode_pair
+from losslens.evaluate.requests import GenerationRequest, LoglikelihoodRequest, encode_pairs
 from losslens.evaluate.runner import TaskSettings, evaluate_task
 from losslens.evaluate.scoring import Scorer
 from losslens.evaluate.tasks import load_task
@@ -25,8 +25,12 @@ def lm():
     return tiny_model(len(tok), seed=3, context=48), tok
 
 
+def encode_pair(tok, context: str, continuation: str) -> LoglikelihoodRequest:
+    return encode_pairs(tok, [(context, continuation)])[0]
+
+
 def _mc_requests(tok):
-    return [encode_pair(tok, r["context"], c) for r in MC_ROWS for c in r["choices"]]
+    return encode_pairs(tok, [(r["context"], c) for r in MC_ROWS for c in r["choices"]])
 
 
 def test_encode_pair_moves_trailing_space_and_fills_empty_context(lm):

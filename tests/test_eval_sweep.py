@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from losslens import contracts, metrics
 from losslens.evaluate import sweep

@@ -73,6 +73,9 @@ def _ours(ckpt: Path, harness: Harness) -> dict:
         context.close()
 
 
+# Slow: lm-eval's own simple_evaluate on 4 tasks x 2 checkpoints. The quick agreement check with lm-eval
+# is test_eval_lm_eval.py::test_accuracy_and_logliks_match_lm_eval.
+@pytest.mark.slow
 def test_native_metrics_equal_simple_evaluate(setup):
     include, ckpts = setup
     names = ["mmlu_local", "hellaswag_local", "gsm8k_local", "agree_mc"]

@@ -17,7 +17,7 @@ import pytest
 from losslens.analyze.table import read_results
 from losslens.contracts import DEFAULT_X_LABEL, X_LABEL_COLUMN
 from losslens.errors import LossLensError
-from losslens.import_results import Z95, import_results, read_harness_file
+from losslens.import_results import import_results, read_harness_file
 from tests.conftest import ROOT, run_cli
 
 SHARED = Path(os.environ.get("LOSSLENS_SHARED", ROOT.parent / "shared"))
@@ -53,7 +53,7 @@ def test_pythia_files_import_with_steps_from_model_args(pythia_table):
     assert len(r["value"]) == 1 and r["step"][0] == 33000 and r["n_params_nonembed"][0] == 302_311_424
     assert r["value"][0] == raw["arc_easy"]["acc"]
     assert r["loss"][0] == pytest.approx(math.log(raw["lambada_openai"]["ppl"]), rel=1e-12)
-    assert r["ci_high"][0] - r["value"][0] == pytest.approx(Z95 * raw["arc_easy"]["acc_stderr"])
+    assert r["ci_high"][0] - r["value"][0] == pytest.approx(1.959964 * raw["arc_easy"]["acc_stderr"])  # 95 %
     assert r["chance"][0] == 0.25 and r["flops"][0] == 6.0 * 302_311_424 * 33000 * 2_097_152
     # every checkpoint has one x value shared by all its rows
     ck = table.checkpoints()

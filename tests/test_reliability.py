@@ -16,7 +16,7 @@ import pytest
 from losslens import contracts
 from losslens.cli import main
 from losslens.errors import ConfigError, DataError
-from tests.conftest import ROOT, write_study
+from tests.conftest import write_study
 
 
 def _exit_2(capsys, argv: list[str], *fragments: str) -> str:
@@ -318,22 +318,23 @@ def test_task_files_inside_the_study_folder_are_stored_relative_to_it(tmp_path: 
     assert load_study(cfg).eval.tasks == [os.path.join("tasks", "mine.jsonl")]
 
 
+@pytest.mark.slow  # a training launch in a fresh process
 def test_train_output_is_readable_by_others_and_quiet_about_deepspeed(tmp_path: Path):
     """Checkpoint weights follow the umask like every other file (not 0600); no DeepSpeed notice without
     DeepSpeed; a validation shard smaller than data.val_tokens is said."""
     from tests.conftest import run_cli
 
-    out = tmp_path / "study"
-    result = run_cli("train", str(ROOT / "configs" / "demo-quick.yaml"), "--out", str(out), "budgets=[48K]",
-                     "--run", "xs_48K", "data.val_tokens=1B", env={"OMP_NUM_THREADS": "1"})
+    out = tmp_path / "study"  # a fresh process: the notice would come while torch and accelerate are imported
+    result = run_cli("train", str(write_study(tmp_path)), "--run", "xs_32768", "data.val_tokens=1B",
+                     env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Setting accelerator to CPU" not in result.stderr + result.stdout
     assert "fewer than data.val_tokens 1,000,000,000" in result.stderr
     umask = os.umask(0)
     os.umask(umask)
-    weights = sorted(out.glob("xs_48K/ckpt-*/model.safetensors"))
+    weights = sorted(out.glob("xs_32768/ckpt-*/model.safetensors"))
     assert weights
-    for path in weights + sorted(out.glob("xs_48K/ckpt-*/train_state/*")):
+    for path in weights + sorted(out.glob("xs_32768/ckpt-*/train_state/*")):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
@@ -380,11 +381,11 @@ def test_a_busy_core_is_not_counted_as_free():
 
     cpu = sorted(os.sched_getaffinity(0))[0]
     spinner = subprocess.Popen([sys.executable, "-c", "import os, time\nos.sched_setaffinity(0, {%d})\n"
-                                "end = time.time() + 20\nwhile time.time() < end: pass\n" % cpu])
+                                "print('spinning', flush=True)\n"
+                                "end = time.time() + 20\nwhile time.time() < end: pass\n" % cpu],
+                               stdout=subprocess.PIPE, text=True)
     try:
-        import time
-
-        time.sleep(1.0)
+        assert spinner.stdout.readline() == "spinning\n"
         assert busy_cores([cpu]) > 0.5  # the spinner holds it (other load only adds)
     finally:
         spinner.kill()

@@ -129,7 +129,7 @@ def test_table_without_seed_column_analyzes_as_before(tmp_path):
 def seeded_analysis(tmp_path_factory):
     path = write_table(tmp_path_factory.mktemp("seeded") / "results.csv",
                        synthetic_rows(np.random.default_rng(3), tau=0.1))
-    return run_analysis(path, n_bootstrap=100, progress=False, backtest="none")
+    return run_analysis(path, n_bootstrap=50, progress=False, backtest="none")
 
 
 def test_report_gives_eta_per_seed_spread_and_share_from_seeds(seeded_analysis, tmp_path):

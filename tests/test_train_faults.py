@@ -6,6 +6,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from losslens import contracts
+from losslens.config import load_study
 from tests.conftest import ROOT, call_cli, run_cli, write_study
 
 
@@ -78,14 +80,15 @@ def _file_size_limit(limit: int):
     return apply
 
 
-def test_full_disk_while_saving_is_a_clear_error_and_keeps_earlier_checkpoints(tmp_path: Path):
+def test_full_disk_while_saving_is_a_clear_error_and_keeps_earlier_checkpoints(tmp_path: Path, trained_tiny: Path):
     cfg = write_study(tmp_path)
     study_dir = tmp_path / "study"
-    limit = 300_000  # size xs writes files of < 150 kB; size s's optimizer state is ~480 kB
-    ok = _start(cfg, "--run", "xs_32768", preexec=_file_size_limit(limit))
-    _, err = ok.communicate(timeout=300)
-    assert ok.returncode == 0, err[-2000:]
+    # The study so far: the shards and size xs's runs, as trained_tiny left them (study.yaml names its out_dir).
+    shutil.copytree(trained_tiny, study_dir, ignore=lambda d, names: [n for n in names if n.startswith("s_")])
+    (study_dir / contracts.STUDY_FILE).write_text(load_study(cfg).to_yaml())
     before = {p: p.stat().st_mtime_ns for p in study_dir.rglob("*") if p.is_file()}
+    limit = 300_000  # size xs writes files of < 150 kB; size s's optimizer state is ~480 kB
+    assert max(p.stat().st_size for p in before) < limit  # so it is s's first save that fails
     full = _start(cfg, "--run", "s_32768", preexec=_file_size_limit(limit))
     _, err = full.communicate(timeout=300)
     assert full.returncode == 2, err[-2000:]
@@ -94,7 +97,7 @@ def test_full_disk_while_saving_is_a_clear_error_and_keeps_earlier_checkpoints(t
     assert contracts.list_checkpoints(study_dir / "s_32768") == []
     assert not [p for p in (study_dir / "s_32768").iterdir() if p.name.startswith(".tmp-")]
     after = {p: p.stat().st_mtime_ns for p in before}
-    assert after == before  # the earlier run's checkpoints and the shards are untouched
+    assert after == before  # the earlier runs' checkpoints and the shards are untouched
 
 
 @pytest.mark.slow

@@ -19,11 +19,7 @@ import numpy as np
 
 from losslens.contracts import (DEFAULT_X_LABEL, EVALS_DIR, META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, SEED_COLUMN,
                                 TOKENIZER_COLUMN, X_LABEL_COLUMN, checkpoint_dirname, list_runs, metric_info, read_meta)
-from losslens.errors import LossLensError
-
-
-class ResultsError(LossLensError):
-    """A results table (or a per-example record) that cannot be analyzed."""
+from losslens.errors import ResultsError
 
 
 # column -> (parser, may the cell be empty?)

@@ -62,11 +62,6 @@ class LanguageModel(Protocol):
                        progress: bool = False) -> list[GenerationResult]: ...
 
 
-def encode_pair(tokenizer, context: str, continuation: str) -> LoglikelihoodRequest:
-    """Tokenize one (context, continuation) pair; see :func:`encode_pairs`."""
-    return encode_pairs(tokenizer, [(context, continuation)])[0]
-
-
 def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[LoglikelihoodRequest]:
     """Tokenize (context, continuation) pairs the way lm-evaluation-harness does for causal models.
 

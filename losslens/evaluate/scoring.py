@@ -99,7 +99,7 @@ class Scorer:
         groups: dict[tuple[int, ...], list[tuple[int, ...]]] = defaultdict(list)
         for r in dict.fromkeys(requests):  # unique, in first-seen order
             if not r.context_ids:
-                raise ValueError("a log-likelihood request needs a non-empty context (see encode_pair)")
+                raise ValueError("a log-likelihood request needs a non-empty context (see encode_pairs)")
             if r.continuation_ids:
                 groups[r.context_ids].append(r.continuation_ids)
             else:  # nothing to predict: probability 1

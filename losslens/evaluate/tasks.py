@@ -41,6 +41,7 @@ from losslens.contracts import PRETRAIN_TASK
 from losslens.errors import ConfigError, DataError
 from losslens.evaluate.kinds import TASK_KINDS, kind_of
 from losslens.metrics import chance_levels, kind_metrics
+from losslens.paths import local_path  # also imported from here by evaluate.sweep
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -272,19 +273,9 @@ TASK_SOURCES: dict[str, Callable[[str, Path, object], Path]] = {"demo": _demo_ta
 _SPEC_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*):(.+)$")
 
 
-def local_path(path: Optional[str | Path], study_dir: Path) -> Optional[Path]:
-    """A path from the command line or study.yaml: as given (from the working directory) if it exists
-    there or is absolute, else inside the study folder if it exists there, else as given."""
-    if not path:
-        return None
-    path = Path(path)
-    if not path.is_absolute() and not path.exists() and (Path(study_dir) / path).exists():
-        return Path(study_dir) / path
-    return path
-
-
 def resolve_task(spec: str, study_dir: Path, study=None) -> Task:
-    """Load the task named by a study's ``eval.tasks`` entry: ``PREFIX:NAME``, or a file path (:func:`local_path`)."""
+    """Load the task named by a study's ``eval.tasks`` entry: ``PREFIX:NAME``, or a file path
+    (:func:`losslens.paths.local_path`: as given, else in the study folder)."""
     m = _SPEC_RE.match(spec)
     if m and m.group(1) in TASK_SOURCES:
         return load_task(TASK_SOURCES[m.group(1)](m.group(2), Path(study_dir), study))

@@ -7,6 +7,7 @@ import os
 
 from losslens.argtypes import output_dir
 from losslens.config import load_study
+from losslens.errors import Preempted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,7 +29,6 @@ def main(args: argparse.Namespace) -> int:
             print(f"{p.name}\t{p.total_steps} steps\t{len(p.checkpoint_steps)} checkpoints{branch}")
         return 0
 
-    from losslens.train.loop import Preempted
     from losslens.train.study import train_study
 
     try:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from losslens import contracts
 from losslens.config import StudyConfig
-from losslens.errors import CheckpointError, LossLensError
+from losslens.errors import CheckpointError, Preempted, TrainingDiverged
 from losslens.shards import open_shard
 from losslens.train import checkpoint as ckpt_io
 from losslens.train.data import TokenStream, load_tokenizer
@@ -35,14 +35,6 @@ from losslens.train.plan import RunPlan
 from losslens.train.runtime import build_optimizer
 from losslens.train.schedule import learning_rate
 from losslens.valloss import validation_loss
-
-
-class TrainingDiverged(LossLensError):
-    """The loss became NaN or infinite."""
-
-
-class Preempted(Exception):
-    """SIGTERM arrived; a checkpoint was saved and the process should exit."""
 
 
 @dataclass

@@ -62,7 +62,3 @@ def flops_per_token(n_params_nonembed: int, width: int, depth: int, context: int
     """
     n_matmul = n_params_nonembed + width * vocab_size
     return 6.0 * n_matmul + 12.0 * depth * width * context
-
-
-def training_flops(tokens: int, n_params_nonembed: int, width: int, depth: int, context: int, vocab_size: int) -> float:
-    return tokens * flops_per_token(n_params_nonembed, width, depth, context, vocab_size)
