@@ -230,3 +230,22 @@ def test_a_bad_seed_in_meta_json_is_named_and_leaves_the_table(tmp_path):
     with pytest.raises(CheckpointError, match=r"meta\.json: seed_init: expected a seed \(an integer >= 0\), got 'one'"):
         sweep.evaluate_study(study_dir, progress=False, log=lambda msg: None)
     assert (study_dir / contracts.RESULTS_FILE).read_text() == before
+
+
+@pytest.mark.slow
+def test_two_seeds_by_two_sizes_train_with_one_data_order_per_data_seed(tmp_path: Path):
+    """The issue's grid: 2 seeds x 2 tiny sizes. Seeds 0 and {init: 1, data: 0} share the data order, so
+    each size's two runs see the same windows and still end with different weights; sizes differ."""
+    cfg = write_study(tmp_path, budgets=[4096], checkpoints__count=1, checkpoints__log_spaced=False)
+    result = call_cli("train", str(cfg), "seeds=[0, {init: 1, data: 0}]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    study_dir = tmp_path / "study"
+    runs = {f"{size}_4096_{seed}" for size in ("xs", "s") for seed in ("seed0", "init1-data0")}
+    assert {p.name for p in contracts.list_runs(study_dir)} == runs
+    for size in ("xs", "s"):
+        a, b = (_final_weights(study_dir, f"{size}_4096_{s}") for s in ("seed0", "init1-data0"))
+        assert a.keys() == b.keys() and all(not torch.equal(a[k], b[k]) for k in a)
+        metas = [contracts.read_meta(contracts.list_checkpoints(study_dir / f"{size}_4096_{s}")[-1])
+                 for s in ("seed0", "init1-data0")]
+        assert [(m["seed_init"], m["seed_data"]) for m in metas] == [(0, 0), (1, 0)]
+        assert metas[0]["tokens"] == metas[1]["tokens"]
