@@ -27,6 +27,7 @@ import yaml
 from losslens.analyze.config import AnalyzeConfig
 from losslens.errors import ConfigError
 from losslens.evaluate.config import EvalConfig, adaptive_problem
+from losslens.paths import local_path
 from losslens.train.config import (
     CheckpointConfig,
     DataConfig,
@@ -327,8 +328,13 @@ def resolve_paths(study: StudyConfig, base: Path) -> None:
     """Relative paths are taken relative to the config file, if they exist there (else to the working directory)."""
 
     def fix(p: str) -> str:
-        candidate = base / p
-        return str(candidate) if not Path(p).is_absolute() and not Path(p).exists() and candidate.exists() else p
+        # local_path, except that a path stays exactly as written unless it is found only under the config's
+        # folder: a path found nowhere is not moved under it. Data and tokenizer paths are in the config hash
+        # that resuming checks, and RUN_DIR/study.yaml (its paths resolved once already) is read again from
+        # other working directories, where they may be found nowhere; moving them would change the hash.
+        found = local_path(p, base)
+        moved = found is not None and found != Path(p)  # not as given: under the config's folder
+        return str(found) if moved and found.exists() else p
 
     def absolute(p: str) -> str:
         # Evaluation inputs are stored absolute in RUN_DIR/study.yaml, so that `losslens evaluate RUN_DIR`
