@@ -25,6 +25,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from losslens.analyze.config import AnalyzeConfig
+from losslens.counts import format_count  # also imported from here (train.plan, tests)
 from losslens.errors import ConfigError
 from losslens.evaluate.config import EvalConfig, adaptive_problem
 from losslens.paths import local_path
@@ -56,14 +57,6 @@ def parse_count(value: Any) -> int:
             if number.is_integer():
                 return int(number)
     raise ValueError(f"expected an integer (e.g. 2048, 4M, 1.5B), got {value!r}")
-
-
-def format_count(n: int) -> str:
-    """Short label for a token count: 4000000 -> '4M', 1500000 -> '1.5M', 512 -> '512'."""
-    for suffix, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if n >= scale and (n * 100) % scale == 0:
-            return f"{n / scale:g}{suffix}"
-    return str(n)
 
 
 @dataclass
