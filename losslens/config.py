@@ -25,12 +25,15 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from losslens.analyze.config import AnalyzeConfig
+from losslens.counts import format_count  # also imported from here (train.plan, tests)
 from losslens.errors import ConfigError
 from losslens.evaluate.config import EvalConfig, adaptive_problem
+from losslens.paths import local_path
 from losslens.train.config import (
     CheckpointConfig,
     DataConfig,
     ModelConfig,
+    ScheduleConfig,
     Seed,
     TrainConfig,
 )
@@ -54,14 +57,6 @@ def parse_count(value: Any) -> int:
             if number.is_integer():
                 return int(number)
     raise ValueError(f"expected an integer (e.g. 2048, 4M, 1.5B), got {value!r}")
-
-
-def format_count(n: int) -> str:
-    """Short label for a token count: 4000000 -> '4M', 1500000 -> '1.5M', 512 -> '512'."""
-    for suffix, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if n >= scale and (n * 100) % scale == 0:
-            return f"{n / scale:g}{suffix}"
-    return str(n)
 
 
 @dataclass
@@ -139,72 +134,80 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _convert(tp: Any, value: Any, where: str, file: str) -> Any:
-    def fail(why: str = "") -> typing.NoReturn:
-        raise ConfigError(f"{file}: {where}: {why or f'expected {_type_name(tp)}, got {value!r}'}")
+def _mismatch(tp: Any, value: Any, where: str, file: str, why: str = "") -> ConfigError:
+    return ConfigError(f"{file}: {where}: {why or f'expected {_type_name(tp)}, got {value!r}'}")
 
+
+def _convert(tp: Any, value: Any, where: str, file: str) -> Any:
+    """``value`` from the YAML checked against, and converted to, the field type ``tp``."""
     origin = get_origin(tp)
     if tp is Any:
         return value
-    if tp is dict:  # free-form options (e.g. a generator's), checked by their consumer
-        if not isinstance(value, dict):
-            fail()
-        return value
     if origin in (typing.Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        mapping_error = None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, where, file)
-            except ConfigError as e:
-                if isinstance(value, dict) and dataclasses.is_dataclass(arg):
-                    mapping_error = e  # e.g. an unknown key: says more than "expected int | mapping"
-        if mapping_error is not None:
-            raise mapping_error
-        fail()
+        return _convert_union(tp, value, where, file)
     if origin is Literal:
         if value not in get_args(tp):
-            fail(f"expected one of {', '.join(repr(a) for a in get_args(tp))}, got {value!r}")
+            raise _mismatch(tp, value, where, file,
+                            f"expected one of {', '.join(repr(a) for a in get_args(tp))}, got {value!r}")
+        return value
+    if origin in (list, dict) or tp is dict or dataclasses.is_dataclass(tp):
+        return _convert_collection(tp, value, where, file)
+    return _convert_scalar(tp, value, where, file)
+
+
+def _convert_union(tp: Any, value: Any, where: str, file: str) -> Any:
+    """``value`` as the first member of the union that accepts it (None where the union allows it)."""
+    args = get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    mapping_error = None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _convert(arg, value, where, file)
+        except ConfigError as e:
+            if isinstance(value, dict) and dataclasses.is_dataclass(arg):
+                mapping_error = e  # e.g. an unknown key: says more than "expected int | mapping"
+    if mapping_error is not None:
+        raise mapping_error
+    raise _mismatch(tp, value, where, file)
+
+
+def _convert_collection(tp: Any, value: Any, where: str, file: str) -> Any:
+    """A list, a mapping of one item type, a nested dataclass, or free-form options (``dict``)."""
+    origin = get_origin(tp)
+    if not isinstance(value, (list, tuple) if origin is list else dict):
+        raise _mismatch(tp, value, where, file)
+    if tp is dict:  # free-form options (e.g. a generator's), checked by their consumer
         return value
     if origin is list:
-        if not isinstance(value, (list, tuple)):
-            fail()
         (item,) = get_args(tp)
         return [_convert(item, v, f"{where}[{i}]", file) for i, v in enumerate(value)]
     if origin is dict:
-        if not isinstance(value, dict):
-            fail()
         _, item = get_args(tp)
         return {str(k): _convert(item, v, f"{where}.{k}", file) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            fail()
-        return build_dataclass(tp, value, where, file)
-    if tp is bool:
-        if not isinstance(value, bool):
-            fail()
-        return value
+    return build_dataclass(tp, value, where, file)
+
+
+def _convert_scalar(tp: Any, value: Any, where: str, file: str) -> Any:
+    """A bool, a count (``int``: 2048, 4M, 1.5B), a float or a string; no silent casts between them."""
+    if tp not in (bool, int, float, str):
+        raise TypeError(f"unsupported config type {tp!r} at {where}")
     if tp is int:
         try:
             return parse_count(value)
         except ValueError as e:
-            fail(str(e))
+            raise _mismatch(tp, value, where, file, str(e)) from None
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            fail()
-        try:
-            return float(value)
-        except ValueError:
-            fail()
-    if tp is str:
-        if not isinstance(value, str):
-            fail()
+        if not isinstance(value, bool) and isinstance(value, (int, float, str)):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif isinstance(value, tp):  # bool or str
         return value
-    raise TypeError(f"unsupported config type {tp!r} at {where}")
+    raise _mismatch(tp, value, where, file)
 
 
 def build_dataclass(cls: type, data: dict, where: str, file: str) -> Any:
@@ -318,8 +321,13 @@ def resolve_paths(study: StudyConfig, base: Path) -> None:
     """Relative paths are taken relative to the config file, if they exist there (else to the working directory)."""
 
     def fix(p: str) -> str:
-        candidate = base / p
-        return str(candidate) if not Path(p).is_absolute() and not Path(p).exists() and candidate.exists() else p
+        # local_path, except that a path stays exactly as written unless it is found only under the config's
+        # folder: a path found nowhere is not moved under it. Data and tokenizer paths are in the config hash
+        # that resuming checks, and RUN_DIR/study.yaml (its paths resolved once already) is read again from
+        # other working directories, where they may be found nowhere; moving them would change the hash.
+        found = local_path(p, base)
+        moved = found is not None and found != Path(p)  # not as given: under the config's folder
+        return str(found) if moved and found.exists() else p
 
     def absolute(p: str) -> str:
         # Evaluation inputs are stored absolute in RUN_DIR/study.yaml, so that `losslens evaluate RUN_DIR`
@@ -370,16 +378,7 @@ def _validate_seeds(seeds: list[Seed], fail) -> None:
             fail(f"seeds[{i}]", f"repeats seeds[{seeds.index(seed)}] (init {seed.init}, data {seed.data})")
 
 
-def validate(study: StudyConfig) -> None:
-    """Cross-field checks the types cannot express."""
-    file = study.source or "<config>"
-
-    def fail(where: str, why: str) -> typing.NoReturn:
-        raise ConfigError(f"{file}: {where}: {why}")
-
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study.name):
-        fail("name", f"{study.name!r} must be letters, digits, '_', '-' or '.'")
-    sizes = study.model.resolved_sizes()
+def _validate_sizes(sizes: dict, fail) -> None:
     if not sizes:
         fail("model.sizes", "no model sizes: give model.sizes or model.ladder")
     for name, size in sizes.items():
@@ -394,12 +393,16 @@ def validate(study: StudyConfig) -> None:
             fail(f"{where}.heads", f"{size.heads} heads do not divide width {size.width}")
         if size.kv_heads and size.heads % size.kv_heads:
             fail(f"{where}.kv_heads", f"{size.kv_heads} KV heads do not divide {size.heads} heads")
-    _validate_seeds(study.seeds, fail)
-    if not study.budgets:
+
+
+def _validate_budget_list(budgets: list[int], fail) -> None:
+    if not budgets:
         fail("budgets", "give at least one data budget (tokens per run)")
-    if len(set(study.budgets)) != len(study.budgets):
+    if len(set(budgets)) != len(budgets):
         fail("budgets", "budgets repeat")
-    t = study.train
+
+
+def _validate_train(t: TrainConfig, fail) -> None:
     for attr in ("global_batch", "micro_batch", "log_every"):
         if getattr(t, attr) <= 0:
             fail(f"train.{attr}", f"must be positive, got {getattr(t, attr)}")
@@ -407,25 +410,32 @@ def validate(study: StudyConfig) -> None:
         fail("train.micro_batch", f"{t.micro_batch} does not divide global_batch {t.global_batch}")
     if t.optimizer.lr <= 0:
         fail("train.optimizer.lr", f"must be positive, got {t.optimizer.lr}")
+
+
+def _validate_budget_sizes(study: StudyConfig, sizes: dict, fail) -> None:
+    """Each budget is positive and holds at least one global batch of every size (so after the train checks)."""
+    batch = study.train.global_batch
     for i, budget in enumerate(study.budgets):
         if budget <= 0:
             fail(f"budgets[{i}]", f"must be positive, got {budget}")
         for name, size in sizes.items():
-            per_step = t.global_batch * size.context_or(study.model.context)
+            per_step = batch * size.context_or(study.model.context)
             if budget < per_step:
                 fail(
                     f"budgets[{i}]",
                     f"{format_count(budget)} tokens is less than one global batch of size {name} "
-                    f"({t.global_batch} x {size.context_or(study.model.context)} = {per_step} tokens)",
+                    f"({batch} x {size.context_or(study.model.context)} = {per_step} tokens)",
                 )
-    if study.model.context <= 0:
-        fail("model.context", f"must be positive, got {study.model.context}")
-    sched = t.schedule
+
+
+def _validate_schedule(sched: ScheduleConfig, fail) -> None:
     if not 0 <= sched.warmup < 1:
         fail("train.schedule.warmup", f"a fraction of the run in [0, 1), got {sched.warmup}")
     if sched.kind == "wsd" and not 0 < sched.cooldown < 1:
         fail("train.schedule.cooldown", f"a fraction of each budget in (0, 1), got {sched.cooldown}")
-    d = study.data
+
+
+def _validate_data(d: DataConfig, fail) -> None:
     if d.source == "files" and not d.paths:
         fail("data.paths", "no corpus files: give data.paths (or data.source: demo)")
     if d.tokenizer.kind == "pretrained" and not d.tokenizer.path:
@@ -438,6 +448,27 @@ def validate(study: StudyConfig) -> None:
     if d.tokenizer.kind == "bpe" and not MIN_BPE_VOCAB <= vocab <= MAX_VOCAB:
         fail("data.tokenizer.vocab_size", f"a BPE vocabulary holds {MIN_BPE_VOCAB} (the 256 bytes and 2 special "
              f"tokens) to {MAX_VOCAB:,} tokens, got {vocab:,}")
+
+
+def validate(study: StudyConfig) -> None:
+    """Cross-field checks the types cannot express, section by section; the first problem is reported."""
+    file = study.source or "<config>"
+
+    def fail(where: str, why: str) -> typing.NoReturn:
+        raise ConfigError(f"{file}: {where}: {why}")
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study.name):
+        fail("name", f"{study.name!r} must be letters, digits, '_', '-' or '.'")
+    sizes = study.model.resolved_sizes()
+    _validate_sizes(sizes, fail)
+    _validate_seeds(study.seeds, fail)
+    _validate_budget_list(study.budgets, fail)
+    _validate_train(study.train, fail)
+    _validate_budget_sizes(study, sizes, fail)
+    if study.model.context <= 0:
+        fail("model.context", f"must be positive, got {study.model.context}")
+    _validate_schedule(study.train.schedule, fail)
+    _validate_data(study.data, fail)
     if study.out_dir and Path(study.out_dir).exists() and not Path(study.out_dir).is_dir():
         fail("out_dir", f"{study.out_dir} is a file, not a folder")
     _validate_eval(study.eval, fail)

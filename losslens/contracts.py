@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from losslens.errors import CheckpointError
-from losslens.metrics import FRACTION, METRICS, PRETRAIN, Metric, kind_metrics
+from losslens.metrics import FRACTION, METRICS, PRETRAIN, Metric
 
 STUDY_FILE = "study.yaml"
 DATA_DIR = "data"
@@ -66,7 +66,6 @@ CHECKPOINT_SEED_KEYS = (
 
 RESULTS_FILE = "results.csv"
 PRETRAIN_TASK = PRETRAIN  # rows of the pretraining loss itself (metrics loss, bpb): the x-axis, not a task
-PRETRAIN_METRICS = kind_metrics(PRETRAIN)
 EVALS_DIR = "evals"  # RUN_DIR/evals/<run>/<ckpt>/<task>.json: one result per checkpoint x task
 RESULTS_COLUMNS = (
     "run", "n_params", "n_params_nonembed", "tokens", "step", "flops", "loss",

@@ -3,6 +3,7 @@ planted offsets, so the truth (the population η) is known and the intervals can
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from losslens.analyze.analysis import analyze, run_analysis
-from losslens.analyze.plots import Styles, task_figure
+from losslens.analyze.plots import Styles, analysis_styles, task_figure
 from losslens.analyze.report import write_report
 from losslens.analyze.scaling import fit_scaling_law
 from losslens.analyze.seeds import SeedLevel
@@ -166,6 +167,12 @@ def test_plots_draw_a_thin_line_per_seed_and_a_thick_mean_per_size(seeded_analys
     etas = [r["eta"] for r in seeded_analysis.metrics[("t", "acc")].seeds["per_seed"]]
     assert len(ticks) == 1 and sorted(ticks[0].get_xdata()) == sorted(etas)
 
+
+
+def test_plot_legend_gives_the_confidence_level_of_the_analysis(seeded_analysis):
+    at_80 = dataclasses.replace(seeded_analysis, settings=seeded_analysis.settings | {"ci_level": 0.8})
+    labels = [h.get_label() for h in analysis_styles(at_80).legend_handles()]
+    assert "threshold η, 80% CI" in labels and not any("95%" in label for label in labels)
 
 def test_report_has_no_seed_section_without_seeds(tmp_path):
     path = write_table(tmp_path / "results.csv", synthetic_rows(np.random.default_rng(4), n_seeds=1))

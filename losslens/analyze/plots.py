@@ -48,10 +48,11 @@ def slug(name: str) -> str:
 
 
 class Styles:
-    """Colour per model size, marker per data budget, shared by every figure of a study."""
+    """Colour per model size, marker per data budget, shared by every figure of a study; ``ci_level`` is the
+    confidence level of the threshold bands, for the legend."""
 
-    def __init__(self, table):
-        self.table = table
+    def __init__(self, table, ci_level: float = 0.95):
+        self.table, self.ci_level = table, ci_level
         sizes = table.sizes()
         self.colour = {n: OKABE_ITO[i % len(OKABE_ITO)] for i, n in enumerate(sizes)}
         self.marker = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(table.budgets())}
@@ -79,8 +80,14 @@ class Styles:
         if extras:
             h += [Line2D([], [], color="0.45", ls=":", label="chance"),
                   Line2D([], [], color="k", lw=1.3, alpha=0.75, label="preferred fit"),
-                  Patch(facecolor="0.5", alpha=0.25, edgecolor="0.2", ls="--", label="threshold η, 95% CI")]
+                  Patch(facecolor="0.5", alpha=0.25, edgecolor="0.2", ls="--",
+                        label=f"threshold η, {self.ci_level:.0%} CI")]
         return h
+
+
+def analysis_styles(analysis) -> Styles:
+    """The styles of an analysis' figures, at the confidence level it was run with (as report.md states it)."""
+    return Styles(analysis.table, analysis.settings.get("ci_level", 0.95))
 
 
 def _legend(fig: Figure, handles: list) -> None:
@@ -307,7 +314,7 @@ _ANALYSIS = None  # the analysis being drawn, read by forked workers (see lossle
 def _task_figures(job) -> dict[str, list[Path]]:
     """The task and contrast figures of one task (in a worker process when there are several)."""
     task, out_dir = job
-    styles = Styles(_ANALYSIS.table)
+    styles = analysis_styles(_ANALYSIS)
     with rc_context(STYLE):
         return {f"{kind}_{slug(task)}": _save(draw(_ANALYSIS, task, styles), out_dir / f"{kind}_{slug(task)}")
                 for kind, draw in (("task", task_figure), ("contrast", contrast_figure))}
@@ -326,7 +333,7 @@ def write_plots(analysis, out_dir: str | Path) -> dict[str, list[Path]]:
             written.update(figures)
     finally:
         _ANALYSIS = None
-    styles = Styles(analysis.table)
+    styles = analysis_styles(analysis)
     with rc_context(STYLE):
         written["training"] = _save(training_figure(analysis, styles), out_dir / "training")
         if tasks:

@@ -138,9 +138,6 @@ class ScalingFit:
     def params(self) -> np.ndarray:
         return np.array([self.E, self.A, self.B, self.alpha, self.beta])
 
-    def identified(self, name: str) -> bool:
-        return name not in self.not_identified
-
     def applies_at(self, tokens: np.ndarray) -> np.ndarray:
         """Where the fit applies: everywhere, or (fixed-tokens form) at its one token count only."""
         if self.form == FULL:

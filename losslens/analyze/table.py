@@ -19,6 +19,7 @@ import numpy as np
 
 from losslens.contracts import (DEFAULT_X_LABEL, EVALS_DIR, META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, SEED_COLUMN,
                                 TOKENIZER_COLUMN, X_LABEL_COLUMN, checkpoint_dirname, list_runs, metric_info, read_meta)
+from losslens.counts import count_label  # also imported from here (report, plots, tests)
 from losslens.errors import ResultsError
 
 
@@ -35,15 +36,6 @@ X_AXES = ("loss", "bpb")  # what a Series' x (``loss``) holds: the table's loss 
 BPB_METRIC = "bpb"
 BPB_X_LABEL = "validation bits per byte"
 NO_SEED = ""  # the seed of every run of a table without a seed column
-
-
-def count_label(n: float) -> str:
-    """Short label for a count: 812345 -> '0.81M', 4.2e6 -> '4.2M', 32768 -> '33K', 1.5e9 -> '1.5B'."""
-    for suffix, scale, floor in (("T", 1e12, 1e12), ("B", 1e9, 1e9), ("M", 1e6, 1e5), ("K", 1e3, 1e3)):
-        if n >= floor:
-            v = n / scale
-            return f"{v:.0f}{suffix}" if v >= 100 else f"{v:.2g}{suffix}"
-    return f"{n:g}"
 
 
 def _parse(text: str, kind: str, where: str) -> float | int | str:

@@ -59,7 +59,6 @@ from scipy.special import expit
 from losslens.analyze.seeds import SeedLevel
 
 EMERGENT, SMOOTH, NOT_LEARNED, INSUFFICIENT = "emergent", "smooth", "not-learned", "insufficient-data"
-VERDICTS = (EMERGENT, SMOOTH, NOT_LEARNED, INSUFFICIENT)
 BIC_MARGIN = 2.0  # the BIC difference a claim needs
 FLAT_FRACTION = 0.05  # a sigmoid point is "on the floor" below 5 % of the sigmoid's height
 HINGE_GRID = 256  # eta candidates for the profile search

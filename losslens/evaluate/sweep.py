@@ -195,13 +195,22 @@ def evaluate_study(
         runs = {run.name: contracts.list_checkpoints(run) for run in contracts.list_runs(study_dir)}
         summary.adaptive = run_adaptive(runs, units, evaluator, settings, log)
     else:
-        bar = tqdm(mine, desc="checkpoints", unit=" ckpt", disable=not progress or None)
-        for ckpt in bar:
-            bar.set_postfix_str(f"{ckpt.parent.name}/{ckpt.name}")
-            evaluator.run(ckpt, units)
-        bar.close()
-
+        _sweep_all(mine, units, evaluator, progress)
     summary.table, summary.rows = write_results_table(study_dir)
+    _log_summary(summary, log)
+    return summary
+
+
+def _sweep_all(ckpts: list[Path], units: list[Unit], evaluator: Evaluator, progress: bool) -> None:
+    """Every unit on every checkpoint of the shard, in the visiting order (the sweep without --adaptive)."""
+    bar = tqdm(ckpts, desc="checkpoints", unit=" ckpt", disable=not progress or None)
+    for ckpt in bar:
+        bar.set_postfix_str(f"{ckpt.parent.name}/{ckpt.name}")
+        evaluator.run(ckpt, units)
+    bar.close()
+
+
+def _log_summary(summary: SweepSummary, log: Callable[[str], None]) -> None:
     if summary.adaptive is not None:
         log(f"evaluate: adaptive: {summary.adaptive.units} of {summary.adaptive.total} task units chosen, "
             f"{summary.adaptive.total - summary.adaptive.units} skipped (a full sweep fills them in)")
@@ -211,7 +220,6 @@ def evaluate_study(
         log(f"evaluate: {summary.evaluated} evaluated, {summary.up_to_date} up to date, "
             f"{summary.busy} claimed by other evaluators")
     log(f"evaluate: {summary.rows} rows in {summary.table}")
-    return summary
 
 
 def _adaptive_settings(study: StudyConfig, adaptive: Optional[bool], eta_width: Optional[float],
