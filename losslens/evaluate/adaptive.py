@@ -1,8 +1,9 @@
 """Adaptive sweeps (``losslens evaluate --adaptive``): spend task evaluations where the threshold is.
 
-The pretraining loss is evaluated on every checkpoint: it is the x-axis of every point, a checkpoint
-without it has no row in ``results.csv``, and it is cheap (one pass over the validation tokens, no
-generation). The tasks are evaluated in rounds:
+The pretraining loss is evaluated on every checkpoint: it is the x-axis of every point, and a checkpoint
+without it has no row in ``results.csv``. It is not free (with the model's load it was about a third of
+the demo's full sweep), so an adaptive sweep saves less time than task units. The tasks are evaluated
+in rounds:
 
 1. **Coarse pass**: in every run the first ``coarse`` checkpoints of the coarse-to-fine order (with
    the default 5: first, last, middle and quarters; :mod:`losslens.evaluate.order`).
