@@ -45,10 +45,12 @@ class Synthetic:
         self.ckpts = {run: [Path(run) / str(p) for p in range(N)] for run in runs}
         self.metric, self.half_width = metric, half_width
         self.evaluated: dict[str, set[int]] = {run: set() for run in runs}
+        self.loss_runs: list[Path] = []  # every checkpoint the pretraining loss was asked of, in order
 
     def run(self, ckpt, units) -> None:
         if any(u.name != "pretrain" for u in units):
             self.evaluated[ckpt.parent.name].add(int(ckpt.name))
+        self.loss_runs += [ckpt for u in units if u.name == "pretrain"]
 
     def result(self, ckpt, unit):
         loss = self.losses[ckpt.parent.name][int(ckpt.name)]
@@ -139,6 +141,15 @@ def test_refines_only_where_the_metric_moves_and_near_eta():
     assert eta is not None and abs(eta.loss - 1.8) < 0.05
 
 
+def test_the_pretraining_loss_is_evaluated_once_where_a_task_goes_and_nowhere_else():
+    sweep = Synthetic(RUNS, lambda loss: _step(loss, eta=1.8))
+    report = sweep.sweep(eta_width=1e-6)
+    assert len(sweep.loss_runs) == len(set(sweep.loss_runs)) == len(report.with_loss)
+    for run in RUNS:
+        assert {int(c.name) for c in sweep.loss_runs if c.parent.name == run} == sweep.evaluated[run]
+        assert N - 1 in sweep.evaluated[run]  # each run's end: the scaling law's decayed point
+
+
 def test_a_flat_task_stops_after_the_coarse_pass():
     sweep = Synthetic(RUNS, lambda loss: 0.25)
     report = sweep.sweep()
@@ -185,18 +196,20 @@ def test_adaptive_sweep_writes_a_normal_table_that_a_full_sweep_completes(tmp_pa
     assert report.total == 9 * 3 and report.units < report.total
     rows = _rows(study)
     pretrain = {r["tokens"] for r in rows if r["task"] == contracts.PRETRAIN_TASK}
-    assert len(pretrain) == 9  # the pretraining loss on every checkpoint
+    visited = {r["tokens"] for r in rows if r["task"] != contracts.PRETRAIN_TASK}
+    assert pretrain == visited and len(pretrain) == len(report.with_loss) < 9  # the loss where a task went
     for task, skipped in report.skipped.items():
         with_task = {r["tokens"] for r in rows if r["task"] == task}
         assert len(with_task) == 9 - len(skipped)
         assert any(line.startswith(f"adaptive: {task} ") and f"skipped {len(skipped)} checkpoints" in line
                    for line in lines)
-    assert summary.evaluated == 9 + report.units
+    assert summary.evaluated == len(report.with_loss) + report.units
 
     again = evaluate_study(study, adaptive=True, progress=False, log=lambda msg: None)
     assert again.evaluated == 0 and again.adaptive.units == report.units  # the same choice, nothing recomputed
     full = evaluate_study(study, progress=False, log=lambda msg: None)
-    assert full.evaluated == report.total - report.units and full.up_to_date == 9 + report.units
+    assert full.evaluated == report.total - report.units + 9 - len(report.with_loss)
+    assert full.up_to_date == len(report.with_loss) + report.units
     assert len(_rows(study)) > len(rows)
 
 
@@ -242,6 +255,7 @@ def test_the_study_config_turns_it_on(tmp_path):
     summary = evaluate_study(study, progress=False, log=lambda msg: None)
     units = summary.adaptive.units
     assert units == 6  # the coarse pass cut to each task's first and last checkpoint
-    assert summary.evaluated == 5 + units  # the pretraining loss everywhere
+    visited = len(summary.adaptive.with_loss)
+    assert visited == 2 and summary.evaluated == visited + units  # the loss only where the tasks went: first, last
     full = evaluate_study(study, adaptive=False, progress=False, log=lambda msg: None)
-    assert full.adaptive is None and full.evaluated == 5 * 3 - units
+    assert full.adaptive is None and full.evaluated == 5 * (1 + 3) - units - visited  # loss + 3 tasks each

@@ -1,9 +1,10 @@
 """Adaptive sweeps (``losslens evaluate --adaptive``): spend task evaluations where the threshold is.
 
-The pretraining loss is evaluated on every checkpoint: it is the x-axis of every point, and a checkpoint
-without it has no row in ``results.csv``. It is not free (with the model's load it was about a third of
-the demo's full sweep), so an adaptive sweep saves less time than task units. The tasks are evaluated
-in rounds:
+The pretraining loss, the x-axis of every point, is evaluated on every checkpoint that some task
+visits (a checkpoint without it has no row in ``results.csv``), and only there: with the model's load
+it was about a third of the demo's full sweep. The coarse pass includes each run's last checkpoint
+(unless a budget cuts it short), so the scaling law's decayed points are there. With no tasks, the loss
+is evaluated everywhere. The tasks are evaluated in rounds:
 
 1. **Coarse pass**: in every run the first ``coarse`` checkpoints of the coarse-to-fine order (with
    the default 5: first, last, middle and quarters; :mod:`losslens.evaluate.order`).
@@ -173,6 +174,7 @@ class AdaptiveReport:
     units: int = 0  # task units chosen (evaluated now or before)
     total: int = 0  # task units of the full sweep
     skipped: dict[str, list[Path]] = field(default_factory=dict)  # task -> checkpoints not evaluated
+    with_loss: set[Path] = field(default_factory=set)  # checkpoints whose pretraining loss was evaluated
     tasks: dict[str, TaskState] = field(default_factory=dict)
 
 
@@ -185,9 +187,11 @@ def run_adaptive(runs: dict[str, list[Path]], units: list[Unit], evaluator: Eval
     coarse = _coarse_pass(runs, limit // max(len(tasks), 1), settings.coarse)
     report.tasks = {t.name: TaskState(t, {r: set(p) for r, p in coarse.items()}) for t in tasks}
     place = {ckpt: (run, p) for run, ckpts in runs.items() for p, ckpt in enumerate(ckpts)}
-    for ckpt in coarse_to_fine(list(runs.values())):  # every checkpoint's loss, the coarse tasks with it
+    for ckpt in coarse_to_fine(list(runs.values())):  # the coarse checkpoints: loss and tasks
         run, position = place[ckpt]
-        evaluator.run(ckpt, [pretrain] + [t for t in tasks if position in coarse[run]])
+        if position in coarse[run] or not tasks:
+            report.with_loss.add(ckpt)
+            evaluator.run(ckpt, [pretrain] + tasks)
     while True:
         picks = _plan_round(runs, pretrain, report, evaluator, settings, limit)
         if not picks:
@@ -195,7 +199,9 @@ def run_adaptive(runs: dict[str, list[Path]], units: list[Unit], evaluator: Eval
         report.rounds += 1
         log(f"adaptive: round {report.rounds}: {sum(map(len, picks.values()))} units on {len(picks)} checkpoints")
         for ckpt, chosen in picks.items():
-            evaluator.run(ckpt, chosen)
+            first_visit = ckpt not in report.with_loss
+            report.with_loss.add(ckpt)
+            evaluator.run(ckpt, ([pretrain] if first_visit else []) + chosen)
     report.units = sum(s.units() for s in report.tasks.values())
     report.skipped = {name: [ckpts[p] for run, ckpts in runs.items() for p in range(len(ckpts))
                              if p not in s.chosen[run]] for name, s in report.tasks.items()}
@@ -285,7 +291,8 @@ def positions_text(positions: list[int]) -> str:
 def _log_report(report: AdaptiveReport, runs: dict[str, list[Path]], settings: AdaptiveConfig, log) -> None:
     share = report.units / report.total if report.total else 0.0
     log(f"adaptive: {report.units} of {report.total} task units evaluated ({share:.0%}) in {report.rounds} "
-        f"rounds after the coarse pass; the pretraining loss on all {sum(map(len, runs.values()))} checkpoints")
+        f"rounds after the coarse pass; the pretraining loss on the {len(report.with_loss)} of "
+        f"{sum(map(len, runs.values()))} checkpoints they visit")
     for name, state in report.tasks.items():
         eta = state.eta
         where = (f"η {eta.loss:.3f} [{eta.ci_low:.3f}, {eta.ci_high:.3f}] ({eta.verdict})" if eta
