@@ -246,7 +246,9 @@ class Evaluator:
                  summary: SweepSummary, log: Callable[[str], None]):
         self.study_dir, self.options, self.force, self.lock_timeout = study_dir, options, force, lock_timeout
         self.summary, self.log = summary, log
-        self._hashes: dict[Path, str] = {}  # result() is asked for each point every round
+        # result() is asked for each point every round; a result up to date stays so for the sweep
+        self._hashes: dict[Path, str] = {}
+        self._results: dict[tuple[Path, str], dict] = {}
 
     def run(self, ckpt: Path, units: list[Unit]) -> None:
         _evaluate_checkpoint(self.study_dir, ckpt, units, self.options, self.force, self.lock_timeout,
@@ -254,10 +256,15 @@ class Evaluator:
 
     def result(self, ckpt: Path, unit: Unit) -> Optional[dict]:
         """The unit's result on the checkpoint as it is now, or None when there is none up to date."""
-        if ckpt not in self._hashes:
-            self._hashes[ckpt] = checkpoint_hash(ckpt)
-        job = _job(self.study_dir, ckpt, unit, self._hashes[ckpt])
-        return _read_json(job.path) if job.done(per_example=False) else None
+        key = (ckpt, unit.name)
+        if key not in self._results:
+            if ckpt not in self._hashes:
+                self._hashes[ckpt] = checkpoint_hash(ckpt)
+            found = _job(self.study_dir, ckpt, unit, self._hashes[ckpt]).current(per_example=False)
+            if found is None:
+                return None
+            self._results[key] = found
+        return self._results[key]
 
 
 @dataclass
@@ -270,11 +277,15 @@ class _Job:
     ckpt_hash: str
     fingerprint: str
 
-    def done(self, per_example: bool) -> bool:
+    def current(self, per_example: bool) -> Optional[dict]:
+        """The result on disk if it is up to date (with per-example records, when asked for), else None."""
         old = _read_json(self.path)
         if old is None or old.get("fingerprint") != self.fingerprint:
-            return False
-        return not per_example or not self.unit.has_examples or "examples" in old
+            return None
+        return old if not per_example or not self.unit.has_examples or "examples" in old else None
+
+    def done(self, per_example: bool) -> bool:
+        return self.current(per_example) is not None
 
 
 def _job(study_dir: Path, ckpt: Path, unit: Unit, ckpt_hash: str) -> _Job:

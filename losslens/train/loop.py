@@ -178,10 +178,10 @@ def resume(run: RunState) -> Optional[Path]:
     meta = contracts.read_meta(start)
     if meta.get("config_hash") != run.study.hash():
         raise CheckpointError(f"{start}: was trained with a different study config; use a new out_dir")
-    if contracts.checkpoint_seeds(meta, start) != (plan.seed.init, plan.seed.data):
-        raise CheckpointError(f"{start}: was trained with seeds init {meta.get('seed_init', 0)}, data "
-                              f"{meta.get('seed_data', 0)}, not run {plan.name}'s init {plan.seed.init}, data "
-                              f"{plan.seed.data}; use a new out_dir")
+    init, data = contracts.checkpoint_seeds(meta, start)
+    if (init, data) != (plan.seed.init, plan.seed.data):
+        raise CheckpointError(f"{start}: was trained with seeds init {init}, data {data}, not run {plan.name}'s "
+                              f"init {plan.seed.init}, data {plan.seed.data}; use a new out_dir")
     run.step = run.resumed_from = ckpt_io.load_train_state(run.accelerator, start)
     return start
 
