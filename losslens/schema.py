@@ -111,12 +111,15 @@ NOT_NEGATIVE = Range(ge=0)
 PROBABILITY = Range(gt=0, lt=1)  # a confidence or interval level
 FRACTION = Range(ge=0, le=1)
 SEED = Range(ge=0, le=SEED_MAX)
+# Resamples of a bootstrap: none, or enough that an interval has tails (1 resample gives a zero-width "95 %" one).
+BOOTSTRAP = Range(ge=10, also=(0,))
 
 PositiveInt = Annotated[int, POSITIVE]
 NonNegativeInt = Annotated[int, NOT_NEGATIVE]
 PositiveFloat = Annotated[float, POSITIVE]
 NonNegativeFloat = Annotated[float, NOT_NEGATIVE]
 SeedInt = Annotated[int, SEED]
+Bootstrap = Annotated[int, BOOTSTRAP]
 
 
 def constraints(tp: Any) -> tuple[Any, list]:

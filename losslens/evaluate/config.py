@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, Optional
 
-from losslens.schema import PROBABILITY, PositiveFloat, PositiveInt, Range, SeedInt
-
-# Resamples of a bootstrap: none, or enough that a 95 % interval has tails (one resample gives a zero-width "interval").
-Bootstrap = Annotated[int, Range(ge=10, also=(0,))]
+from losslens.schema import PROBABILITY, Bootstrap, PositiveFloat, PositiveInt, Range, SeedInt
 
 
 @dataclass
