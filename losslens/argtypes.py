@@ -34,8 +34,8 @@ def flag(cls: type, name: str) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(f"expected {many}, got {text!r}") from None
         problem = value_problem(tp, value)
         if problem:
-            raise argparse.ArgumentTypeError(f"{problem[1]}" + (f" (item {int(problem[0][1:-1]) + 1})"
-                                                                 if problem[0] else ""))
+            item_number = f"item {int(problem[0][1:-1]) + 1}: " if problem[0] else ""
+            raise argparse.ArgumentTypeError(item_number + problem[1])
         return value
 
     parse.__name__ = name  # argparse names the type in some messages
