@@ -153,7 +153,10 @@ def _convert(tp: Any, value: Any, where: str, file: str) -> Any:
     if tp is Any:
         return value
     if origin is Annotated:
-        converted = _convert(get_args(tp)[0], value, where, file)
+        base = get_args(tp)[0]
+        # a number is checked against its declared range first: "at most 4,294,967,295", not "beyond 64 bits"
+        converted = (_convert_scalar(base, value, where, file, bounded=False) if base in (int, float)
+                     else _convert(base, value, where, file))
         problem = value_problem(tp, converted)
         if problem:
             raise _OutOfRange(f"{file}: {where}{problem[0]}: {problem[1]}")
@@ -207,7 +210,7 @@ def _convert_collection(tp: Any, value: Any, where: str, file: str) -> Any:
     return build_dataclass(tp, value, where, file)
 
 
-def _convert_scalar(tp: Any, value: Any, where: str, file: str) -> Any:
+def _convert_scalar(tp: Any, value: Any, where: str, file: str, bounded: bool = True) -> Any:
     """A bool, a count (``int``: 2048, 4M, 1.5B), a float or a string; no silent casts between them."""
     if tp not in (bool, int, float, str):
         raise TypeError(f"unsupported config type {tp!r} at {where}")
@@ -216,7 +219,7 @@ def _convert_scalar(tp: Any, value: Any, where: str, file: str) -> Any:
             count = parse_count(value)
         except ValueError as e:
             raise _mismatch(tp, value, where, file, str(e)) from None
-        problem = value_problem(int, count)  # beyond 64 bits, whatever the field
+        problem = value_problem(int, count) if bounded else None  # beyond 64 bits, whatever the field
         if problem:
             raise _OutOfRange(f"{file}: {where}: {problem[1]}")
         return count

@@ -100,7 +100,7 @@ class Length:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e6:
         return str(int(value))
     return f"{value:,}" if isinstance(value, int) and abs(value) >= 10**6 else f"{value:g}" if isinstance(value, float) else str(value)
 
