@@ -216,4 +216,5 @@ def load_yaml(text: str, source: str | Path) -> Any:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        raise ConfigError(f"{source}:{where} malformed YAML: {getattr(e, 'problem', None) or e}") from None
+        why = " ".join(str(getattr(e, "problem", None) or e).split())  # PyYAML's reader errors span lines
+        raise ConfigError(f"{source}:{where} malformed YAML: {why}") from None
