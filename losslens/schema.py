@@ -89,13 +89,18 @@ class Range:
 
 @dataclass(frozen=True)
 class Length:
-    """A list of exactly ``count`` items."""
+    """A list of exactly ``count`` items, or of at most ``most``."""
 
-    count: int
+    count: Optional[int] = None
+    most: Optional[int] = None
 
     def problem(self, value: Any) -> Optional[str]:
-        if isinstance(value, (list, tuple)) and len(value) != self.count:
+        if not isinstance(value, (list, tuple)):
+            return None
+        if self.count is not None and len(value) != self.count:
             return f"expected {self.count} items, got {len(value)}"
+        if self.most is not None and len(value) > self.most:
+            return f"at most {self.most:,} items, got {len(value):,}"
         return None
 
 

@@ -103,7 +103,7 @@ def mutated_bytes(draw, text: str) -> bytes:
     if op == "utf16":
         return text.encode("utf-16")
     if op == "latin1":
-        return (text + "caf\u00e9\n").encode("latin-1")
+        return (text + "caf\u00e9\n").encode("latin-1", errors="replace")
     if op == "nul":
         i = draw(st.integers(0, len(data)))
         return data[:i] + b"\0" + data[i:]
@@ -358,7 +358,7 @@ def test_fuzz_results_table(data, earlier_report):
 
 @pytest.mark.slow
 @LONG
-@given(st.one_of(study_configs().map(lambda d: ("config", d)), task_files().map(lambda d: ("task", d)),
+@given(case=st.one_of(study_configs().map(lambda d: ("config", d)), task_files().map(lambda d: ("task", d)),
                  manifests().map(lambda d: ("manifest", d)), mappings().map(lambda d: ("mapping", d)),
                  tables().map(lambda d: ("table", d))))
 def test_fuzz_long(case, earlier_report):

@@ -279,11 +279,12 @@ def parse_results(text: str, path: str | Path) -> Table:
     x_label = _x_label(path, dict(reversed([(t, line) for t, line in zip(texts.get(X_LABEL_COLUMN, []), lines)])))
     cols = _typed_columns(path, texts, lines)
     _check_runs_and_keys(path, cols, lines)
-    check_table_consistency(path, cols, lines)
+    given_flops = cols["flops"].copy()
     no_flops = ~np.isfinite(cols["flops"])
     cols["flops"][no_flops] = 6.0 * cols["n_params_nonembed"][no_flops] * cols["tokens"][no_flops]
     _check_bounds(path, cols, lines)
     _check_one_checkpoint_one_row(path, cols, lines)
+    check_table_consistency(path, {**cols, "flops": given_flops}, lines)  # estimates do not count as falls
     cols["line"] = np.array(lines)
     if TOKENIZER_COLUMN in texts:
         cols[TOKENIZER_COLUMN] = np.array(texts[TOKENIZER_COLUMN], dtype=str)
@@ -441,20 +442,16 @@ def _seed_column(path: Path, cells: list[str] | None, run: np.ndarray, lines: li
 
 def _check_bounds(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
     """Values inside their metric's bounds (``Metric.bounds``: an accuracy of 33 is a percentage, not a
-    fraction) and chance levels in [0, 1]; the first offending row is reported."""
+    fraction; chance levels are a column range); the first offending row is reported."""
     names, inverse = np.unique(cols["metric"], return_inverse=True)
     bounds = np.array([metric_info(str(m)).bounds for m in names], dtype=float).reshape(-1, 2)
     low, high = bounds[inverse, 0], bounds[inverse, 1]
-    value, chance = cols["value"], cols["chance"]
+    value = cols["value"]
     bad_value = np.flatnonzero((value < low) | (value > high))
-    bad_chance = np.flatnonzero((chance < 0) | (chance > 1))  # nan (no chance level) compares False
-    if len(bad_value) and (not len(bad_chance) or bad_value[0] <= bad_chance[0]):
+    if len(bad_value):
         i = int(bad_value[0])
         raise ResultsError(f"{path}:{lines[i]}: column 'value': metric {str(cols['metric'][i])!r} lies in "
                            f"[{low[i]:g}, {high[i]:g}], got {value[i]:g}")
-    if len(bad_chance):
-        i = int(bad_chance[0])
-        raise ResultsError(f"{path}:{lines[i]}: column 'chance': a chance level lies in [0, 1], got {chance[i]:g}")
 
 
 def _check_one_checkpoint_one_row(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:

@@ -18,6 +18,7 @@ MAX_WIDTH = 2**17
 MAX_DEPTH = 2**12
 MAX_CONTEXT = 2**20
 MAX_THREADS = 1024
+MAX_CHECKPOINTS = 100_000  # per run: each holds a whole model
 Width = Annotated[int, Range(gt=0, le=MAX_WIDTH)]
 Context = Annotated[int, Range(gt=0, le=MAX_CONTEXT)]
 
@@ -149,10 +150,10 @@ class TrainConfig:
 
 @dataclass
 class CheckpointConfig:
-    count: NonNegativeInt = 10  # evenly spaced checkpoints per run (the last at the budget)
+    count: Annotated[int, Range(ge=0, le=MAX_CHECKPOINTS)] = 10  # evenly spaced checkpoints per run (the last at the budget)
     every: NonNegativeInt = 0  # tokens between checkpoints; overrides count when > 0
     log_spaced: bool = True  # also early ones at 2^k steps, like Pythia's
-    at: list[NonNegativeInt] = field(default_factory=list)  # extra token counts
+    at: Annotated[list[NonNegativeInt], Length(most=MAX_CHECKPOINTS)] = field(default_factory=list)  # extra token counts
     val_tokens: PositiveInt = 32768  # validation tokens measured at each save
     val_batch: PositiveInt = 16  # sequences per validation forward pass
     keep_train_state: Literal["all", "last"] = "last"  # optimizer state of older checkpoints is pruned
