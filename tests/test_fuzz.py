@@ -145,7 +145,7 @@ def assert_promise(code: int, err: str, inputs: dict[Path, bytes]) -> None:
     assert "Traceback" not in err, err[-3000:]
     assert code in (0, 2), (code, err[-3000:])
     if code == 2:
-        lines = [l for l in err.strip().splitlines() if l.strip()]
+        lines = [l for l in err.strip().split("\n") if l.strip()]
         assert lines and lines[-1].startswith("error: "), err[-2000:]
         assert sum(l.startswith("error: ") for l in lines) == 1, err[-2000:]
     for path, data in inputs.items():
@@ -353,6 +353,46 @@ def test_fuzz_results_table(data, earlier_report):
     check_table(data, earlier_report)
 
 
+# ---------------------------------------------------------------- 6. command-line flags
+
+_NUMBER_TEXT = st.one_of(
+    st.integers(min_value=-2**70, max_value=2**70).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["0", "1", "-1", "10", "0.5", "1e400", "-1e400", "nan", "inf", "1e-300", "", ",", "0,-5",
+                     "1e9,1e10", "1e9,1e9", "4M", "abc", "r0,r0", "r0,r1", "largest-size:0", "largest-size:99",
+                     "none", "largest-budget"]),
+)
+_FLAGS = ["--bootstrap", "--seed", "--ci-level", "--forecast-sizes", "--backtest", "--x", "--scaling-points"]
+
+
+@st.composite
+def analyze_flags(draw) -> list[str]:
+    flags = draw(st.lists(st.sampled_from(_FLAGS), min_size=1, max_size=3, unique=True))
+    argv = [a for f in flags for a in (f, draw(_NUMBER_TEXT))]
+    return argv + ([] if "--bootstrap" in flags else ["--bootstrap", "0"])
+
+
+def check_flags(argv: list[str], earlier: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "report"
+        shutil.copytree(earlier, out)
+        before = _snapshot(out)
+        table = out.parent / "results.csv"
+        table.write_text(_TABLE)
+        code, stdout, err = _run("analyze", "--results", str(table), "--out", str(out), "--no-plots", *argv)
+        assert_promise(code, err, {table: _TABLE.encode()})
+        if code == 0:
+            assert "analyzed" in stdout and json.loads((out / "report.json").read_text())
+        else:
+            assert _snapshot(out) == before
+
+
+@settings(FAST, max_examples=60)
+@given(argv=analyze_flags())
+def test_fuzz_analyze_flags(argv, earlier_report):
+    check_flags(argv, earlier_report)
+
+
 # ---------------------------------------------------------------- the long profile (CI)
 
 
@@ -360,8 +400,9 @@ def test_fuzz_results_table(data, earlier_report):
 @LONG
 @given(case=st.one_of(study_configs().map(lambda d: ("config", d)), task_files().map(lambda d: ("task", d)),
                  manifests().map(lambda d: ("manifest", d)), mappings().map(lambda d: ("mapping", d)),
-                 tables().map(lambda d: ("table", d))))
+                 tables().map(lambda d: ("table", d)), analyze_flags().map(lambda d: ("flags", d))))
 def test_fuzz_long(case, earlier_report):
     kind, data = case
     {"config": check_study_config, "manifest": check_manifest, "table": lambda d: check_table(d, earlier_report),
-     "task": lambda d: check_task(*d), "mapping": lambda d: check_mapping(*d)}[kind](data)
+     "task": lambda d: check_task(*d), "mapping": lambda d: check_mapping(*d),
+     "flags": lambda d: check_flags(d, earlier_report)}[kind](data)
