@@ -8,7 +8,7 @@ Every numeric field says what it may hold in its type, where it is declared::
 and the readers enforce it when the file or flag is read: study configs, task files, manifests and
 import mappings (``losslens.config.build_dataclass``), command-line flags (``losslens.argtypes.flag``),
 the Python API (:func:`check_fields`) and results tables (``losslens.contracts.RESULTS_SCHEMA``).
-Floats are finite unless a range says otherwise, and integers fit 64 bits, so a nonsense value is refused
+Floats must be finite and integers fit 64 bits, declared or not, so a nonsense value is refused
 where it is read, naming the file and field, not met later as a crash or a silently wrong number.
 
 This is a leaf module: it imports nothing from losslens but the error types.
@@ -34,14 +34,13 @@ SEED_MAX = 2**32 - 1  # every seed fits numpy's legacy and torch's generators, a
 
 @dataclass(frozen=True)
 class Range:
-    """The values a number may take: bounds (``ge``/``gt``/``le``/``lt``), finiteness, a few allowed extras
-    outside the bounds (``also``: e.g. 0 for "none"), and ``what`` it is, said in the message."""
+    """The finite values a number may take: bounds (``ge``/``gt``/``le``/``lt``), a few allowed extras outside
+    them (``also``: e.g. 0 for "none"), and ``what`` it is, said in the message."""
 
     ge: Optional[float] = None
     gt: Optional[float] = None
     le: Optional[float] = None
     lt: Optional[float] = None
-    finite: bool = True
     also: tuple = ()
     what: str = ""
 
@@ -53,7 +52,7 @@ class Range:
             return None
         if isinstance(value, float) and math.isnan(value):
             return "must be a number, got nan"
-        if self.finite and isinstance(value, float) and math.isinf(value):
+        if isinstance(value, float) and math.isinf(value):
             return f"must be a finite number, got {value}"
         above_low = (self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
         below_high = (self.le is None or value <= self.le) and (self.lt is None or value < self.lt)
@@ -84,7 +83,8 @@ class Range:
         text = f"{extras} or {text}" if extras else text
         if not self.what:
             return text
-        return f"{self.what} {text}" if text.startswith(("in ", "at ", "less ", "more ", "0 ")) else f"{text} ({self.what})"
+        bounded = text.startswith(("in ", "at ", "less ", "more ", "0 "))
+        return f"{self.what} {text}" if bounded else f"{text} ({self.what})"
 
 
 @dataclass(frozen=True)
@@ -105,16 +105,16 @@ class Length:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e6:
-        return str(int(value))
-    return f"{value:,}" if isinstance(value, int) and abs(value) >= 10**6 else f"{value:g}" if isinstance(value, float) else str(value)
+    """2, 0.5, 1e+308, 4,294,967,295: short, and a large count readable."""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e6 else f"{value:g}"
+    return f"{value:,}" if isinstance(value, int) and abs(value) >= 10**6 else str(value)
 
 
 # Ranges used by many fields.
 POSITIVE = Range(gt=0)
 NOT_NEGATIVE = Range(ge=0)
 PROBABILITY = Range(gt=0, lt=1)  # a confidence or interval level
-FRACTION = Range(ge=0, le=1)
 SEED = Range(ge=0, le=SEED_MAX)
 # Resamples of a bootstrap: none, or enough that an interval has tails (1 resample gives a zero-width "95 %" one).
 BOOTSTRAP = Range(ge=10, also=(0,))
@@ -122,7 +122,6 @@ BOOTSTRAP = Range(ge=10, also=(0,))
 PositiveInt = Annotated[int, POSITIVE]
 NonNegativeInt = Annotated[int, NOT_NEGATIVE]
 PositiveFloat = Annotated[float, POSITIVE]
-NonNegativeFloat = Annotated[float, NOT_NEGATIVE]
 SeedInt = Annotated[int, SEED]
 Bootstrap = Annotated[int, BOOTSTRAP]
 
@@ -155,7 +154,7 @@ def value_problem(tp: Any, value: Any) -> Optional[tuple[str, str]]:
             if problem:
                 return f"[{i}]{problem[0]}", problem[1]
         return None
-    if isinstance(value, float) and not checks and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return "", f"must be a finite number, got {value}"
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
         return "", f"too large: at most {INT_MAX:,} (2^63 - 1), got {value:.3g}"
