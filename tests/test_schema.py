@@ -108,11 +108,19 @@ def test_the_yaml_loader_refuses_a_key_given_twice(text, line, first):
     ("model.context=0", "model.context: must be positive, got 0"),
     ("eval.bootstrap=1", "eval.bootstrap: must be 0 or at least 10, got 1"),
     ("eval.adaptive.coarse=1", "eval.adaptive.coarse: must be at least 2, got 1"),
+    ("checkpoints.count=1e9", "checkpoints.count: must be at most 100000, got 1,000,000,000"),
 ])
 def test_config_fields_out_of_their_range(override, message):
     with pytest.raises(ConfigError) as err:
         load_study(ROOT / "configs" / "tiny.yaml", [override])
     assert message in str(err.value) and str(err.value).startswith(str(ROOT / "configs" / "tiny.yaml"))
+
+
+def test_too_many_checkpoints_a_run(tmp_path: Path, capsys):
+    cfg = write_study(tmp_path)
+    _exit_2(capsys, ["train", str(cfg), "--list", "budgets=[1e12]", "checkpoints.every=512"],
+            "checkpoints.every: 512 tokens gives 1,953,125,000 checkpoints in a run of 1,953,125,000 steps; "
+            "at most 100,000")
 
 
 def test_a_study_config_with_a_key_twice_is_refused_before_anything_is_written(tmp_path: Path, capsys):
@@ -235,18 +243,34 @@ def test_a_table_with_a_byte_order_mark_is_read(tmp_path: Path):
     assert table.runs() == ["s_1M"] and len(table) == 2
 
 
-def test_a_million_points_in_one_series_end_in_a_clear_error(tmp_path: Path):
-    from losslens.analyze.analysis import run_analysis
-
+def _one_series(path: Path, n: int) -> Path:
     from losslens.contracts import RESULTS_COLUMNS
 
-    n = 1_000_000
-    tokens = np.arange(1, n + 1) * 10
     lines = [",".join(RESULTS_COLUMNS)]
-    lines += [f"r,900000,800000,{t},{t // 10},,{4 - t * 1e-8:.9f},t,acc,0.5,,,,0.25" for t in tokens.tolist()]
-    (tmp_path / "results.csv").write_text("\n".join(lines) + "\n")
+    lines += [f"r,900000,800000,{t},{t // 10},,{4 - t * 1e-8:.9f},t,acc,0.5,,,,0.25" for t in range(10, 10 * n + 1, 10)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_a_million_points_in_one_series_end_in_a_clear_error(tmp_path: Path):
+    """Read in about 40 s (2-core CPU, shared), then refused before any bootstrap array is made."""
+    from losslens.analyze.analysis import run_analysis
+
     with pytest.raises(ResultsError, match=r"task 't' metric 'acc' has 1,000,000 points; analyze takes at most"):
-        run_analysis(tmp_path / "results.csv", n_bootstrap=0, progress=False)
+        run_analysis(_one_series(tmp_path / "results.csv", 1_000_000), n_bootstrap=0, progress=False)
+
+
+def test_points_beyond_the_memory_limits_are_refused_before_any_fit(tmp_path: Path, monkeypatch):
+    from losslens.analyze import analysis
+
+    table = _one_series(tmp_path / "results.csv", 300)
+    monkeypatch.setattr(analysis, "MAX_POINTS", 200)
+    with pytest.raises(ResultsError, match=r"has 300 points; analyze takes at most 200 per task x metric"):
+        analysis.run_analysis(table, n_bootstrap=0, progress=False)
+    monkeypatch.setattr(analysis, "MAX_POINTS", 1000)
+    with pytest.raises(ResultsError, match=r"points x --bootstrap at most 25,000,000 \(here 30,000,000\)"):
+        analysis.run_analysis(table, n_bootstrap=100_000, progress=False)
 
 
 # ---------------------------------------------------------------- import-results and manifests
