@@ -279,10 +279,7 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.global_batch=64")
         key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({e.problem})") from None
+        value = load_yaml(raw, f"override {item!r}") if raw.strip() else ""  # the one loader: keys twice refused
         parsed.append((key.strip(), value))
     return parsed
 

@@ -159,12 +159,12 @@ _TINY["data"]["paths"] = [str(ROOT / "tests" / "data" / "tiny_corpus.txt")]
 _TINY["eval"]["tasks"] = [str((ROOT / "configs" / t).resolve()) for t in _TINY["eval"]["tasks"]]
 
 
-def check_study_config(data: bytes) -> None:
+def check_study_config(data: bytes, overrides: tuple = ()) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "study.yaml"
         cfg.write_bytes(data)
         inputs = _snapshot(cfg)
-        code, out, err = _run("train", str(cfg), "--list", f"out_dir={tmp}/out")
+        code, out, err = _run("train", str(cfg), "--list", *overrides, f"out_dir={tmp}/out")
         assert_promise(code, err, inputs)
         assert not (Path(tmp) / "out").exists()  # --list writes nothing
         if code == 0:
@@ -172,15 +172,21 @@ def check_study_config(data: bytes) -> None:
             assert runs and all(" steps" in l for l in runs), out
 
 
+_KEYS = sorted(".".join(map(str, p)) for p in _paths(_TINY) if all(isinstance(k, str) for k in p))
+
+
 @st.composite
-def study_configs(draw) -> bytes:
-    return draw(mutated_bytes(_yaml(draw(mutated_tree(_TINY)))))
+def study_configs(draw) -> tuple[bytes, tuple]:
+    """A mutated config, and sometimes ``key=value`` overrides of it (the value as typed: any text)."""
+    overrides = draw(st.lists(st.tuples(st.sampled_from(_KEYS), st.one_of(st.text(max_size=12), st.sampled_from(
+        ["[1e300]", ".nan", "-1", "{a: 1, a: 2}", "[", "1e400", "\x01", "4M", "[0.9, 1.5]"]))), max_size=2))
+    return draw(mutated_bytes(_yaml(draw(mutated_tree(_TINY))))), tuple(f"{k}={v}" for k, v in overrides)
 
 
 @FAST
 @given(study_configs())
-def test_fuzz_study_config(data):
-    check_study_config(data)
+def test_fuzz_study_config(case):
+    check_study_config(*case)
 
 
 # ---------------------------------------------------------------- 2. task files
@@ -403,6 +409,6 @@ def test_fuzz_analyze_flags(argv, earlier_report):
                  tables().map(lambda d: ("table", d)), analyze_flags().map(lambda d: ("flags", d))))
 def test_fuzz_long(case, earlier_report):
     kind, data = case
-    {"config": check_study_config, "manifest": check_manifest, "table": lambda d: check_table(d, earlier_report),
+    {"config": lambda d: check_study_config(*d), "manifest": check_manifest, "table": lambda d: check_table(d, earlier_report),
      "task": lambda d: check_task(*d), "mapping": lambda d: check_mapping(*d),
      "flags": lambda d: check_flags(d, earlier_report)}[kind](data)
