@@ -236,6 +236,14 @@ def test_a_table_cut_mid_line_is_refused_naming_the_line(tmp_path: Path):
         read_results(path)
 
 
+def test_a_column_named_twice_is_refused(tmp_path: Path):
+    path = write_results_csv(tmp_path / "results.csv", [_ROW])
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0] + ",loss", lines[1] + ",9.5"]) + "\n")
+    with pytest.raises(ResultsError, match=r"results.csv:1: column 'loss' appears twice in the header"):
+        read_results(path)
+
+
 def test_a_table_with_a_byte_order_mark_is_read(tmp_path: Path):
     path = write_results_csv(tmp_path / "results.csv", [_ROW, _LATER])
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())

@@ -306,6 +306,9 @@ def _read_cells(text: str, path: Path) -> tuple[dict[str, list[str]], list[int]]
         missing = [c for c in RESULTS_COLUMNS if c not in header]
         if missing:
             raise ResultsError(f"{path}: missing column(s) {', '.join(missing)} (have: {', '.join(header) or 'none'})")
+        twice = next((c for i, c in enumerate(header) if c in header[:i]), None)
+        if twice is not None:  # which of the two would be read is a guess
+            raise ResultsError(f"{path}:1: column {twice!r} appears twice in the header")
         raw, lines = [], []
         for row in reader:
             if not row:
