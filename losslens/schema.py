@@ -54,8 +54,7 @@ class Range:
             return "must be a number, got nan"
         if isinstance(value, float) and math.isinf(value):
             return f"must be a finite number, got {value}"
-        above_low = (self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
-        below_high = (self.le is None or value <= self.le) and (self.lt is None or value < self.lt)
+        above_low, below_high = self.above_low(value), self.below_high(value)
         if above_low and below_high:
             return None
         # A large upper bound is a sanity limit: say only the side that was crossed ("must be positive").
@@ -63,6 +62,13 @@ class Range:
         side = None if limit is None or abs(limit) < 1000 else ("low" if not above_low else "high")
         text = self.describe(side)
         return f"must {'not be negative' if text == 'not negative' else 'be ' + text}, got {_show(value)}"
+
+    # Bounds of a number, or elementwise of a numpy array (results tables check whole columns at once).
+    def above_low(self, value: Any) -> Any:
+        return (True if self.ge is None else value >= self.ge) & (True if self.gt is None else value > self.gt)
+
+    def below_high(self, value: Any) -> Any:
+        return (True if self.le is None else value <= self.le) & (True if self.lt is None else value < self.lt)
 
     def describe(self, side: Optional[str] = None) -> str:
         """``positive``, ``not negative``, ``in [0, 1)``, ``at most 5``, ... (with ``what`` in front);

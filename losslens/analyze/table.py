@@ -348,12 +348,8 @@ def _check_ranges(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> 
         if r is None:
             continue
         v = cols[name]
-        ok = np.isnan(v) | np.isin(v, np.array(r.also, dtype=float))
-        inside = np.ones(len(v), dtype=bool)
-        for bound, op in ((r.ge, np.greater_equal), (r.gt, np.greater), (r.le, np.less_equal), (r.lt, np.less)):
-            if bound is not None:
-                inside &= op(v, bound)
-        bad = np.flatnonzero(~(ok | inside))
+        ok = np.isnan(v) | np.isin(v, np.array(r.also, dtype=float)) | (r.above_low(v) & r.below_high(v))
+        bad = np.flatnonzero(~ok)
         if len(bad):
             firsts.append((int(bad[0]), name))
     if firsts:
