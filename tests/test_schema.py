@@ -89,6 +89,13 @@ def test_the_yaml_loader_refuses_a_key_given_twice(text, line, first):
     assert load_yaml("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\n", "f.yaml")["other"] == {"x": 1, "y": 2}
 
 
+def test_the_yaml_loader_refuses_an_alias_bomb():
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]  # 10^8 values
+    with pytest.raises(ConfigError, match=r"^f.yaml: holds more than 1,000,000 values once its aliases are expanded"):
+        load_yaml("\n".join(levels) + "\n", "f.yaml")
+
+
 # ---------------------------------------------------------------- study configs
 
 
