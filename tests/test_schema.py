@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
 import pytest
 import yaml
 
