@@ -30,6 +30,7 @@ from losslens.errors import ConfigError
 
 INT_MAX = 2**63 - 1  # numpy's and torch's int64: a larger integer wraps around, e.g. to a negative count
 SEED_MAX = 2**32 - 1  # every seed fits numpy's legacy and torch's generators, and sums of seeds do not wrap
+MAX_THREADS = 1024  # torch segfaults creating 100,000 threads
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ NonNegativeInt = Annotated[int, NOT_NEGATIVE]
 PositiveFloat = Annotated[float, POSITIVE]
 SeedInt = Annotated[int, SEED]
 Bootstrap = Annotated[int, BOOTSTRAP]
+Threads = Annotated[int, Range(ge=1, le=MAX_THREADS)]  # torch CPU threads (train.threads, --threads)
 
 
 def constraints(tp: Any) -> tuple[Any, list]:

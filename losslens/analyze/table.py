@@ -284,7 +284,7 @@ def parse_results(text: str, path: str | Path) -> Table:
     cols["flops"][no_flops] = 6.0 * cols["n_params_nonembed"][no_flops] * cols["tokens"][no_flops]
     _check_bounds(path, cols, lines)
     _check_one_checkpoint_one_row(path, cols, lines)
-    check_table_consistency(path, {**cols, "flops": given_flops}, lines)  # estimates do not count as falls
+    _check_consistency(path, {**cols, "flops": given_flops}, lines)  # estimates do not count as falls
     cols["line"] = np.array(lines)
     if TOKENIZER_COLUMN in texts:
         cols[TOKENIZER_COLUMN] = np.array(texts[TOKENIZER_COLUMN], dtype=str)
@@ -359,7 +359,7 @@ def _check_ranges(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> 
         raise ResultsError(f"{path}:{lines[i]}: column {name!r}: {RESULTS_SCHEMA[name].range.problem(shown)}")
 
 
-def check_table_consistency(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
+def _check_consistency(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
     """What a row or a run must agree with: n_params_nonembed <= n_params, ci_low <= value <= ci_high (where
     given; rounding aside), and, within a run, step and flops that never fall while tokens rise."""
     value, low, high = cols["value"], cols["ci_low"], cols["ci_high"]
