@@ -211,6 +211,8 @@ _LATER = {**_ROW, "tokens": 2000, "step": 2, "loss": 3.2}
 
 @pytest.mark.parametrize("rows, message", [
     ([{**_ROW, "ci_low": 0.4, "ci_high": 0.35}], ":2: column 'ci_low': 0.4 is above ci_high 0.35"),
+    ([{**_ROW, "ci_low": 0.2}], ":2: column 'ci_low': 0.2, but ci_high is empty: give both ends of the interval"),
+    ([{**_ROW, "n": 0}], ":2: column 'n': must be positive, got 0"),
     ([{**_ROW, "ci_low": 0.4, "ci_high": 0.5}], ":2: column 'value': 0.3 lies outside its interval [0.4, 0.5]"),
     ([{**_ROW, "n_params_nonembed": 10**7}], ":2: column 'n_params_nonembed': 10000000 is more than n_params 900000"),
     ([_ROW, {**_LATER, "step": 0}], ":3: column 'step': 0 at 2000 tokens is less than at fewer tokens"),

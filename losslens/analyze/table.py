@@ -360,13 +360,17 @@ def _check_ranges(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> 
 
 
 def _check_consistency(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
-    """What a row or a run must agree with: n_params_nonembed <= n_params, ci_low <= value <= ci_high (where
-    given; rounding aside), and, within a run, step and flops that never fall while tokens rise."""
+    """What a row or a run must agree with: n_params_nonembed <= n_params, both ends of an interval or neither,
+    ci_low <= value <= ci_high (rounding aside), and, within a run, step and flops that never fall while
+    tokens rise."""
     value, low, high = cols["value"], cols["ci_low"], cols["ci_high"]
     slack = 1e-9 * np.maximum(np.abs(value), 1.0)
     checks = [
         (cols["n_params_nonembed"] > cols["n_params"], "n_params_nonembed",
          lambda i: f"{int(cols['n_params_nonembed'][i])} is more than n_params {int(cols['n_params'][i])}"),
+        (np.isnan(low) != np.isnan(high), "ci_low",
+         lambda i: f"{'empty' if np.isnan(low[i]) else f'{low[i]:g}'}, but ci_high is "
+                   f"{'empty' if np.isnan(high[i]) else f'{high[i]:g}'}: give both ends of the interval or neither"),
         (low > high, "ci_low", lambda i: f"{low[i]:g} is above ci_high {high[i]:g}"),
         ((low > value + slack) | (high < value - slack), "value",
          lambda i: f"{value[i]:g} lies outside its interval [{low[i]:g}, {high[i]:g}]"),
