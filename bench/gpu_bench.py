@@ -6,7 +6,7 @@ study on those shards through ``losslens.train`` and reads tokens/s and MFU from
 log window, which holds compilation, is skipped). Configurations are ``SIZE:KERNELS:MODE`` with SIZE in
 ``SIZES``, KERNELS ``none|liger`` and MODE ``eager|compile``; ``+bare`` times a bare step of the same
 model afterwards (plain PyTorch: autocast, the same micro-batches and accumulation, fused AdamW, clipping)
-and ``+profile`` prints the 15 kernels that take the most GPU time in one bare step. Liger patches
+and ``+mbN`` sets the micro-batch, ``+profile`` prints the 15 kernels that take the most GPU time in one bare step. Liger patches
 transformers for the whole process, so list the ``none`` configurations first.
 
     python bench/gpu_bench.py --out /tmp/gpu 125m:none:eager+bare+profile 125m:none:compile+bare ...
@@ -65,7 +65,7 @@ def write_corpus(path: Path, docs: int) -> None:
     path.write_text("\n\n".join(" ".join(rng.choice(words, size=200)) for _ in range(docs)))
 
 
-def make_study(args, out: Path, size: str, kernels: str, compile_: bool, steps: int):
+def make_study(args, out: Path, size: str, kernels: str, compile_: bool, steps: int, micro_batch: int | None = None):
     width, depth, heads, ffn = SIZES[size]
     return study_from_dict({
         "name": "gpu", "out_dir": str(out), "seed": 0,
@@ -73,7 +73,8 @@ def make_study(args, out: Path, size: str, kernels: str, compile_: bool, steps: 
         "data": {"paths": [str(args.corpus)], "tokenizer": {"kind": "bpe", "vocab_size": args.vocab},
                  "val_tokens": 65536},
         "budgets": [steps * args.global_batch * args.context],
-        "train": {"global_batch": args.global_batch, "micro_batch": args.micro_batch, "log_every": args.log_every,
+        "train": {"global_batch": args.global_batch, "micro_batch": micro_batch or args.micro_batch,
+                  "log_every": args.log_every, "schedule": {"kind": "cosine", "warmup": args.warmup},
                   "compile": compile_, "precision": args.precision, "kernels": kernels},
         "checkpoints": {"count": 1, "log_spaced": False, "val_tokens": 8192},
     })
@@ -102,7 +103,7 @@ def bare_step_tokens_per_s(study, plan, accelerator, data_dir: Path, kernels: st
             inputs, targets = batch[:, :-1], batch[:, 1:]
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 if kernels == "liger":
-                    loss = fwd(input_ids=inputs, shift_labels=targets).loss
+                    loss = fwd(input_ids=inputs, shift_labels=targets.contiguous()).loss
                 else:
                     logits = fwd(input_ids=inputs).logits
                     loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
@@ -126,7 +127,7 @@ def bare_step_tokens_per_s(study, plan, accelerator, data_dir: Path, kernels: st
         with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             step()
             sync()
-        print(prof.key_averages().table(sort_by="cuda_time_total" if CUDA else "cpu_time_total", row_limit=15, max_name_column_width=70))
+        print(prof.key_averages().table(sort_by="self_cuda_time_total" if CUDA else "self_cpu_time_total", row_limit=15, max_name_column_width=70))
     del model, opt, fwd
     return tok_s, peak
 
@@ -138,7 +139,8 @@ def run_config(args, spec: str, accelerator, data_dir: Path) -> tuple[float, flo
     reset_peak()
     out = args.out / name.replace(":", "_")
     shutil.rmtree(out, ignore_errors=True)  # a study left by an earlier try would resume, not train
-    study = make_study(args, out, size, kernels, mode == "compile", args.steps)
+    micro = next((int(e[2:]) for e in extras if e.startswith("mb")), None)
+    study = make_study(args, out, size, kernels, mode == "compile", args.steps, micro)
     plan = plan_runs(study)[0]
     started = time.perf_counter()
     train_run(study, plan, accelerator, data_dir)
@@ -150,7 +152,7 @@ def run_config(args, spec: str, accelerator, data_dir: Path) -> tuple[float, flo
     peak = peak_gib()
     meta = json.loads(sorted((out / plan.name).glob("ckpt-*"))[-1].joinpath("meta.json").read_text())
     line = (f"config {name}: {meta['n_params'] / 1e6:.0f}M params ({meta['n_params_nonembed'] / 1e6:.0f}M non-emb), "
-            f"ctx {args.context}, batch {args.global_batch}x{args.micro_batch}, {args.precision}; "
+            f"ctx {args.context}, batch {args.global_batch}x{study.train.micro_batch}, {args.precision}; "
             f"losslens {tok_s:,.0f} tok/s, MFU {mfu:.3f}, peak {peak:.1f} GiB, wall {wall:.0f} s, "
             f"loss {log[0]['loss']:.3f} -> {log[-1]['loss']:.3f}")
     ratio = None
@@ -176,6 +178,7 @@ def main() -> None:
     p.add_argument("--global-batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--log-every", type=int, default=5)
+    p.add_argument("--warmup", type=float, default=0.25, help="warmup fraction (no warmup diverges at 350M)")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     p.add_argument("--curve", type=int, help="train one model for this many steps and print its loss curve instead")
     p.add_argument("--curve-size", choices=sorted(SIZES), default="125m")

@@ -6,7 +6,9 @@
 #                                loop beside a bare step of the same model; the top kernels of one step
 #   curve_bf16.txt, curve_fp32.txt, curves.txt   the same 125M model for 200 steps in bf16 and fp32
 #   tiny_{plain,deepspeed,fsdp}.txt, launches.txt   configs/tiny.yaml under three launch paths
-# Each phase has its own time limit, so one that hangs costs only its own figures.
+# Each phase has its own time limit, so one that hangs costs only its own figures. MFU_NONE, MFU_LIGER
+# (configurations, see bench/gpu_bench.py), CURVES=0 and LAUNCHES=0 narrow a rerun. Every log is also
+# packed into logs.tgz (a device that returns few files returns that and gpu.txt).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 WORK=${WORK:-/tmp/gpu_work}
@@ -17,31 +19,34 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 $PY -c "import torch, transformers, accelerate, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'deepspeed', deepspeed.__version__)" 2>&1 | tail -1 | tee -a "$OUT/gpu.txt"
 
 # 1. MFU with the GPU to itself. Liger patches transformers for the whole process: its own process.
-timeout 200 $PY bench/gpu_bench.py --out "$WORK/bench" \
-    125m:none:compile+bare+profile 125m:none:eager+bare 350m:none:compile 350m:none:eager > "$OUT/mfu_none.txt" 2>&1
+MFU_NONE=${MFU_NONE-125m:none:compile+bare+profile 125m:none:compile+mb32 125m:none:eager+bare 350m:none:compile+bare 350m:none:eager}
+MFU_LIGER=${MFU_LIGER-125m:liger:eager+bare 350m:liger:eager 125m:liger:compile 350m:liger:compile}
+timeout 200 $PY bench/gpu_bench.py --out "$WORK/bench" $MFU_NONE > "$OUT/mfu_none.txt" 2>&1
 echo "mfu none exit $?" | tee -a "$OUT/gpu.txt"
-timeout 160 $PY bench/gpu_bench.py --out "$WORK/bench" --data "$WORK/bench/data_study/data" \
-    125m:liger:compile+bare 350m:liger:compile 125m:liger:eager 350m:liger:eager > "$OUT/mfu_liger.txt" 2>&1
+timeout 160 $PY bench/gpu_bench.py --out "$WORK/bench" --data "$WORK/bench/data_study/data" $MFU_LIGER > "$OUT/mfu_liger.txt" 2>&1
 echo "mfu liger exit $?" | tee -a "$OUT/gpu.txt"
 grep -h "^config\|^ratio" "$OUT"/mfu_*.txt | tee -a "$OUT/gpu.txt"
 
 # 2. Numerics and launch paths, side by side (none of these is timed).
-for p in bf16 fp32; do
+[ "${CURVES:-1}" = 1 ] && for p in bf16 fp32; do
   timeout 150 $PY bench/gpu_bench.py --out "$WORK/bench" --data "$WORK/bench/data_study/data" \
       --precision $p --curve 200 --global-batch 16 > "$OUT/curve_$p.txt" 2>&1 &
 done
-timeout 150 $PY -m losslens train configs/tiny.yaml --out "$WORK/tiny_plain" > "$OUT/tiny_plain.txt" 2>&1 &
-timeout 150 $PY -m accelerate.commands.launch --config_file configs/accelerate/deepspeed_zero2.yaml --num_processes 1 \
-    --main_process_port 29511 -m losslens train configs/tiny.yaml --out "$WORK/tiny_deepspeed" > "$OUT/tiny_deepspeed.txt" 2>&1 &
-timeout 150 $PY -m accelerate.commands.launch --config_file configs/accelerate/fsdp.yaml --num_processes 1 \
-    --main_process_port 29512 -m losslens train configs/tiny.yaml --out "$WORK/tiny_fsdp" > "$OUT/tiny_fsdp.txt" 2>&1 &
+if [ "${LAUNCHES:-1}" = 1 ]; then
+  timeout 150 $PY -m losslens train configs/tiny.yaml --out "$WORK/tiny_plain" > "$OUT/tiny_plain.txt" 2>&1 &
+  timeout 150 $PY -m accelerate.commands.launch --config_file configs/accelerate/deepspeed_zero2.yaml --num_processes 1 \
+      --main_process_port 29511 -m losslens train configs/tiny.yaml --out "$WORK/tiny_deepspeed" > "$OUT/tiny_deepspeed.txt" 2>&1 &
+  timeout 150 $PY -m accelerate.commands.launch --config_file configs/accelerate/fsdp.yaml --num_processes 1 \
+      --main_process_port 29512 -m losslens train configs/tiny.yaml --out "$WORK/tiny_fsdp" > "$OUT/tiny_fsdp.txt" 2>&1 &
+fi
 wait
 $PY - "$OUT" "$WORK" <<'PY' 2>&1 | tee -a "$OUT/gpu.txt"
 import json, re, sys, pathlib
 out, work = map(pathlib.Path, sys.argv[1:])
 curves = {}
 for p in ("bf16", "fp32"):
-    lines = [l for l in (out / f"curve_{p}.txt").read_text().splitlines() if l.startswith("curve ")]
+    log = out / f"curve_{p}.txt"
+    lines = [l for l in log.read_text().splitlines() if l.startswith("curve ")] if log.is_file() else []
     curves[p] = {int(m[1]): (float(m[2]), m[3]) for m in (re.match(r"curve \S+ step (\d+) loss (\S+) tok/s (\S+)", l) for l in lines)}
 if all(200 in c for c in curves.values()):
     b, f = curves["bf16"][200][0], curves["fp32"][200][0]
@@ -65,3 +70,4 @@ for run, by_path in finals.items():
     else:
         print(f"launch spread {run}: only {sorted(by_path)}")
 PY
+tar czf "$OUT/logs.tgz" -C "$OUT" --exclude logs.tgz $(cd "$OUT" && ls *.txt)

@@ -209,7 +209,8 @@ def _micro_batch_loss(run: RunState, batch: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of a (micro_batch, context + 1) window batch."""
     inputs, targets = batch[:, :-1], batch[:, 1:]
     if run.fused_loss:  # Liger never materialises the logits; targets are already shifted
-        return run.model(input_ids=inputs, shift_labels=targets).loss
+        # Liger flattens the labels with .view(): a strided slice of the window batch fails there.
+        return run.model(input_ids=inputs, shift_labels=targets.contiguous()).loss
     logits = run.model(input_ids=inputs).logits
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
