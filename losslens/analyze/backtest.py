@@ -25,10 +25,11 @@ import math
 
 import numpy as np
 
+from losslens.analyze.curves import Fit, fit_models, fit_one, oriented_data
 from losslens.analyze.scaling import FIXED_TOKENS, ScalingFit, fit_scaling_law, forecast
 from losslens.analyze.seeds import SeedLevel
 from losslens.analyze.table import ResultsError, Table
-from losslens.analyze.threshold import EMERGENT, Fit, _hinge_eta, _sigmoid_search, find_threshold, fit_models
+from losslens.analyze.threshold import EMERGENT, find_threshold
 
 NONE, LARGEST_SIZE, LARGEST_BUDGET = "none", "largest-size", "largest-budget"
 CURVE_BOOTSTRAP_MAX = 100  # each replicate refits every curve model of a pair, twice
@@ -142,8 +143,8 @@ class Curve:
     """
 
     model: str
-    point: object  # threshold.Fit
-    replicates: list  # Fit per bootstrap replicate
+    point: Fit
+    replicates: list[Fit]  # one per bootstrap replicate
     residuals: np.ndarray
     limits: tuple[float, float]
 
@@ -162,40 +163,18 @@ class Curve:
 
 def fit_curve(x, y, chance, higher_is_better: bool, discontinuous: bool, n_bootstrap: int, rng,
               seeds: SeedLevel | None = None) -> Curve:
-    """The BIC-preferred model of threshold.fit_models; replicates refit that model alone, on points
-    resampled with ``seeds`` as the outer level where given."""
+    """The BIC-preferred curve model (:func:`losslens.analyze.curves.fit_models`); replicates refit
+    that model alone, fully, on points resampled with ``seeds`` as the outer level where given."""
     fits = fit_models(x, y, chance, higher_is_better)
     best = min(fits.values(), key=lambda f: f.bic)
     reps = []
     for _ in range(n_bootstrap):
         pick = rng.integers(0, len(x), len(x)) if seeds is None else seeds.picks(rng)
         if np.ptp(x[pick]) > 0:
-            reps.append(refit(best.model, x[pick], y[pick], chance, higher_is_better))
+            reps.append(fit_one(best.model, *oriented_data(x[pick], y[pick], chance, higher_is_better)))
     span = float(np.ptp(y))
     limits = (0.0, 1.0) if discontinuous else (float(y.min()) - span, float(y.max()) + span)
     return Curve(best.model, best, reps, y - best.predict(x), limits)
-
-
-def refit(model: str, x: np.ndarray, y: np.ndarray, chance, higher_is_better: bool) -> Fit:
-    """One model of threshold.fit_models refitted by its grid search alone (no polish): cheap
-    enough for a bootstrap. Only ``predict`` of the result is meaningful (rss, k, bic are NaN)."""
-    sign = 1.0 if higher_is_better else -1.0
-    yo, co = sign * y, None if chance is None else sign * chance
-    if model == "constant":
-        params = {"level": chance}
-    elif model == "flat":
-        params = {"level": sign * float(yo.mean())}
-    elif model == "linear":
-        b, a = np.polyfit(x, yo, 1)
-        b, a = (0.0, float(yo.mean())) if b > 0 else (b, a)
-        params = {"intercept": sign * a, "slope": sign * b}
-    elif model == "hinge":
-        eta, slope, c, _ = _hinge_eta(x, yo, co, grid=128)
-        params = {"eta": float(eta), "slope": sign * float(slope), "plateau": sign * float(c)}
-    else:
-        m, w, h, c, _ = _sigmoid_search(x, yo, co)
-        params = {"floor": sign * c, "height": sign * h, "midpoint": m, "width": w}
-    return Fit(model, params, math.nan, 0, math.nan)
 
 
 def _interval(samples: np.ndarray, ci_level: float) -> list[float]:
