@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from losslens.analyze.curves import (BIC_MARGIN, CURVES, EMERGENT, NOT_LEARNED, SMOOTH, Fit, fit_models,
                                      sigmoid_onset)  # re-exported: threshold's public names
+from losslens.analyze.intervals import around, percentile, seed_inflation
 from losslens.analyze.seeds import SeedLevel
 
 __all__ = ["EMERGENT", "SMOOTH", "NOT_LEARNED", "INSUFFICIENT", "Fit", "ThresholdResult", "find_threshold",
@@ -78,10 +79,16 @@ class ThresholdResult:
     bootstrap: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
     used_seeds: bool = False  # the bootstrap resampled seeds within sizes first
     ci_without_seeds: tuple[float, float] | None = None  # the interval of the same bootstrap without the seed level
+    ci_widened: bool = False  # the percentile interval missed eta and was extended to it
+    seed_inflation: float = 1.0  # the seed level's small-sample factor on the replicates' spread
 
     def to_dict(self) -> dict:
         over = ["seeds within sizes"] * self.used_seeds + ["checkpoints"] + ["test examples"] * self.used_examples
         seedless = {} if self.ci_without_seeds is None else {"ci_without_seeds": list(self.ci_without_seeds)}
+        if self.used_seeds:
+            seedless["seed_inflation"] = self.seed_inflation
+        if self.ci_widened:
+            seedless["ci_widened"] = "the bootstrap's percentile interval missed eta; extended to it"
         return {
             "verdict": self.verdict, "reason": self.reason,
             "threshold": {"loss": self.loss, "ci_low": self.ci_low, "ci_high": self.ci_high,
@@ -169,7 +176,7 @@ class _Points:
         return (float(self.x.min()), float(self.x.max())) if len(self.x) else (math.nan, math.nan)
 
     def result(self, verdict, reason, fits=None, preferred="", delta=math.nan, eta=math.nan, lo=math.nan,
-               hi=math.nan, boot=np.empty(0), plateau=None, ci_without_seeds=None) -> ThresholdResult:
+               hi=math.nan, boot=np.empty(0), plateau=None, ci_without_seeds=None, widened=False) -> ThresholdResult:
         x, found = self.x, math.isfinite(eta)
         plateau = self.chance if plateau is None else plateau
         return ThresholdResult(
@@ -180,6 +187,8 @@ class _Points:
             n_below=int((x < eta).sum()) if found else 0, loss_range=self.loss_range, ci_level=self.ci_level,
             n_bootstrap=len(boot), used_examples=self.examples is not None and len(boot) > 0, bootstrap=boot,
             used_seeds=self.seeds is not None and len(boot) > 0, ci_without_seeds=ci_without_seeds,
+            ci_widened=widened,
+            seed_inflation=seed_inflation(self.seeds.seeds_per_size, self.ci_level) if self.seeds is not None else 1.0,
         )
 
 
@@ -274,14 +283,16 @@ def _learned_but_unsure(pts: _Points, best: Fit, claim: str, best_bic: dict, com
     return None
 
 
-def _eta_interval(pts: _Points, model: str, n_bootstrap: int, seed: int, seeds: SeedLevel | None):
-    """Bootstrap replicates of eta and their percentile interval (NaNs without replicates)."""
+def _eta_interval(pts: _Points, model: str, n_bootstrap: int, seed: int, seeds: SeedLevel | None, eta: float):
+    """Bootstrap replicates of eta, their percentile interval (NaNs without replicates) extended to hold
+    eta, and whether it had to be. With a seed level, the replicates' spread around eta is widened by
+    the small-sample factor of :func:`losslens.analyze.intervals.seed_inflation`."""
     rng = np.random.default_rng(seed)
     boot = (_bootstrap_eta(model, pts.x, pts.y, pts.chance, pts.sign, pts.examples, n_bootstrap, rng, seeds)
             if n_bootstrap > 0 else np.empty(0))
-    alpha = (1 - pts.ci_level) / 2
-    lo, hi = (np.quantile(boot, [alpha, 1 - alpha]) if len(boot) else (math.nan, math.nan))
-    return boot, float(lo), float(hi)
+    if seeds is not None and len(boot):
+        boot = eta + seed_inflation(seeds.seeds_per_size, pts.ci_level) * (boot - eta)
+    return boot, *around(eta, *percentile(boot, pts.ci_level))
 
 
 def _emergent(pts: _Points, best: Fit, best_bic: dict, common: dict, n_bootstrap: int, seed: int,
@@ -292,10 +303,10 @@ def _emergent(pts: _Points, best: Fit, best_bic: dict, common: dict, n_bootstrap
         return unsure
     x, (low, high), delta = pts.x, pts.loss_range, common["delta"]
     eta = CURVES[best.model].eta(best.params)
-    boot, lo, hi = _eta_interval(pts, best.model, n_bootstrap, seed, pts.seeds)
+    boot, lo, hi, widened = _eta_interval(pts, best.model, n_bootstrap, seed, pts.seeds, eta)
     if pts.seeds is not None and n_bootstrap > 0:  # the same bootstrap without the seed level, to compare
-        common["ci_without_seeds"] = _eta_interval(pts, best.model, n_bootstrap, seed, None)[1:]
-    common.update(eta=eta, lo=lo, hi=hi, boot=boot)
+        common["ci_without_seeds"] = _eta_interval(pts, best.model, n_bootstrap, seed, None, eta)[1:3]
+    common.update(eta=eta, lo=lo, hi=hi, boot=boot, widened=widened)
     above, below = int((x >= eta).sum()), int((x < eta).sum())
     if min(above, below) < min_side:
         return pts.result(INSUFFICIENT, f"eta={eta:.3f} leaves {above} point(s) above and {below} below "
