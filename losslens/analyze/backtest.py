@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from losslens.analyze.curves import Fit, fit_models, fit_one, oriented_data
+from losslens.analyze.intervals import around, percentile
 from losslens.analyze.scaling import FIXED_TOKENS, ScalingFit, fit_scaling_law, forecast
 from losslens.analyze.seeds import SeedLevel
 from losslens.analyze.table import ResultsError, Table
@@ -185,16 +186,18 @@ def fit_curve(x, y, chance, higher_is_better: bool, bounds: tuple[float, float],
 
 
 def _interval(samples: np.ndarray, ci_level: float) -> list[float]:
-    q = (1 - ci_level) / 2
-    s = samples[np.isfinite(samples)]
-    return [float(v) for v in np.quantile(s, [q, 1 - q])] if len(s) else [math.nan, math.nan]
+    return list(percentile(samples[np.isfinite(samples)], ci_level))
 
 
 def _scored(predicted: float, ci: list[float], actual: float) -> dict:
+    """A prediction against the measurement; its interval extended to hold the prediction if it
+    missed it (``ci_widened``)."""
+    lo, hi, widened = around(predicted, *ci)
     err = predicted - actual
-    return {"predicted": predicted, "ci": ci, "abs_error": abs(err),
+    return {"predicted": predicted, "ci": [lo, hi], "abs_error": abs(err),
             "rel_error": abs(err) / abs(actual) if actual != 0 else math.inf,
-            "inside": bool(ci[0] <= actual <= ci[1]) if all(map(math.isfinite, ci)) else None}
+            "inside": bool(lo <= actual <= hi) if all(map(math.isfinite, (lo, hi))) else None,
+            **({"ci_widened": True} if widened else {})}
 
 
 # --- the three predictions --------------------------------------------------------------
