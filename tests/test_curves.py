@@ -99,3 +99,21 @@ def test_curve_predictions_and_samples_stay_inside_the_metrics_bounds(bounds, y_
     assert curve.predict(far) <= bounds[1]
     samples = curve.samples(np.full(30, far), rng)
     assert len(samples) == 30 and samples.max() <= bounds[1]
+
+
+def test_prediction_interval_widens_with_how_far_it_extrapolates():
+    # Each replicate is the curve refitted on resampled points, evaluated at the extrapolated x: the
+    # parameters' uncertainty is propagated there, so the interval grows with the distance.
+    rng = np.random.default_rng(6)
+    x = rng.uniform(3.0, 4.0, 40)
+    y = 0.2 + 0.1 * (4.0 - x) + rng.normal(0, 0.01, 40)
+    curve = fit_curve(x, y, None, True, (-np.inf, np.inf), 200, rng)
+    assert curve.model == "linear"
+    widths = []
+    for at in (3.5, 2.5, 1.5):
+        s = curve.samples(np.full(200, at), np.random.default_rng(0))
+        lo, hi = np.quantile(s, [0.025, 0.975])
+        assert lo <= curve.predict(at) <= hi
+        widths.append(hi - lo)
+    # residual scatter (sd 0.01) is the floor; the slope's uncertainty (sd ~0.006) adds ~0.011 at x = 1.5
+    assert widths[0] < widths[1] < widths[2] and widths[2] > 1.25 * widths[0]

@@ -27,8 +27,11 @@ where some size was trained with several seeds, resample the seeds within each s
 (:mod:`losslens.analyze.seeds`); then the checkpoints (points) with replacement, from the drawn
 seeds' points; and, where per-example records exist, the test examples too (the same resampled
 examples for every checkpoint, since every checkpoint answers the same test set); then refit eta.
-With seeds, the interval of the bootstrap without the seed level is kept beside it, to say how
-much of the width the seeds make.
+With seeds, the replicates' spread around eta is widened by the small-sample factor of
+:func:`losslens.analyze.intervals.seed_inflation` (a bootstrap over 2-3 seeds understates their
+variance), and the interval of the bootstrap without the seed level is kept beside it, to say how
+much of the width the seeds make. An interval that misses eta (a lopsided bootstrap) is extended to
+it and marked ``ci_widened``.
 """
 
 from __future__ import annotations
