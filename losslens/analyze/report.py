@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from losslens.analyze.table import count_label
-from losslens.analyze.threshold import BIC_MARGIN, FLAT_FRACTION
+from losslens.analyze.curves import BIC_MARGIN, FLAT_FRACTION
 from losslens.fsio import atomic_write_json, atomic_write_text, jsonable
 
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
