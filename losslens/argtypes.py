@@ -9,7 +9,37 @@ import argparse
 import os
 import re
 import tempfile
+import typing
 from pathlib import Path
+from typing import Any, Callable, get_args, get_origin
+
+from losslens.schema import constraints, value_problem
+
+
+def flag(cls: type, name: str) -> Callable[[str], Any]:
+    """The ``type=`` of a flag that sets field ``name`` of dataclass ``cls``: the text read as the field's
+    number type (or a comma-separated list of them) and checked against the range declared there, so a
+    flag and its config field accept the same values."""
+    tp = typing.get_type_hints(cls, include_extras=True)[name]
+    if get_origin(tp) is typing.Union:  # Optional[X]: a flag given has a value
+        tp = next(a for a in get_args(tp) if a is not type(None))
+    base = constraints(tp)[0]
+    item = constraints(get_args(base)[0])[0] if get_origin(base) is list else base
+
+    def parse(text: str) -> Any:
+        try:
+            value = [item(v) for v in text.split(",") if v.strip()] if item is not base else base(text)
+        except ValueError:
+            many = "comma-separated numbers" if item is not base else ("an integer" if base is int else "a number")
+            raise argparse.ArgumentTypeError(f"expected {many}, got {text!r}") from None
+        problem = value_problem(tp, value)
+        if problem:
+            item_number = f"item {int(problem[0][1:-1]) + 1}: " if problem[0] else ""
+            raise argparse.ArgumentTypeError(item_number + problem[1])
+        return value
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
 
 
 def positive_int(text: str) -> int:

@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
     """Usage mistakes in one line, like every other error (exit code 2), with where to find help."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -64,17 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     except LossLensError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except (OSError, UnicodeDecodeError) as e:  # the environment, not a bug: a file we cannot read or write
         message = _os_error_line(e)
         if args.debug or message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(text: str) -> str:
+    """The message as one line: control characters (a newline in a file name or a cell) shown escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def _quiet_deepspeed_cpu_notice() -> None:

@@ -14,13 +14,14 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 
@@ -29,6 +30,7 @@ from losslens.counts import format_count  # also imported from here (train.plan,
 from losslens.errors import ConfigError
 from losslens.evaluate.config import EvalConfig, adaptive_problem
 from losslens.paths import local_path
+from losslens.schema import PositiveInt, SeedInt, load_yaml, value_problem
 from losslens.train.config import (
     CheckpointConfig,
     DataConfig,
@@ -66,11 +68,11 @@ class StudyConfig:
     name: str
     model: ModelConfig
     data: DataConfig
-    budgets: list[int]  # training tokens per run
+    budgets: list[PositiveInt]  # training tokens per run
     out_dir: str = ""  # default: checkpoints/<name>
     # Replicates of every run, read as N or {init: I, data: D} and held as Seeds. `seed: N` in the YAML
     # is one seed, and is how a one-seed study is written back (its study.yaml stays as it was).
-    seeds: list[Union[int, Seed]] = field(default_factory=lambda: [0])
+    seeds: list[Union[SeedInt, Seed]] = field(default_factory=lambda: [0])
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -121,6 +123,8 @@ class StudyConfig:
 
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
+    if origin is Annotated:
+        return _type_name(get_args(tp)[0])
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
     if origin in (typing.Union, types.UnionType):
@@ -138,11 +142,25 @@ def _mismatch(tp: Any, value: Any, where: str, file: str, why: str = "") -> Conf
     return ConfigError(f"{file}: {where}: {why or f'expected {_type_name(tp)}, got {value!r}'}")
 
 
+class _OutOfRange(ConfigError):
+    """A value of the right type outside its declared range: said as is, also inside a union."""
+
+
 def _convert(tp: Any, value: Any, where: str, file: str) -> Any:
-    """``value`` from the YAML checked against, and converted to, the field type ``tp``."""
+    """``value`` from the YAML checked against, and converted to, the field type ``tp`` (and its declared
+    range: ``losslens.schema``)."""
     origin = get_origin(tp)
     if tp is Any:
         return value
+    if origin is Annotated:
+        base = get_args(tp)[0]
+        # a number is checked against its declared range first: "at most 4,294,967,295", not "beyond 64 bits"
+        converted = (_convert_scalar(base, value, where, file, bounded=False) if base in (int, float)
+                     else _convert(base, value, where, file))
+        problem = value_problem(tp, converted)
+        if problem:
+            raise _OutOfRange(f"{file}: {where}{problem[0]}: {problem[1]}")
+        return converted
     if origin in (typing.Union, types.UnionType):
         return _convert_union(tp, value, where, file)
     if origin is Literal:
@@ -166,6 +184,8 @@ def _convert_union(tp: Any, value: Any, where: str, file: str) -> Any:
             continue
         try:
             return _convert(arg, value, where, file)
+        except _OutOfRange:
+            raise
         except ConfigError as e:
             if isinstance(value, dict) and dataclasses.is_dataclass(arg):
                 mapping_error = e  # e.g. an unknown key: says more than "expected int | mapping"
@@ -190,21 +210,29 @@ def _convert_collection(tp: Any, value: Any, where: str, file: str) -> Any:
     return build_dataclass(tp, value, where, file)
 
 
-def _convert_scalar(tp: Any, value: Any, where: str, file: str) -> Any:
+def _convert_scalar(tp: Any, value: Any, where: str, file: str, bounded: bool = True) -> Any:
     """A bool, a count (``int``: 2048, 4M, 1.5B), a float or a string; no silent casts between them."""
     if tp not in (bool, int, float, str):
         raise TypeError(f"unsupported config type {tp!r} at {where}")
     if tp is int:
         try:
-            return parse_count(value)
+            count = parse_count(value)
         except ValueError as e:
             raise _mismatch(tp, value, where, file, str(e)) from None
+        problem = value_problem(int, count) if bounded else None  # beyond 64 bits, whatever the field
+        if problem:
+            raise _OutOfRange(f"{file}: {where}: {problem[1]}")
+        return count
     if tp is float:
         if not isinstance(value, bool) and isinstance(value, (int, float, str)):
             try:
-                return float(value)
-            except ValueError:
+                number = float(value)
+            except (ValueError, OverflowError):
                 pass
+            else:
+                if not math.isfinite(number):  # no setting means anything at nan or infinity
+                    raise _OutOfRange(f"{file}: {where}: must be a finite number, got {value!r}")
+                return number
     elif isinstance(value, tp):  # bool or str
         return value
     raise _mismatch(tp, value, where, file)
@@ -212,7 +240,7 @@ def _convert_scalar(tp: Any, value: Any, where: str, file: str) -> Any:
 
 def build_dataclass(cls: type, data: dict, where: str, file: str) -> Any:
     """Build dataclass ``cls`` from a mapping, checking keys and types; ``where`` is the dotted path."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
     for key, value in data.items():
@@ -251,27 +279,22 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.global_batch=64")
         key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({e.problem})") from None
+        value = load_yaml(raw, f"override {item!r}") if raw.strip() else ""  # the one loader: keys twice refused
         parsed.append((key.strip(), value))
     return parsed
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
-    """A YAML file whose top level is a mapping; errors name the file (and line, for syntax errors)."""
+    """A YAML file whose top level is a mapping; errors name the file (and line, for syntax errors and keys
+    given twice: ``losslens.schema.load_yaml``, the one YAML loader)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: {what} not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        raise ConfigError(f"{path}:{where} malformed YAML: {getattr(e, 'problem', None) or e}") from None
+        text = path.read_text(encoding="utf-8-sig")  # an editor's byte-order mark is not part of the YAML
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    raw = load_yaml(text, path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     return raw
@@ -288,9 +311,7 @@ def _seed_alias(raw: dict, file: str) -> dict:
         raise ConfigError(f"{file}: seed: give seed (one seed) or seeds (a list), not both")
     if isinstance(raw["seed"], list):
         raise ConfigError(f"{file}: seed: one seed is an integer; write several as seeds: {raw['seed']}")
-    seed = _convert(int, raw["seed"], "seed", file)
-    if seed < 0:
-        raise ConfigError(f"{file}: seed: must not be negative, got {seed}")
+    seed = _convert(SeedInt, raw["seed"], "seed", file)
     return {("seeds" if k == "seed" else k): v for k, v in (raw | {"seed": [seed]}).items()}
 
 
@@ -353,16 +374,6 @@ MAX_VOCAB = 2**20
 
 
 def _validate_eval(e: EvalConfig, fail) -> None:
-    for attr in ("batch_size", "max_new_tokens"):
-        if getattr(e, attr) <= 0:
-            fail(f"eval.{attr}", f"must be positive, got {getattr(e, attr)}")
-    for attr in ("max_examples", "val_tokens"):
-        if getattr(e, attr) is not None and getattr(e, attr) <= 0:
-            fail(f"eval.{attr}", f"must be positive (or absent, for all), got {getattr(e, attr)}")
-    if e.bootstrap < 0:
-        fail("eval.bootstrap", f"must not be negative, got {e.bootstrap}")
-    if not 0 < e.confidence < 1:
-        fail("eval.confidence", f"a probability in (0, 1), got {e.confidence}")
     problem = adaptive_problem(e.adaptive)
     if problem:
         fail(f"eval.adaptive.{problem[0]}", problem[1])
@@ -372,8 +383,6 @@ def _validate_seeds(seeds: list[Seed], fail) -> None:
     if not seeds:
         fail("seeds", "give at least one seed")
     for i, seed in enumerate(seeds):
-        if min(seed.init, seed.data) < 0:
-            fail(f"seeds[{i}]", f"seeds must not be negative, got init {seed.init}, data {seed.data}")
         if seed in seeds[:i]:
             fail(f"seeds[{i}]", f"repeats seeds[{seeds.index(seed)}] (init {seed.init}, data {seed.data})")
 
@@ -385,10 +394,6 @@ def _validate_sizes(sizes: dict, fail) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", name):
             fail(f"model.sizes.{name}", "size names must be letters, digits, '-' or '.' (no '_')")
         where = f"model.sizes.{name}"
-        for attr in ("width", "depth", "heads", "ffn", "kv_heads", "context"):
-            v = getattr(size, attr)
-            if v is not None and v <= 0:
-                fail(f"{where}.{attr}", f"must be positive, got {v}")
         if size.width % size.heads:
             fail(f"{where}.heads", f"{size.heads} heads do not divide width {size.width}")
         if size.kv_heads and size.heads % size.kv_heads:
@@ -403,21 +408,14 @@ def _validate_budget_list(budgets: list[int], fail) -> None:
 
 
 def _validate_train(t: TrainConfig, fail) -> None:
-    for attr in ("global_batch", "micro_batch", "log_every"):
-        if getattr(t, attr) <= 0:
-            fail(f"train.{attr}", f"must be positive, got {getattr(t, attr)}")
     if t.global_batch % t.micro_batch:
         fail("train.micro_batch", f"{t.micro_batch} does not divide global_batch {t.global_batch}")
-    if t.optimizer.lr <= 0:
-        fail("train.optimizer.lr", f"must be positive, got {t.optimizer.lr}")
 
 
 def _validate_budget_sizes(study: StudyConfig, sizes: dict, fail) -> None:
     """Each budget is positive and holds at least one global batch of every size (so after the train checks)."""
     batch = study.train.global_batch
     for i, budget in enumerate(study.budgets):
-        if budget <= 0:
-            fail(f"budgets[{i}]", f"must be positive, got {budget}")
         for name, size in sizes.items():
             per_step = batch * size.context_or(study.model.context)
             if budget < per_step:
@@ -429,8 +427,6 @@ def _validate_budget_sizes(study: StudyConfig, sizes: dict, fail) -> None:
 
 
 def _validate_schedule(sched: ScheduleConfig, fail) -> None:
-    if not 0 <= sched.warmup < 1:
-        fail("train.schedule.warmup", f"a fraction of the run in [0, 1), got {sched.warmup}")
     if sched.kind == "wsd" and not 0 < sched.cooldown < 1:
         fail("train.schedule.cooldown", f"a fraction of each budget in (0, 1), got {sched.cooldown}")
 
@@ -440,10 +436,6 @@ def _validate_data(d: DataConfig, fail) -> None:
         fail("data.paths", "no corpus files: give data.paths (or data.source: demo)")
     if d.tokenizer.kind == "pretrained" and not d.tokenizer.path:
         fail("data.tokenizer.path", "a pretrained tokenizer needs a local directory")
-    if d.val_tokens <= 0:
-        fail("data.val_tokens", f"must be positive, got {d.val_tokens}")
-    if d.val_every <= 0:
-        fail("data.val_every", f"must be positive, got {d.val_every}")
     vocab = d.tokenizer.vocab_size
     if d.tokenizer.kind == "bpe" and not MIN_BPE_VOCAB <= vocab <= MAX_VOCAB:
         fail("data.tokenizer.vocab_size", f"a BPE vocabulary holds {MIN_BPE_VOCAB} (the 256 bytes and 2 special "
@@ -465,13 +457,8 @@ def validate(study: StudyConfig) -> None:
     _validate_budget_list(study.budgets, fail)
     _validate_train(study.train, fail)
     _validate_budget_sizes(study, sizes, fail)
-    if study.model.context <= 0:
-        fail("model.context", f"must be positive, got {study.model.context}")
     _validate_schedule(study.train.schedule, fail)
     _validate_data(study.data, fail)
     if study.out_dir and Path(study.out_dir).exists() and not Path(study.out_dir).is_dir():
         fail("out_dir", f"{study.out_dir} is a file, not a folder")
     _validate_eval(study.eval, fail)
-    c = study.checkpoints
-    if c.count < 0 or c.every < 0:
-        fail("checkpoints", "count and every must not be negative")

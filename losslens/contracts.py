@@ -8,7 +8,8 @@
    The study's resolved config is ``RUN_DIR/study.yaml``; its token shards and tokenizer are in
    ``RUN_DIR/data/`` (``train.bin``, ``val.bin``, ``data.json``, ``tokenizer/``).
 
-2. The results table ``RUN_DIR/results.csv`` has the columns ``RESULTS_COLUMNS``, one row per
+2. The results table ``RUN_DIR/results.csv`` has the columns ``RESULTS_COLUMNS`` (each cell's type and range
+   in ``RESULTS_SCHEMA``), one row per
    checkpoint x task x metric (the pretraining loss itself is task ``pretrain``, metrics ``loss`` and
    ``bpb``). It is rebuilt from the per-(checkpoint, task) JSON files under ``RUN_DIR/evals/``, which
    may hold per-example records. ``analyze`` reads nothing else, so tables made elsewhere work too.
@@ -24,10 +25,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from losslens.errors import CheckpointError
 from losslens.metrics import FRACTION, METRICS, PRETRAIN, Metric
+from losslens.schema import Range
 
 STUDY_FILE = "study.yaml"
 DATA_DIR = "data"
@@ -67,10 +71,43 @@ CHECKPOINT_SEED_KEYS = (
 RESULTS_FILE = "results.csv"
 PRETRAIN_TASK = PRETRAIN  # rows of the pretraining loss itself (metrics loss, bpb): the x-axis, not a task
 EVALS_DIR = "evals"  # RUN_DIR/evals/<run>/<ckpt>/<task>.json: one result per checkpoint x task
-RESULTS_COLUMNS = (
-    "run", "n_params", "n_params_nonembed", "tokens", "step", "flops", "loss",
-    "task", "metric", "value", "ci_low", "ci_high", "n", "chance",
-)
+# Sanity limits: a number beyond them is a unit mistake or a corrupted cell, not a study. (Real tables reach
+# perplexities near 1e9 at initialisation; 1e15 leaves room and keeps every sum of squares finite.)
+MAX_PARAMS = 10**15
+MAX_TOKENS = 10**17
+MAX_STEPS = 10**12
+MAX_FLOPS = 1e35
+MAX_MAGNITUDE = 1e15  # of a loss, a value and its interval
+
+
+@dataclass(frozen=True)
+class Column:
+    """A results column: its cells' type, whether a cell may be empty, and the range of its values."""
+
+    kind: type  # str, int or float
+    optional: bool = False
+    range: Optional[Range] = None
+
+
+_VALUE = Range(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)  # and its metric's bounds (losslens.metrics)
+# One row per checkpoint x task x metric; the ranges are checked cell by cell by every reader and writer.
+RESULTS_SCHEMA = {
+    "run": Column(str),
+    "n_params": Column(int, range=Range(gt=0, le=MAX_PARAMS)),
+    "n_params_nonembed": Column(int, range=Range(gt=0, le=MAX_PARAMS)),  # and <= n_params
+    "tokens": Column(int, range=Range(ge=0, le=MAX_TOKENS)),
+    "step": Column(int, range=Range(ge=0, le=MAX_STEPS)),  # and step, flops grow with tokens within a run
+    "flops": Column(float, optional=True, range=Range(ge=0, le=MAX_FLOPS)),
+    "loss": Column(float, range=Range(gt=0, le=MAX_MAGNITUDE, what="a loss (nats/token)")),
+    "task": Column(str),
+    "metric": Column(str),
+    "value": Column(float, range=_VALUE),
+    "ci_low": Column(float, optional=True, range=_VALUE),  # ci_low <= value <= ci_high
+    "ci_high": Column(float, optional=True, range=_VALUE),
+    "n": Column(int, optional=True, range=Range(ge=0, le=MAX_TOKENS)),
+    "chance": Column(float, optional=True, range=Range(ge=0, le=1, what="a chance level")),
+}
+RESULTS_COLUMNS = tuple(RESULTS_SCHEMA)
 # Optional column: what the ``loss`` column holds, one value for the whole table. Absent, it is the
 # pretraining loss; a table imported from result files without one (``losslens import-results``)
 # names the task metric standing in for it, e.g. "LAMBADA (OpenAI) ln perplexity". Reports and plots

@@ -30,7 +30,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
 import yaml
@@ -41,24 +41,31 @@ from losslens.errors import CheckpointError, ConfigError, DataError
 from losslens.paths import local_path
 from losslens.evaluate.config import EvalConfig
 from losslens.fsio import atomic_directory, atomic_write_json, atomic_write_text
+from losslens.schema import PositiveInt
 from losslens.shards import shard_dtype
+from losslens.train.config import Context
+
+_TOKENS = Annotated[int, contracts.RESULTS_SCHEMA["tokens"].range]
+_PARAMS = Annotated[int, contracts.RESULTS_SCHEMA["n_params"].range]
+_STEP = Annotated[int, contracts.RESULTS_SCHEMA["step"].range]
+_FLOPS = Annotated[float, contracts.RESULTS_SCHEMA["flops"].range]
 
 
 @dataclass
 class ExternalCheckpoint:
     run: str
     path: str
-    tokens: int
+    tokens: _TOKENS
     size: Optional[str] = None  # model size label; default: the run name
-    step: Optional[int] = None
-    n_params: Optional[int] = None
-    n_params_nonembed: Optional[int] = None
-    flops: Optional[float] = None
+    step: Optional[_STEP] = None
+    n_params: Optional[_PARAMS] = None
+    n_params_nonembed: Optional[_PARAMS] = None  # and <= n_params
+    flops: Optional[_FLOPS] = None
 
 
 @dataclass
 class Validation:
-    tokens: int = 65536
+    tokens: PositiveInt = 65536
     text: Optional[str] = None  # a UTF-8 text file, tokenized with the checkpoints' tokenizer
     data_dir: Optional[str] = None  # or a losslens data folder (val.bin + data.json)
 
@@ -66,7 +73,7 @@ class Validation:
 @dataclass
 class Manifest:
     name: str
-    context: int
+    context: Context
     checkpoints: list[ExternalCheckpoint]
     validation: Validation = field(default_factory=Validation)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -101,7 +108,32 @@ def load_manifest(path: str | Path) -> Manifest:
         if (c.run, c.tokens) in seen:
             raise ConfigError(f"{path}: checkpoints[{i}]: run {c.run} at {c.tokens} tokens is listed twice")
         seen.add((c.run, c.tokens))
+        if c.n_params and c.n_params_nonembed and c.n_params_nonembed > c.n_params:
+            raise ConfigError(f"{path}: checkpoints[{i}].n_params_nonembed: {c.n_params_nonembed} is more than "
+                              f"n_params {c.n_params}")
+    _check_context_fits_runs(manifest, path)
     return manifest
+
+
+def _check_context_fits_runs(manifest: Manifest, path: Path) -> None:
+    """Each run's last checkpoint saw at least one sequence of ``context`` tokens (its budget, in the study)."""
+    last: dict[str, int] = {}
+    for c in manifest.checkpoints:
+        last[c.run] = max(last.get(c.run, 0), c.tokens)
+    for run, tokens in last.items():
+        if tokens < manifest.context:
+            i = next(i for i, c in enumerate(manifest.checkpoints) if c.run == run and c.tokens == tokens)
+            raise ConfigError(f"{path}: context: {manifest.context} tokens is more than run {run!r} saw by its last "
+                              f"checkpoint (checkpoints[{i}].tokens: {tokens}); is context or tokens mistyped?")
+
+
+def _check_context_fits_models(manifest: Manifest, ckpts: list[Path], path: str | Path) -> None:
+    """``context`` within every checkpoint's position limit (config.json ``max_position_embeddings``)."""
+    for ckpt in ckpts:
+        limit = _hf_config(ckpt).get("max_position_embeddings")
+        if isinstance(limit, int) and manifest.context > limit:
+            raise ConfigError(f"{path}: context: {manifest.context} tokens is more than {ckpt} takes "
+                              f"(max_position_embeddings {limit} in its config.json)")
 
 
 def _safetensors_counts(ckpt: Path) -> tuple[int, int]:
@@ -205,6 +237,7 @@ def import_manifest(manifest_path: str | Path, out_dir: str | Path) -> Path:
     for c in ckpts:
         if not c.is_dir():
             raise CheckpointError(f"{c}: checkpoint directory not found")
+    _check_context_fits_models(manifest, ckpts, manifest_path)
     fingerprints = {_tokenizer_fingerprint(c) for c in ckpts}
     if len(fingerprints) > 1:
         raise CheckpointError(f"{manifest_path}: the checkpoints use different tokenizers; their losses would not compare")

@@ -31,16 +31,19 @@ import io
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 from losslens.config import build_dataclass, read_yaml_mapping
-from losslens.contracts import RESULTS_COLUMNS, X_LABEL_COLUMN, metric_info
-from losslens.errors import ConfigError, DataError
+from losslens.analyze.table import parse_results
+from losslens.contracts import RESULTS_COLUMNS, RESULTS_SCHEMA, X_LABEL_COLUMN, metric_info
+from losslens.errors import ConfigError, DataError, ResultsError
 from losslens.evaluate.harness import metric_name
 from losslens.fsio import atomic_write_text
 from losslens.metrics import normal_interval
+from losslens.schema import NonNegativeInt, PositiveInt
 
 CONFIDENCE = 0.95  # the harness reports a standard error; the table holds this normal interval around the value
 _REVISION_RE = re.compile(r"(?:^|,)\s*revision\s*=\s*(?:[\w.-]*?)step(\d+)\s*(?:,|$)")
@@ -66,14 +69,14 @@ class FileSpec:
     """One result file, with its training progress when the file does not say it."""
 
     path: str
-    step: Optional[int] = None
-    tokens: Optional[int] = None
+    step: Optional[NonNegativeInt] = None
+    tokens: Optional[NonNegativeInt] = None
 
 
 @dataclass
 class RunSpec:
-    n_params: int
-    n_params_nonembed: int
+    n_params: Annotated[int, RESULTS_SCHEMA["n_params"].range]
+    n_params_nonembed: Annotated[int, RESULTS_SCHEMA["n_params_nonembed"].range]  # and <= n_params
     files: Union[str, list[Union[str, FileSpec]]]  # glob pattern(s) or paths, relative to ``root``
 
 
@@ -82,10 +85,11 @@ class ImportMapping:
     runs: dict[str, RunSpec]  # run name -> its files and size
     x_axis: XAxis
     root: Optional[str] = None  # where file paths start; relative to the mapping file (default: its folder)
-    tokens_per_step: Optional[int] = None  # tokens = step x this, where a file gives no tokens
+    tokens_per_step: Optional[PositiveInt] = None  # tokens = step x this, where a file gives no tokens
     tasks: Optional[list[str]] = None  # names or fnmatch patterns; default: every task in the files
     metrics: Optional[list[str]] = None  # default: every numeric metric
-    chance: dict[str, float] = field(default_factory=dict)  # task -> chance level of its accuracies
+    # task -> chance level of its accuracies
+    chance: dict[str, Annotated[float, RESULTS_SCHEMA["chance"].range]] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,6 +99,9 @@ class HarnessFile:
     path: Path
     results: dict[str, dict[str, tuple[float, Optional[float]]]]  # task -> metric -> (value, stderr)
     model_args: str
+    # task -> metric -> what the file holds instead of a finite number (NaN, Infinity, "N/A", true): not
+    # imported, and counted aloud (:func:`import_results`), never dropped without a word
+    not_numbers: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def step(self) -> Optional[int]:
         m = _REVISION_RE.search(self.model_args)
@@ -109,6 +116,7 @@ class ImportSummary:
     n_checkpoints: int
     tasks: list[str]
     x_label: str
+    skipped: list[str] = field(default_factory=list)  # results that are not numbers, "FILE: results.T.M = 'N/A'"
 
 
 def _is_pattern(text: str) -> bool:
@@ -136,23 +144,39 @@ def read_harness_file(path: str | Path) -> HarnessFile:
     if not isinstance(results, dict):
         raise DataError(f"{path}: results: missing or not a mapping (is this an lm-evaluation-harness result file?)")
     parsed: dict[str, dict[str, tuple[float, Optional[float]]]] = {}
+    not_numbers: dict[str, dict[str, object]] = {}
     for task, entries in results.items():
         if not isinstance(entries, dict):
             raise DataError(f"{path}: results.{task}: expected a mapping of metrics, got {type(entries).__name__}")
-        metrics = {}
-        layout_04 = any("," in str(k) for k in entries)
-        for key, value in entries.items():
-            metric, _, filt = str(key).partition(",")
-            if metric.endswith("_stderr") or _number(value) is None or (layout_04 and not filt):
-                continue  # stderr entries go with their metric; "alias", "sample_len", "N/A" are not metrics
-            stderr_key = f"{metric}_stderr,{filt}" if filt else f"{metric}_stderr"
-            metrics[metric_name(metric, filt) if filt else metric] = (_number(value), _number(entries.get(stderr_key)))
-        parsed[str(task)] = metrics
+        parsed[str(task)], not_numbers[str(task)] = _metrics_of(path, str(task), entries)
     config = raw.get("config") if isinstance(raw.get("config"), dict) else {}
     args = config.get("model_args", "")
     if isinstance(args, dict):  # 0.4 may keep them as a mapping
         args = ",".join(f"{k}={v}" for k, v in args.items())
-    return HarnessFile(path, parsed, str(args or ""))
+    return HarnessFile(path, parsed, str(args or ""), {t: bad for t, bad in not_numbers.items() if bad})
+
+
+_NOT_METRICS = {"alias", "sample_len", "samples", "sample_count"}  # entries of a task that are no metric
+
+
+def _metrics_of(path: Path, task: str, entries: dict) -> tuple[dict, dict]:
+    """(metric -> (value, stderr), metric -> a value that is not a finite number) of one task's entries."""
+    metrics, not_numbers = {}, {}
+    layout_04 = any("," in str(k) for k in entries)
+    for key, value in entries.items():
+        metric, _, filt = str(key).partition(",")
+        if metric.endswith("_stderr") or metric in _NOT_METRICS or (layout_04 and not filt):
+            continue  # stderr entries go with their metric
+        name = metric_name(metric, filt) if filt else metric
+        if _number(value) is None:
+            not_numbers[name] = value
+            continue
+        stderr_key = f"{metric}_stderr,{filt}" if filt else f"{metric}_stderr"
+        stderr = _number(entries.get(stderr_key))  # "N/A" (the harness without a bootstrap): no interval
+        if stderr is not None and stderr < 0:
+            raise DataError(f"{path}: results.{task}.{stderr_key}: a standard error is not negative, got {stderr:g}")
+        metrics[name] = (_number(value), stderr)
+    return metrics, not_numbers
 
 
 def load_mapping(path: str | Path) -> ImportMapping:
@@ -161,9 +185,9 @@ def load_mapping(path: str | Path) -> ImportMapping:
     if not mapping.runs:
         raise ConfigError(f"{path}: runs: no runs given")
     for run, spec in mapping.runs.items():
-        for key in ("n_params", "n_params_nonembed"):
-            if getattr(spec, key) <= 0:
-                raise ConfigError(f"{path}: runs.{run}.{key}: must be positive, got {getattr(spec, key)}")
+        if spec.n_params_nonembed > spec.n_params:
+            raise ConfigError(f"{path}: runs.{run}.n_params_nonembed: {spec.n_params_nonembed} is more than "
+                              f"n_params {spec.n_params}")
     return mapping
 
 
@@ -201,6 +225,9 @@ def _progress(hf: HarnessFile, spec: FileSpec, mapping: ImportMapping, where: st
 
 def _x_value(hf: HarnessFile, x: XAxis) -> float:
     value = hf.results.get(x.task, {}).get(x.metric)
+    if value is None and x.metric in hf.not_numbers.get(x.task, {}):
+        raise DataError(f"{hf.path}: results.{x.task}.{x.metric}: {hf.not_numbers[x.task][x.metric]!r} is not a "
+                        f"finite number (the x-axis, x_axis in the mapping)")
     if value is None:
         raise DataError(f"{hf.path}: results.{x.task}.{x.metric}: missing (the x-axis, x_axis in the mapping)")
     v = value[0]
@@ -214,7 +241,8 @@ def _x_value(hf: HarnessFile, x: XAxis) -> float:
 
 
 def _selected(hf: HarnessFile, mapping: ImportMapping) -> list[tuple[str, str]]:
-    """(task, metric) pairs of a file to write. A task named literally in ``tasks`` must be there."""
+    """(task, metric) pairs of a file to write (those that are not numbers included: the caller counts them).
+    A task named literally in ``tasks`` must be there."""
     names = mapping.tasks
     if names is None:
         tasks = sorted(hf.results)
@@ -225,7 +253,7 @@ def _selected(hf: HarnessFile, mapping: ImportMapping) -> list[tuple[str, str]]:
         tasks = sorted(t for t in hf.results if any(fnmatch.fnmatchcase(t, n) for n in names))
     pairs = []
     for task in tasks:
-        for metric in hf.results[task]:
+        for metric in [*hf.results[task], *hf.not_numbers.get(task, {})]:
             if (task, metric) == (mapping.x_axis.task, mapping.x_axis.metric):
                 continue
             if mapping.metrics is None or metric in mapping.metrics or metric.partition(":")[0] in mapping.metrics:
@@ -234,7 +262,7 @@ def _selected(hf: HarnessFile, mapping: ImportMapping) -> list[tuple[str, str]]:
 
 
 def _rows_of_run(mapping_path: Path, root: Path, mapping: ImportMapping, run: str, spec: RunSpec,
-                 seen: dict[tuple[str, int], Path]) -> list[dict]:
+                 seen: dict[tuple[str, int], Path], skipped: list[str]) -> list[dict]:
     where = f"{mapping_path}: runs.{run}.files"
     rows = []
     for fs in _run_files(mapping_path, root, run, spec):
@@ -245,6 +273,9 @@ def _rows_of_run(mapping_path: Path, root: Path, mapping: ImportMapping, run: st
         seen[(run, tokens)] = hf.path
         loss = _x_value(hf, mapping.x_axis)
         for task, metric in _selected(hf, mapping):
+            if metric not in hf.results[task]:
+                skipped.append(f"{hf.path}: results.{task}.{metric} = {hf.not_numbers[task][metric]!r}")
+                continue
             value, stderr = hf.results[task][metric]
             chance = mapping.chance.get(task) if metric_info(metric).discontinuous else None
             low, high = ("", "") if stderr is None else map(repr, normal_interval(value, stderr, CONFIDENCE))
@@ -274,8 +305,9 @@ def import_results(mapping: str | Path, out: str | Path, *, root: str | Path | N
         raise ConfigError(f"{mapping_path}: root: {root} is not a directory")
     rows: list[dict] = []
     seen: dict[tuple[str, int], Path] = {}
+    skipped: list[str] = []
     for run, run_spec in spec.runs.items():
-        rows += _rows_of_run(mapping_path, root, spec, run, run_spec, seen)
+        rows += _rows_of_run(mapping_path, root, spec, run, run_spec, seen, skipped)
     if not rows:
         raise DataError(f"{mapping_path}: tasks/metrics: no result matches them in the files")
     rows.sort(key=lambda r: (r["n_params"], r["run"], r["tokens"], r["task"], r["metric"]))
@@ -284,9 +316,13 @@ def import_results(mapping: str | Path, out: str | Path, *, root: str | Path | N
     writer.writeheader()
     writer.writerows(rows)
     out = Path(out)
+    try:  # nothing analyze would refuse is written: the same schema and checks, before writing
+        parse_results(buf.getvalue(), out)
+    except ResultsError as e:
+        raise DataError(f"{mapping_path}: not written, analyze would refuse the table: {e}") from None
     atomic_write_text(out, buf.getvalue())
     return ImportSummary(out, len(rows), list(spec.runs), len(seen), sorted({r["task"] for r in rows}),
-                         spec.x_axis.describe())
+                         spec.x_axis.describe(), skipped)
 
 
 # ---------------------------------------------------------------- command line
@@ -300,6 +336,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     s = import_results(args.mapping, args.out, root=args.root)
+    if s.skipped:
+        print(f"warning: {len(s.skipped)} results are not numbers and were not imported (first: {s.skipped[0]})",
+              file=sys.stderr)
     print(f"imported {s.n_checkpoints} checkpoints of {len(s.runs)} runs, {len(s.tasks)} tasks: {s.n_rows} rows")
     print(f"x-axis: {s.x_label}")
     print(f"table:  {s.out}  (next: losslens analyze --results {s.out})")

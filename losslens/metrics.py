@@ -236,7 +236,10 @@ def aggregate(
     """Mean of per-example values with its bootstrap interval: ``{value, ci_low, ci_high, n}``."""
     x = np.asarray(values, dtype=np.float64)
     low, high = bootstrap_ci(x, n_resamples, confidence, seed)
-    return {"value": float(x.mean()), "ci_low": low, "ci_high": high, "n": int(x.size)}
+    mean = float(x.mean())
+    if math.isfinite(low):  # a few resamples of a skewed sample can all miss the mean; an interval holds its value
+        low, high = min(low, mean), max(high, mean)
+    return {"value": mean, "ci_low": low, "ci_high": high, "n": int(x.size)}
 
 
 def normal_interval(value: float, stderr: float, confidence: float) -> tuple[float, float]:

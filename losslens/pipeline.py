@@ -12,7 +12,8 @@ import os
 import time
 from pathlib import Path
 
-from losslens.argtypes import output_dir
+from losslens.analyze.config import AnalyzeOptions
+from losslens.argtypes import flag, output_dir
 from losslens.config import load_study
 
 
@@ -20,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", help="study config (YAML), e.g. configs/demo.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--out", type=output_dir, help="study folder (default: the config's out_dir, or checkpoints/<name>)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples in analyze")
+    p.add_argument("--bootstrap", type=flag(AnalyzeOptions, "bootstrap"), default=1000, metavar="N",
+                   help="bootstrap resamples in analyze")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
 
 

@@ -177,10 +177,10 @@ def _analyzable_folder(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("flags, fragment", [
-    (["--batch-size", "-4"], "argument --batch-size: must be a positive integer, got -4"),
-    (["--batch-size", "0"], "argument --batch-size: must be a positive integer, got 0"),
-    (["--max-examples", "0"], "argument --max-examples: must be a positive integer, got 0"),
-    (["--threads", "0"], "argument --threads: must be a positive integer, got 0"),
+    (["--batch-size", "-4"], "argument --batch-size: must be positive, got -4"),
+    (["--batch-size", "0"], "argument --batch-size: must be positive, got 0"),
+    (["--max-examples", "0"], "argument --max-examples: must be positive, got 0"),
+    (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
     (["--lock-timeout", "-1"], "argument --lock-timeout: must be a positive number, got -1"),
     (["--device", "tpu"], "argument --device: unknown device 'tpu'"),
 ])
@@ -422,7 +422,7 @@ def _edit_table(tmp_path: Path, edits: dict[tuple[int, str], str]) -> Path:
 @pytest.mark.parametrize("line, column, value, fragment", [
     (3, "value", "33", ":3: column 'value': metric 'acc' lies in [0, 1], got 33"),
     (2, "value", "-0.5", ":2: column 'value': metric 'loss' lies in [0, inf], got -0.5"),
-    (5, "chance", "7", ":5: column 'chance': a chance level lies in [0, 1], got 7"),
+    (5, "chance", "7", ":5: column 'chance': must be a chance level in [0, 1], got 7"),
     (3, "loss", "3.5", ":3: column 'loss': 3.5 for run 's_8M' at 1000000 tokens, but line 2 says 4"),
     (3, "flops", "1e15", ":3: column 'flops': 1e+15 for run 's_8M' at 1000000 tokens, but line 2 says 6e+12"),
 ])

@@ -83,8 +83,8 @@ def test_one_seed_study_writes_and_hashes_as_before(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("seeds=[0, -1]", "seeds[1]: seeds must not be negative, got init -1, data -1"),
-    ("seeds=[{init: 0, data: -2}]", "seeds[0]: seeds must not be negative, got init 0, data -2"),
+    ("seeds=[0, -1]", "seeds[1]: must not be negative, got -1"),
+    ("seeds=[{init: 0, data: -2}]", "seeds[0].data: must not be negative, got -2"),
     ("seed=-1", "seed: must not be negative, got -1"),
     ("seeds=[0, 1, 1]", "seeds[2]: repeats seeds[1] (init 1, data 1)"),
     ("seeds=[2, {init: 2, data: 2}]", "seeds[1]: repeats seeds[0]"),

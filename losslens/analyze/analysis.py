@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from losslens.analyze.backtest import Holdout, choose_holdout, fit_law, run_backtest
-from losslens.analyze.config import read_analyze_config
+from losslens.analyze.config import AnalyzeOptions, read_analyze_config
 from losslens.analyze.pairs import analyze_pairs
 from losslens.analyze.scaling import ScalingFit, forecast
 from losslens.analyze.table import ResultsError, Series, Table, check_table_matches_study, read_results, with_x_axis
@@ -91,6 +91,21 @@ def _one_blas_thread():
         yield
 
 
+# The bootstrap holds a few (points x resamples) float arrays of a task x metric at once, and every fit a
+# (grid x points) design: beyond these a table is refused up front, not met as an allocation of tens of GiB.
+MAX_POINTS = 200_000
+MAX_RESAMPLED_POINTS = 25_000_000
+
+
+def _check_fits_in_memory(table: Table, series: list[Series], n_bootstrap: int) -> None:
+    for s in series:
+        if len(s) > MAX_POINTS or len(s) * n_bootstrap > MAX_RESAMPLED_POINTS:
+            raise ResultsError(
+                f"{table.path}: task {s.task!r} metric {s.metric!r} has {len(s):,} points; analyze takes at most "
+                f"{MAX_POINTS:,} per task x metric, and points x --bootstrap at most {MAX_RESAMPLED_POINTS:,} "
+                f"(here {len(s) * n_bootstrap:,}): lower --bootstrap or split the table")
+
+
 def run_analysis(results: str | Path, run_dir: str | Path | None = None, *, n_bootstrap: int = 1000,
                  seed: int = 0, forecast_sizes: list[float] | None = None, progress: bool | None = None,
                  scaling_points: str = "decayed", backtest: str | None = None, ci_level: float = 0.95,
@@ -107,8 +122,7 @@ def run_analysis(results: str | Path, run_dir: str | Path | None = None, *, n_bo
     """
     if scaling_points not in SCALING_POINTS:
         raise ResultsError(f"--scaling-points: expected one of {', '.join(SCALING_POINTS)}, got {scaling_points!r}")
-    if not 0 < ci_level < 1:
-        raise ResultsError(f"--ci-level: expected a number between 0 and 1, got {ci_level}")
+    AnalyzeOptions(n_bootstrap, seed, ci_level, forecast_sizes).check()
     opts = dict(n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes, progress=progress,
                 scaling_points=scaling_points, backtest=backtest, ci_level=ci_level, x=x)
     with _one_blas_thread():
@@ -129,6 +143,7 @@ def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progre
     holdout = choose_holdout(table, backtest)  # before any work: a bad --backtest fails fast
     items = [(t, m) for t in table.tasks() for m in table.metrics(t)]
     series = [table.series(task, metric) for task, metric in items]
+    _check_fits_in_memory(table, series, n_bootstrap)
     jobs = [(s, run_dir, n_bootstrap, seed + i, ci_level, MIN_SIDE) for i, s in enumerate(series)]
     metrics: dict[tuple[str, str], MetricAnalysis] = {
         key: MetricAnalysis(s, res, align, seeds=per_seed)

@@ -78,6 +78,9 @@ def choose_holdout(table: Table, spec: str | None) -> Holdout | str:
             raise ResultsError(f"--backtest {spec}: every run of {table.path} has the largest budget; nothing to fit on")
         return Holdout(spec, runs)
     runs = [r.strip() for r in spec.split(",") if r.strip()]
+    twice = next((r for i, r in enumerate(runs) if r in runs[:i]), None)
+    if twice is not None:
+        raise ResultsError(f"--backtest {spec}: run {twice!r} is named twice")
     unknown = [r for r in runs if r not in table.runs()]
     if unknown or not runs:
         raise ResultsError(f"--backtest {spec}: no run {', '.join(unknown) or spec!r} in {table.path} "

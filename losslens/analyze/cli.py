@@ -5,24 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from losslens.analyze.config import AnalyzeOptions
 from losslens.analyze.table import X_AXES, ResultsError
-from losslens.argtypes import output_dir, unwritable_folder
-
-
-def _sizes(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+from losslens.argtypes import flag, output_dir, unwritable_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", nargs="?", type=Path, help="study directory holding results.csv")
     parser.add_argument("--results", type=Path, help="results table to read (default: RUN_DIR/results.csv)")
     parser.add_argument("--out", type=output_dir, help="where report.json, report.md and plots/ go (default: RUN_DIR)")
-    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    parser.add_argument("--forecast-sizes", type=_sizes, metavar="N1,N2",
+    parser.add_argument("--bootstrap", type=flag(AnalyzeOptions, "bootstrap"), default=1000, metavar="N",
+                        help="bootstrap resamples: 0 (no intervals) or at least 10 (default 1000)")
+    parser.add_argument("--seed", type=flag(AnalyzeOptions, "seed"), default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--forecast-sizes", type=flag(AnalyzeOptions, "forecast_sizes"), metavar="N1,N2",
                         help="untrained non-embedding sizes to forecast (default: 10x and 100x the largest)")
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
     parser.add_argument("--scaling-points", default="decayed", metavar="decayed|all",
@@ -34,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--x", choices=X_AXES, default=None,
                         help="x-axis: validation loss (nats/token) or bits per byte, which compares runs with "
                              "different tokenizers (default: analyze.x of RUN_DIR/study.yaml, else loss)")
-    parser.add_argument("--ci-level", type=float, default=0.95, metavar="P",
+    parser.add_argument("--ci-level", type=flag(AnalyzeOptions, "ci_level"), default=0.95, metavar="P",
                         help="level of every interval (default 0.95)")
 
 
@@ -46,8 +41,6 @@ def main(args: argparse.Namespace) -> int:
         raise ResultsError("give a RUN_DIR or --results PATH")
     if args.out is None and args.run_dir is not None and args.run_dir.is_dir() and unwritable_folder(args.run_dir):
         raise ResultsError(f"{unwritable_folder(args.run_dir)}: the report goes there; give --out DIR")
-    if args.bootstrap < 0:
-        raise ResultsError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     analysis = analyze(args.run_dir, results=args.results, out=args.out, n_bootstrap=args.bootstrap,
                        seed=args.seed, forecast_sizes=args.forecast_sizes, plots=not args.no_plots,
                        scaling_points=args.scaling_points, backtest=args.backtest, ci_level=args.ci_level,

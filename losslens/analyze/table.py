@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -17,21 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from losslens.contracts import (DEFAULT_X_LABEL, EVALS_DIR, META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, SEED_COLUMN,
-                                TOKENIZER_COLUMN, X_LABEL_COLUMN, checkpoint_dirname, list_runs, metric_info, read_meta)
+from losslens.contracts import (DEFAULT_X_LABEL, EVALS_DIR, META_FILE, PRETRAIN_TASK, RESULTS_COLUMNS, RESULTS_SCHEMA,
+                                SEED_COLUMN, TOKENIZER_COLUMN, X_LABEL_COLUMN, checkpoint_dirname, list_runs, metric_info,
+                                read_meta)
 from losslens.counts import count_label  # also imported from here (report, plots, tests)
 from losslens.errors import ResultsError
 
 
-# column -> (parser, may the cell be empty?)
-_INT, _FLOAT, _STR = "int", "float", "str"
-_SCHEMA = {
-    "run": (_STR, False), "n_params": (_INT, False), "n_params_nonembed": (_INT, False),
-    "tokens": (_INT, False), "step": (_INT, False), "flops": (_FLOAT, True), "loss": (_FLOAT, False),
-    "task": (_STR, False), "metric": (_STR, False), "value": (_FLOAT, False),
-    "ci_low": (_FLOAT, True), "ci_high": (_FLOAT, True), "n": (_INT, True), "chance": (_FLOAT, True),
-}
-assert tuple(_SCHEMA) == RESULTS_COLUMNS
+# column -> (parser, may the cell be empty?), from the contract's schema (which also holds each column's range)
+_INT, _FLOAT, _STR = int, float, str
+_SCHEMA = {name: (column.kind, column.optional) for name, column in RESULTS_SCHEMA.items()}
 X_AXES = ("loss", "bpb")  # what a Series' x (``loss``) holds: the table's loss column, or the pretraining bpb
 BPB_METRIC = "bpb"
 BPB_X_LABEL = "validation bits per byte"
@@ -270,15 +266,25 @@ def read_results(path: str | Path) -> Table:
     if not path.is_file():
         raise ResultsError(f"{path}: results table not found")
     _check_is_text(path)
-    texts, lines = _read_cells(path)
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark (spreadsheet export) is not a cell
+        text = f.read()
+    return parse_results(text, path)
+
+
+def parse_results(text: str, path: str | Path) -> Table:
+    """:func:`read_results` of a table's text (``path`` names it in messages): also how a writer checks a
+    table before writing it (``losslens import-results`` writes nothing analyze would refuse)."""
+    path = Path(path)
+    texts, lines = _read_cells(text, path)
     x_label = _x_label(path, dict(reversed([(t, line) for t, line in zip(texts.get(X_LABEL_COLUMN, []), lines)])))
     cols = _typed_columns(path, texts, lines)
-    _check_signs(path, cols, lines)
     _check_runs_and_keys(path, cols, lines)
+    given_flops = cols["flops"].copy()
     no_flops = ~np.isfinite(cols["flops"])
     cols["flops"][no_flops] = 6.0 * cols["n_params_nonembed"][no_flops] * cols["tokens"][no_flops]
     _check_bounds(path, cols, lines)
     _check_one_checkpoint_one_row(path, cols, lines)
+    check_table_consistency(path, {**cols, "flops": given_flops}, lines)  # estimates do not count as falls
     cols["line"] = np.array(lines)
     if TOKENIZER_COLUMN in texts:
         cols[TOKENIZER_COLUMN] = np.array(texts[TOKENIZER_COLUMN], dtype=str)
@@ -286,22 +292,34 @@ def read_results(path: str | Path) -> Table:
     return Table(path=path, cols=cols, x_label=x_label)
 
 
-def _read_cells(path: Path) -> tuple[dict[str, list[str]], list[int]]:
-    """The stripped cells of every column we read ({name: cells}), and each row's line number."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, [])
+def _read_cells(text: str, path: Path) -> tuple[dict[str, list[str]], list[int]]:
+    """The stripped cells of every column we read ({name: cells}), and each row's line number.
+
+    A row with fewer cells than the header, or a last line without its line break, is a table cut mid-line
+    (a copy or a write that stopped): refused, since the rows after it are missing."""
+    if text and not text.endswith(("\n", "\r")):
+        raise ResultsError(f"{path}:{text.count(chr(10)) + 1}: the last line has no line break: the table was cut "
+                           f"mid-line (truncated?); if that row is complete, end it with a newline")
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = [h.strip() for h in next(reader, [])]
         missing = [c for c in RESULTS_COLUMNS if c not in header]
         if missing:
             raise ResultsError(f"{path}: missing column(s) {', '.join(missing)} (have: {', '.join(header) or 'none'})")
+        twice = next((c for i, c in enumerate(header) if c in header[:i]), None)
+        if twice is not None:  # which of the two would be read is a guess
+            raise ResultsError(f"{path}:1: column {twice!r} appears twice in the header")
         raw, lines = [], []
         for row in reader:
             if not row:
                 continue  # a blank line, as csv.DictReader skips it
-            if len(row) > len(header):
-                raise ResultsError(f"{path}:{reader.line_num}: more cells than columns in the header")
+            if len(row) != len(header):
+                raise ResultsError(f"{path}:{reader.line_num}: {len(row)} cells, but the header has {len(header)} "
+                                   + ("(cut mid-line?)" if len(row) < len(header) else "columns"))
             raw.append(row)
             lines.append(reader.line_num)
+    except csv.Error as e:  # e.g. a quoted cell left open by a cut
+        raise ResultsError(f"{path}:{reader.line_num}: not a readable CSV row ({e})") from None
     if not lines:
         raise ResultsError(f"{path}: no rows")
     position = {name: header.index(name) for name in [*RESULTS_COLUMNS, X_LABEL_COLUMN, TOKENIZER_COLUMN, SEED_COLUMN]
@@ -315,26 +333,66 @@ def _typed_columns(path: Path, texts: dict[str, list[str]], lines: list[int]) ->
     if any(v is None for v in cols.values()):  # some cell is wrong: find the first, in file order
         rows = _parse_rows(path, texts, lines)
         cols = {c: np.array(v, dtype=str if _SCHEMA[c][0] == _STR else float) for c, v in rows.items()}
+    _check_ranges(path, cols, lines)
     for c in ("n_params", "n_params_nonembed", "tokens", "step"):
         cols[c] = cols[c].astype(np.int64)
     return cols
 
 
-def _check_signs(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
-    """loss and sizes positive, tokens not negative; the first offending row is reported."""
-    def fail(i: int, col: str, why: str) -> ResultsError:
-        return ResultsError(f"{path}:{lines[i]}: column {col!r}: {why}")
-
-    bad = np.flatnonzero(cols["loss"] <= 0)
-    if len(bad):
-        raise fail(bad[0], "loss", f"must be positive (nats/token), got {cols['loss'][bad[0]]:g}")
-    for c in ("n_params", "n_params_nonembed"):
-        bad = np.flatnonzero(cols[c] <= 0)
+def _check_ranges(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
+    """Every cell inside its column's range (``contracts.RESULTS_SCHEMA``; empty cells are nan and pass), before
+    integers are cast: 1e295 parameters are out of range, not a wrapped-around negative count."""
+    firsts = []
+    for name, column in RESULTS_SCHEMA.items():
+        r = column.range
+        if r is None:
+            continue
+        v = cols[name]
+        ok = np.isnan(v) | np.isin(v, np.array(r.also, dtype=float)) | (r.above_low(v) & r.below_high(v))
+        bad = np.flatnonzero(~ok)
         if len(bad):
-            raise fail(bad[0], c, f"must be positive, got {cols[c][bad[0]]}")
-    bad = np.flatnonzero(cols["tokens"] < 0)
-    if len(bad):
-        raise fail(bad[0], "tokens", f"must be >= 0, got {cols['tokens'][bad[0]]}")
+            firsts.append((int(bad[0]), name))
+    if firsts:
+        i, name = min(firsts)
+        value = cols[name][i]
+        shown = int(value) if RESULTS_SCHEMA[name].kind is int and abs(value) < 2**63 else float(value)
+        raise ResultsError(f"{path}:{lines[i]}: column {name!r}: {RESULTS_SCHEMA[name].range.problem(shown)}")
+
+
+def check_table_consistency(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
+    """What a row or a run must agree with: n_params_nonembed <= n_params, ci_low <= value <= ci_high (where
+    given; rounding aside), and, within a run, step and flops that never fall while tokens rise."""
+    value, low, high = cols["value"], cols["ci_low"], cols["ci_high"]
+    slack = 1e-9 * np.maximum(np.abs(value), 1.0)
+    checks = [
+        (cols["n_params_nonembed"] > cols["n_params"], "n_params_nonembed",
+         lambda i: f"{int(cols['n_params_nonembed'][i])} is more than n_params {int(cols['n_params'][i])}"),
+        (low > high, "ci_low", lambda i: f"{low[i]:g} is above ci_high {high[i]:g}"),
+        ((low > value + slack) | (high < value - slack), "value",
+         lambda i: f"{value[i]:g} lies outside its interval [{low[i]:g}, {high[i]:g}]"),
+    ]
+    for column in ("step", "flops"):
+        falls = _falls_within_run(cols, column)
+        checks.append((falls, column, lambda i, c=column: f"{cols[c][i]:g} at {int(cols['tokens'][i])} tokens is "
+                                                          f"less than at fewer tokens of run {str(cols['run'][i])!r}; "
+                                                          f"it cannot fall while tokens rise"))
+    firsts = [(int(np.flatnonzero(bad)[0]), column, why) for bad, column, why in checks if bad.any()]
+    if firsts:
+        i, column, why = min(firsts, key=lambda f: f[0])
+        raise ResultsError(f"{path}:{lines[i]}: column {column!r}: {why(i)}")
+
+
+def _falls_within_run(cols: dict[str, np.ndarray], column: str) -> np.ndarray:
+    """Rows whose ``column`` is below that of the run's previous checkpoint (by tokens; empty cells skipped).
+    Rows of one checkpoint that disagree are :func:`_check_one_checkpoint_one_row`'s to report."""
+    v = cols[column].astype(float)
+    given = np.flatnonzero(~np.isnan(v))
+    order = given[np.lexsort((cols["tokens"][given], cols["run"][given]))]
+    run, tokens, vals = cols["run"][order], cols["tokens"][order], v[order]
+    fall = np.r_[False, (run[1:] == run[:-1]) & (tokens[1:] > tokens[:-1]) & (vals[1:] < vals[:-1])]
+    out = np.zeros(len(v), dtype=bool)
+    out[order] = fall
+    return out
 
 
 def _check_runs_and_keys(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
@@ -383,20 +441,16 @@ def _seed_column(path: Path, cells: list[str] | None, run: np.ndarray, lines: li
 
 def _check_bounds(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
     """Values inside their metric's bounds (``Metric.bounds``: an accuracy of 33 is a percentage, not a
-    fraction) and chance levels in [0, 1]; the first offending row is reported."""
+    fraction; chance levels are a column range); the first offending row is reported."""
     names, inverse = np.unique(cols["metric"], return_inverse=True)
     bounds = np.array([metric_info(str(m)).bounds for m in names], dtype=float).reshape(-1, 2)
     low, high = bounds[inverse, 0], bounds[inverse, 1]
-    value, chance = cols["value"], cols["chance"]
+    value = cols["value"]
     bad_value = np.flatnonzero((value < low) | (value > high))
-    bad_chance = np.flatnonzero((chance < 0) | (chance > 1))  # nan (no chance level) compares False
-    if len(bad_value) and (not len(bad_chance) or bad_value[0] <= bad_chance[0]):
+    if len(bad_value):
         i = int(bad_value[0])
         raise ResultsError(f"{path}:{lines[i]}: column 'value': metric {str(cols['metric'][i])!r} lies in "
                            f"[{low[i]:g}, {high[i]:g}], got {value[i]:g}")
-    if len(bad_chance):
-        i = int(bad_chance[0])
-        raise ResultsError(f"{path}:{lines[i]}: column 'chance': a chance level lies in [0, 1], got {chance[i]:g}")
 
 
 def _check_one_checkpoint_one_row(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:

@@ -36,6 +36,7 @@ from typing import Callable, Optional, Protocol
 from losslens import contracts
 from losslens.analyze.threshold import EMERGENT, find_threshold
 from losslens.evaluate.config import AdaptiveConfig
+from losslens.errors import ConfigError
 from losslens.evaluate.order import bisection_order, coarse_to_fine
 from losslens.evaluate.units import Unit
 
@@ -184,6 +185,7 @@ def run_adaptive(runs: dict[str, list[Path]], units: list[Unit], evaluator: Eval
     pretrain, tasks = units[0], units[1:]
     report = AdaptiveReport(total=sum(map(len, runs.values())) * len(tasks))
     limit = budget_units(settings.budget, report.total)
+    _check_budget_covers_ends(runs, len(tasks), limit, settings.budget)
     coarse = _coarse_pass(runs, limit // max(len(tasks), 1), settings.coarse)
     report.tasks = {t.name: TaskState(t, {r: set(p) for r, p in coarse.items()}) for t in tasks}
     place = {ckpt: (run, p) for run, ckpts in runs.items() for p, ckpt in enumerate(ckpts)}
@@ -207,6 +209,17 @@ def run_adaptive(runs: dict[str, list[Path]], units: list[Unit], evaluator: Eval
                              if p not in s.chosen[run]] for name, s in report.tasks.items()}
     _log_report(report, runs, settings, log)
     return report
+
+
+def _check_budget_covers_ends(runs: dict[str, list[Path]], n_tasks: int, limit: int, budget: Optional[float]) -> None:
+    """A budget below the first and last checkpoint of every run, for each task, places no threshold: it
+    would evaluate next to nothing and report the tasks "settled"."""
+    needed = n_tasks * sum(min(2, len(ckpts)) for ckpts in runs.values())
+    if limit < needed:
+        total = n_tasks * sum(map(len, runs.values()))
+        raise ConfigError(f"--budget / eval.adaptive.budget {budget:g}: {limit} task units cannot hold the first and "
+                          f"last checkpoint of every run for each task ({needed} of the full sweep's {total}); "
+                          f"give at least {needed} or a larger fraction")
 
 
 def _coarse_pass(runs: dict[str, list[Path]], per_task: int, coarse: int) -> dict[str, list[int]]:

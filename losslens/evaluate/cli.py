@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from losslens.argtypes import budget, device, positive_float, positive_int, shard
+from losslens.argtypes import budget, device, flag, positive_float, shard
+from losslens.evaluate.config import AdaptiveConfig, EvalConfig
+from losslens.train.config import TrainConfig
 from losslens.evaluate.order import ORDERS
 
 
@@ -22,11 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="take part I of N disjoint parts of the checkpoints, counting from 0 (0/4 ... 3/4), for "
                         "job arrays; 'slurm' reads SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and "
                         "SLURM_ARRAY_TASK_COUNT (ids may start at 1); default: the rank under accelerate launch, else all")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="sequences per forward pass (default eval.batch_size)")
+    p.add_argument("--batch-size", type=flag(EvalConfig, "batch_size"), default=None, help="sequences per forward pass (default eval.batch_size)")
     p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1, ... (default: cuda:LOCAL_RANK if available)")
     p.add_argument("--per-example", action="store_true", default=None,
                    help="also write per-example records (prediction, reference, per-choice log-likelihoods)")
-    p.add_argument("--max-examples", type=positive_int, default=None, help="evaluate only the first N examples of each task")
+    p.add_argument("--max-examples", type=flag(EvalConfig, "max_examples"), default=None, help="evaluate only the first N examples of each task")
     p.add_argument("--force", action="store_true", help="recompute results that are already up to date")
     p.add_argument("--order", choices=ORDERS, default="tokens",
                    help="visit checkpoints run by run (tokens), or so that any prefix of the sweep spans every "
@@ -34,13 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adaptive", action="store_true", default=None,
                    help="evaluate tasks on a coarse pass of checkpoints, then only where a task's metric moves and "
                         "around its provisional threshold (docs/evaluate.md; default eval.adaptive.enabled)")
-    p.add_argument("--eta-width", type=positive_float, default=None, metavar="NATS",
+    p.add_argument("--eta-width", type=flag(AdaptiveConfig, "eta_width"), default=None, metavar="NATS",
                    help="with --adaptive: a task is done when its threshold's interval is narrower "
                         "(default eval.adaptive.eta_width, 0.05)")
     p.add_argument("--budget", type=budget, default=None, metavar="N|FRACTION",
                    help="with --adaptive: evaluate at most N (checkpoint, task) units, or this fraction of the full "
                         "sweep's, coarse pass included (default eval.adaptive.budget: no limit)")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=flag(TrainConfig, "threads"), default=None, help="CPU threads for torch")
     p.add_argument("--lock-timeout", type=positive_float, default=6 * 3600,
                    help="seconds after which a claim by an evaluator on another host counts as abandoned")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -32,16 +32,17 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional
+from typing import Annotated, Any, Callable, NoReturn, Optional
 
 import numpy as np
 
 from losslens.config import build_dataclass, read_yaml_mapping
-from losslens.contracts import PRETRAIN_TASK
+from losslens.contracts import PRETRAIN_TASK, RESULTS_SCHEMA
 from losslens.errors import ConfigError, DataError
 from losslens.evaluate.kinds import TASK_KINDS, kind_of
 from losslens.metrics import chance_levels, kind_metrics
 from losslens.paths import local_path  # also imported from here by evaluate.sweep
+from losslens.schema import NonNegativeInt, PositiveInt
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -55,13 +56,13 @@ class TaskOptions:
     name: Optional[str] = None  # default: the file's stem
     kind: Optional[str] = None  # a name in losslens.evaluate.kinds.TASK_KINDS; default: told by the data's fields
     fewshot_file: Optional[str] = None  # a separate split to draw few-shot examples from
-    num_fewshot: int = 0
-    chance: Optional[float] = None  # default: each metric's rule (losslens.metrics)
+    num_fewshot: NonNegativeInt = 0
+    chance: Optional[Annotated[float, RESULTS_SCHEMA["chance"].range]] = None  # default: each metric's rule
     metrics: Optional[list[str]] = None  # default: all of the kind's metrics
     separator: str = ""  # between context and choice (prompt and reference)
     fewshot_separator: str = "\n\n"  # between few-shot examples and before the question
     stop: Optional[list[str]] = None  # generative: default stop strings (default: fewshot_separator)
-    max_new_tokens: Optional[int] = None  # generative: default from the study's eval.max_new_tokens
+    max_new_tokens: Optional[PositiveInt] = None  # generative: default from the study's eval.max_new_tokens
 
 
 _PATH_OPTIONS = ("data", "fewshot_file")  # hashed by content, not by where they are
@@ -226,22 +227,16 @@ def _load_yaml_task(path: Path) -> Task:
 
 
 def _check_options(o: TaskOptions, path: Path) -> None:
-    """What the types cannot say: ranges, and the few-shot split a few-shot task needs."""
+    """What the types and their ranges cannot say: a known kind, and the few-shot split a few-shot task needs."""
     def fail(key: str, why: str) -> NoReturn:
         raise ConfigError(f"{path}: {key}: {why}")
 
     if o.kind is not None and o.kind not in TASK_KINDS:
         fail("kind", f"expected one of {', '.join(TASK_KINDS)}, got {o.kind!r}")
-    if o.num_fewshot < 0:
-        fail("num_fewshot", f"expected a non-negative integer, got {o.num_fewshot}")
     if o.num_fewshot and not o.fewshot_file:
         fail("fewshot_file", f"num_fewshot is {o.num_fewshot}: give a separate split to draw the examples from")
-    if o.chance is not None and not 0 <= o.chance <= 1:
-        fail("chance", f"expected a number in [0, 1], got {o.chance:g}")
     if o.stop is not None and not all(o.stop):
         fail("stop", "expected a list of non-empty strings")
-    if o.max_new_tokens is not None and o.max_new_tokens <= 0:
-        fail("max_new_tokens", f"expected a positive integer, got {o.max_new_tokens}")
 
 
 def _finish(task: Task, files: list[Path]) -> None:

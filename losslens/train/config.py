@@ -7,9 +7,20 @@ YAML and validates the combinations. Importing this module does not import torch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from losslens.contracts import seed_label
+from losslens.schema import NOT_NEGATIVE, Length, NonNegativeInt, PositiveFloat, PositiveInt, Range, SeedInt
+
+# Bounds beyond which a setting is a typo, not a study: a model this wide, deep or long-context, or this many
+# threads, would not fit any machine (torch segfaults creating 100,000 threads).
+MAX_WIDTH = 2**17
+MAX_DEPTH = 2**12
+MAX_CONTEXT = 2**20
+MAX_THREADS = 1024
+MAX_CHECKPOINTS = 100_000  # per run: each holds a whole model
+Width = Annotated[int, Range(gt=0, le=MAX_WIDTH)]
+Context = Annotated[int, Range(gt=0, le=MAX_CONTEXT)]
 
 
 @dataclass(frozen=True)
@@ -20,8 +31,8 @@ class Seed:
     same order, so ``{init: 1, data: 0}`` and ``{init: 2, data: 0}`` differ only in initialisation.
     """
 
-    init: int
-    data: int
+    init: SeedInt
+    data: SeedInt
 
     @property
     def label(self) -> str:
@@ -33,12 +44,13 @@ class Seed:
 class ModelSize:
     """One model of the grid: a Llama-style decoder."""
 
-    width: int  # hidden size d_model
-    depth: int  # number of layers
-    heads: int  # attention heads (head dim = width / heads)
-    ffn: Optional[int] = None  # MLP inner width; default 8/3 * width rounded up to a multiple of 32
-    kv_heads: Optional[int] = None  # grouped-query attention; default = heads
-    context: Optional[int] = None  # default: model.context
+    width: Width  # hidden size d_model
+    depth: Annotated[int, Range(gt=0, le=MAX_DEPTH)]  # number of layers
+    heads: Width  # attention heads (head dim = width / heads)
+    # MLP inner width; default 8/3 * width rounded up to a multiple of 32
+    ffn: Optional[Annotated[int, Range(gt=0, le=8 * MAX_WIDTH)]] = None
+    kv_heads: Optional[Width] = None  # grouped-query attention; default = heads
+    context: Optional[Context] = None  # default: model.context
 
     def ffn_width(self) -> int:
         return self.ffn or -(-int(8 * self.width / 3) // 32) * 32
@@ -65,12 +77,12 @@ PRESET_SIZES: dict[str, ModelSize] = {
 
 @dataclass
 class ModelConfig:
-    context: int = 256  # sequence length (tokens) unless a size sets its own
+    context: Context = 256  # sequence length (tokens) unless a size sets its own
     sizes: dict[str, ModelSize] = field(default_factory=dict)
     ladder: list[Literal[tuple(PRESET_SIZES)]] = field(default_factory=list)  # type: ignore[valid-type]
     tie_embeddings: bool = False
-    init_std: float = 0.02
-    rope_theta: float = 10000.0
+    init_std: PositiveFloat = 0.02
+    rope_theta: PositiveFloat = 10000.0
     attention: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
 
     def resolved_sizes(self) -> dict[str, ModelSize]:
@@ -83,7 +95,7 @@ class ModelConfig:
 @dataclass
 class TokenizerConfig:
     kind: Literal["bpe", "byte", "char", "pretrained"] = "bpe"
-    vocab_size: int = 8192  # for "bpe": the merges stop here
+    vocab_size: PositiveInt = 8192  # for "bpe": the merges stop here (bounds: losslens.config.MAX_VOCAB)
     path: Optional[str] = None  # for "pretrained": a local HF tokenizer directory
 
 
@@ -94,52 +106,54 @@ class DataConfig:
     text_field: str = "text"  # the column of .jsonl / .parquet files
     generator: dict = field(default_factory=dict)  # options of a generator source
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    val_tokens: int = 65536  # size of the held-out validation shard
-    val_every: int = 50  # every k-th document goes to validation until it holds val_tokens
-    encode_batch: int = 512  # documents per (parallel, Rust-side) tokenizer batch
+    val_tokens: PositiveInt = 65536  # size of the held-out validation shard
+    val_every: PositiveInt = 50  # every k-th document goes to validation until it holds val_tokens
+    encode_batch: PositiveInt = 512  # documents per (parallel, Rust-side) tokenizer batch
 
 
 @dataclass
 class ScheduleConfig:
     kind: Literal["cosine", "wsd"] = "cosine"
-    warmup: float = 0.02  # fraction of the run's steps
-    min_lr_ratio: float = 0.1  # final LR / peak LR
-    cooldown: float = 0.2  # wsd: fraction of each budget spent decaying from the stable LR
+    warmup: Annotated[float, Range(ge=0, lt=1, what="a fraction of the run")] = 0.02  # of the run's steps
+    min_lr_ratio: Annotated[float, Range(ge=0, le=1, what="final LR / peak LR")] = 0.1
+    # wsd: fraction of each budget spent decaying from the stable LR (more than 0 for wsd: losslens.config)
+    cooldown: Annotated[float, Range(ge=0, lt=1, what="a fraction of each budget")] = 0.2
     decay_type: Literal["cosine", "linear", "1-sqrt"] = "1-sqrt"  # wsd cooldown shape
 
 
 @dataclass
 class OptimizerConfig:
-    lr: float = 3e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    weight_decay: float = 0.1
-    eps: float = 1e-8
-    grad_clip: float = 1.0  # 0 disables clipping
+    lr: PositiveFloat = 3e-4
+    betas: Annotated[list[Annotated[float, Range(ge=0, lt=1, what="an AdamW beta")]], Length(2)] = field(
+        default_factory=lambda: [0.9, 0.95])
+    weight_decay: Annotated[float, NOT_NEGATIVE] = 0.1
+    eps: PositiveFloat = 1e-8
+    grad_clip: Annotated[float, NOT_NEGATIVE] = 1.0  # 0 disables clipping
     fused: Optional[bool] = None  # None: fused AdamW where the device supports it
 
 
 @dataclass
 class TrainConfig:
-    global_batch: int = 32  # sequences per optimizer step, over all processes
-    micro_batch: int = 8  # sequences per forward pass per process
+    global_batch: PositiveInt = 32  # sequences per optimizer step, over all processes
+    micro_batch: PositiveInt = 8  # sequences per forward pass per process
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False
     kernels: Literal["auto", "liger", "none"] = "auto"  # fused Liger kernels; auto: on with CUDA + losslens[gpu]
-    log_every: int = 10  # steps; the only host syncs of the loop happen here
+    log_every: PositiveInt = 10  # steps; the only host syncs of the loop happen here
     tensorboard: bool = False
-    peak_flops: Optional[float] = None  # per device, for MFU; default from a table of GPUs
+    peak_flops: Optional[PositiveFloat] = None  # per device, for MFU; default from a table of GPUs
     on_nonfinite: Literal["stop", "skip"] = "stop"
-    threads: Optional[int] = None  # torch CPU threads per process
+    threads: Optional[Annotated[int, Range(ge=1, le=MAX_THREADS)]] = None  # torch CPU threads per process
 
 
 @dataclass
 class CheckpointConfig:
-    count: int = 10  # evenly spaced checkpoints per run (the last at the budget)
-    every: int = 0  # tokens between checkpoints; overrides count when > 0
+    count: Annotated[int, Range(ge=0, le=MAX_CHECKPOINTS)] = 10  # evenly spaced checkpoints per run (the last at the budget)
+    every: NonNegativeInt = 0  # tokens between checkpoints; overrides count when > 0
     log_spaced: bool = True  # also early ones at 2^k steps, like Pythia's
-    at: list[int] = field(default_factory=list)  # extra token counts
-    val_tokens: int = 32768  # validation tokens measured at each save
-    val_batch: int = 16  # sequences per validation forward pass
+    at: Annotated[list[NonNegativeInt], Length(most=MAX_CHECKPOINTS)] = field(default_factory=list)  # extra token counts
+    val_tokens: PositiveInt = 32768  # validation tokens measured at each save
+    val_batch: PositiveInt = 16  # sequences per validation forward pass
     keep_train_state: Literal["all", "last"] = "last"  # optimizer state of older checkpoints is pruned

@@ -17,7 +17,7 @@ from typing import Optional
 
 from losslens.config import StudyConfig, format_count
 from losslens.errors import ConfigError
-from losslens.train.config import ModelSize, Seed
+from losslens.train.config import MAX_CHECKPOINTS, ModelSize, Seed
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,9 @@ def _checkpoint_steps(study: StudyConfig, total: int, tokens_per_step: int) -> s
     steps = {total}
     if c.every > 0:
         every = max(1, round(c.every / tokens_per_step))
+        if total // every > MAX_CHECKPOINTS:  # refused before a set of a billion steps is built
+            raise ConfigError(f"{study.source}: checkpoints.every: {c.every} tokens gives {total // every:,} "
+                              f"checkpoints in a run of {total:,} steps; at most {MAX_CHECKPOINTS:,}")
         steps.update(range(every, total + 1, every))
     elif c.count > 0:
         steps.update(max(1, round(total * i / c.count)) for i in range(1, c.count + 1))
