@@ -115,7 +115,8 @@ class CheckpointContext:
 
     def close(self) -> None:
         self._memo.clear()
-        gc.collect()
+        if self.loads:  # a full collection costs most of a second: only when a model is to be freed
+            gc.collect()
 
 
 class Unit(Protocol):
