@@ -40,6 +40,7 @@ from losslens.contracts import RESULTS_COLUMNS, X_LABEL_COLUMN, metric_info
 from losslens.errors import ConfigError, DataError
 from losslens.evaluate.harness import metric_name
 from losslens.fsio import atomic_write_text
+from losslens.outputs import refuse_overwriting_inputs
 from losslens.metrics import normal_interval
 
 CONFIDENCE = 0.95  # the harness reports a standard error; the table holds this normal interval around the value
@@ -284,6 +285,7 @@ def import_results(mapping: str | Path, out: str | Path, *, root: str | Path | N
     writer.writeheader()
     writer.writerows(rows)
     out = Path(out)
+    refuse_overwriting_inputs([out], [mapping_path, *seen.values()], "--out")
     atomic_write_text(out, buf.getvalue())
     return ImportSummary(out, len(rows), list(spec.runs), len(seen), sorted({r["task"] for r in rows}),
                          spec.x_axis.describe())
