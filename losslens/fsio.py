@@ -163,7 +163,12 @@ def files_together(final: str | os.PathLike, names: tuple[str, ...]) -> Iterator
     tmp = Path(tempfile.mkdtemp(prefix=f"{_UNIT_NEW}{os.getpid()}.", dir=final))
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:  # name the file where it was going, not the temporary folder
+            if e.filename and str(e.filename).startswith(str(tmp)):
+                raise OSError(e.errno, e.strerror, str(final) + str(e.filename)[len(str(tmp)):]) from None
+            raise
         _check_types(tmp, final, names)
         fsync_tree(tmp)
         old = final / f"{_UNIT_OLD}{os.getpid()}"

@@ -43,7 +43,7 @@ def require_kind(out: Path, kind: str, what: str) -> None:
     """Refuse to write ``what`` into a folder that holds a study of another kind."""
     found = study_kind(out)
     if found is not None and found != kind:
-        raise ConfigError(f"{out}: holds an {found} study; {what} would mix {kind} runs into it "
+        raise ConfigError(f"{out}: holds {'an' if found == IMPORTED else 'a'} {found} study; {what} would mix {kind} runs into it "
                           f"(choose a new or empty folder)")
 
 

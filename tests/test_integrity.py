@@ -4,11 +4,17 @@ fingerprint, locks that a crash cannot wedge, faults in one line. Each case is i
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import hashlib
 import json
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +36,24 @@ def _one_line_exit_2(result: subprocess.CompletedProcess, *fragments: str) -> st
     for fragment in fragments:
         assert fragment in lines[-1], lines[-1]
     return lines[-1]
+
+
+def _several_tasks(tmp_path: Path, n_tasks: int = 4) -> Path:
+    """A folder with a small valid results table: three sizes, a loss sweep, ``n_tasks`` tasks."""
+    run_dir = tmp_path / "analyzed"
+    run_dir.mkdir()
+    with open(run_dir / contracts.RESULTS_FILE, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(contracts.RESULTS_COLUMNS)
+        for i, (size, n) in enumerate((("s", 10**6), ("m", 3 * 10**6), ("l", 9 * 10**6))):
+            for k in range(8):
+                tokens, loss = 10**6 * (k + 1), 4.0 - 0.3 * k - 0.2 * i
+                base = [f"{size}_8M", n, n // 2, tokens, 10 * (k + 1), 6.0 * n * tokens, loss]
+                w.writerow(base + ["pretrain", "loss", loss, "", "", 1000, ""])
+                for t in range(n_tasks):
+                    acc = min(1.0, 0.25 + max(0.0, 2.5 + 0.1 * t - loss))
+                    w.writerow(base + [f"task{t}", "acc", acc, "", "", 100, 0.25])
+    return run_dir
 
 
 def _sweep(study_dir: Path) -> dict[str, int]:
@@ -180,3 +204,193 @@ def test_an_empty_lock_does_not_drop_the_unit_from_results(tmp_path: Path):
     (folder / f".{contracts.PRETRAIN_TASK}.lock").write_text("")
     summary = sweep.evaluate_study(study_dir, progress=False, log=lambda m: None)
     assert summary.busy == 0 and summary.evaluated == 1 and summary.rows == 2
+
+
+# ---------------------------------------------------------------- §4 a full disk
+
+
+@contextlib.contextmanager
+def _full_disk():
+    """Every write that grows a file fails (EFBIG, as a full disk fails with ENOSPC): a file-size limit of
+    0 bytes on this process and the workers it forks, lifted afterwards. No root, no mount needed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_full_disk_during_evaluate_is_one_line_and_loses_nothing(tmp_path: Path):
+    study_dir = make_study(tmp_path, runs={"xs_64K": [1024, 4096]}, tasks=[])
+    assert call_cli("evaluate", str(study_dir)).returncode == 0
+    before = _tree(study_dir)
+    with _full_disk():
+        result = call_cli("evaluate", str(study_dir), "--force")
+    _one_line_exit_2(result, str(study_dir / contracts.EVALS_DIR), ".lock", "cannot claim")
+    assert _tree(study_dir) == before
+
+
+@contextlib.contextmanager
+def _small_disk(where: Path, size: str = "4m"):
+    """A real file system of ``size`` at ``where`` (a tmpfs: needs root), unmounted afterwards."""
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def _fill(disk: Path) -> None:
+    with open(disk / "filler", "wb") as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+
+
+@pytest.mark.parametrize("how", ["file-size limit", "full tmpfs"])
+def test_a_full_disk_during_analyze_is_one_line_and_keeps_the_old_report(tmp_path: Path, monkeypatch, how: str):
+    monkeypatch.setenv("LOSSLENS_ANALYZE_WORKERS", "2")  # on a full tmpfs the error comes from a plot worker
+    with contextlib.ExitStack() as stack:
+        if how == "full tmpfs":
+            run_dir = shutil.copytree(_several_tasks(tmp_path), stack.enter_context(_small_disk(tmp_path / "disk")) / "r")
+        else:
+            run_dir = _several_tasks(tmp_path)
+        assert call_cli("analyze", str(run_dir), "--bootstrap", "0").returncode == 0
+        before = _tree(run_dir)
+        if how == "full tmpfs":
+            _fill(run_dir.parent)
+            result = call_cli("analyze", str(run_dir), "--bootstrap", "0")
+        else:
+            with _full_disk():
+                result = call_cli("analyze", str(run_dir), "--bootstrap", "0")
+        _one_line_exit_2(result, str(run_dir / "plots"))
+        assert _tree(run_dir) == before
+        assert not [p for p in run_dir.iterdir() if p.name.startswith(".tmp-")]
+
+
+# ---------------------------------------------------------------- §1 nothing overwritten
+
+
+LM_EVAL_SUITE = Path(__file__).resolve().parent / "data" / "lm_eval_04"
+
+
+@pytest.mark.parametrize("target", ["mapping.yaml", "small_step1000.json", "."])
+def test_import_results_out_naming_an_input_is_refused(tmp_path: Path, target: str):
+    suite = shutil.copytree(LM_EVAL_SUITE, tmp_path / "suite")
+    before = _tree(suite)
+    out = suite / target
+    result = call_cli("import-results", str(suite / "mapping.yaml"), "--out", str(out))
+    _one_line_exit_2(result, "--out", "would be overwritten")
+    assert _tree(suite) == before
+
+
+def test_import_results_out_through_a_link_to_an_input_is_refused(tmp_path: Path):
+    suite = shutil.copytree(LM_EVAL_SUITE, tmp_path / "suite")
+    (tmp_path / "table.csv").symlink_to(suite / "mapping.yaml")
+    before = _tree(suite)
+    _one_line_exit_2(call_cli("import-results", str(suite / "mapping.yaml"), "--out", str(tmp_path / "table.csv")),
+                     "--out", "mapping.yaml")
+    assert _tree(suite) == before
+
+
+def _manifest_of(study: Path, path: Path, name: str = "external") -> Path:
+    entries = [{"run": f"ext-{run.name}", "path": str(ckpt), "tokens": contracts.read_meta(ckpt)["tokens"]}
+               for run in contracts.list_runs(study) for ckpt in contracts.list_checkpoints(run)[-1:]]
+    path.write_text(yaml.safe_dump({"name": name, "context": 32, "checkpoints": entries,
+                                    "validation": {"data_dir": str(study / "data"), "tokens": 1024}}))
+    return path
+
+
+def test_import_into_a_trained_study_is_refused(trained_tiny_copy: Path, tmp_path: Path):
+    before = _tree(trained_tiny_copy)
+    manifest = _manifest_of(trained_tiny_copy, tmp_path / "manifest.yaml")
+    result = call_cli("import", str(manifest), "--out", str(trained_tiny_copy))
+    _one_line_exit_2(result, str(trained_tiny_copy), "holds a trained study")
+    assert _tree(trained_tiny_copy) == before
+
+
+def test_import_over_another_suite_or_its_own_checkpoints_is_refused(trained_tiny: Path, tmp_path: Path):
+    out = tmp_path / "ext"
+    assert call_cli("import", str(_manifest_of(trained_tiny, tmp_path / "a.yaml", "suite-a")), "--out", str(out)).returncode == 0
+    assert call_cli("import", str(_manifest_of(trained_tiny, tmp_path / "a.yaml", "suite-a")), "--out", str(out)).returncode == 0
+    before = _tree(out)
+    _one_line_exit_2(call_cli("import", str(_manifest_of(trained_tiny, tmp_path / "b.yaml", "suite-b")), "--out", str(out)),
+                     "suite-a", "mix")
+    _one_line_exit_2(call_cli("import", str(_manifest_of(out, tmp_path / "c.yaml", "suite-a")), "--out", str(out)),
+                     "--out", "would be overwritten")
+    assert _tree(out) == before
+
+
+def test_train_into_an_imported_study_is_refused(trained_tiny: Path, tmp_path: Path):
+    out = tmp_path / "ext"
+    assert call_cli("import", str(_manifest_of(trained_tiny, tmp_path / "a.yaml")), "--out", str(out)).returncode == 0
+    before = _tree(out)
+    cfg = write_study(tmp_path, out_dir=str(out))
+    _one_line_exit_2(call_cli("train", str(cfg)), str(out), "imported study")
+    assert _tree(out) == before
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_a_refused_config_is_not_saved(trained_tiny_copy: Path, tmp_path: Path, command: str):
+    """A finished study and a changed lr: refused, and study.yaml (which a later evaluate reads) unchanged."""
+    cfg = write_study(tmp_path, out_dir=str(trained_tiny_copy), train__optimizer={"lr": 0.01},
+                      eval__tasks=[str(Path(__file__).parent / "data" / "tasks" / "sums_mc.jsonl")])
+    before = _tree(trained_tiny_copy)
+    _one_line_exit_2(call_cli(command, str(cfg)), str(cfg), "train.optimizer.lr: 0.003 -> 0.01", "refused")
+    assert _tree(trained_tiny_copy) == before
+
+
+def test_train_on_a_finished_study_says_up_to_date(trained_tiny_copy: Path, tmp_path: Path):
+    cfg = write_study(tmp_path, out_dir=str(trained_tiny_copy))
+    result = call_cli("train", str(cfg))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"train: all 4 runs up to date in {trained_tiny_copy}" in result.stdout
+    assert result.stdout.count(": up to date, ") == 4
+
+
+def test_an_unknown_run_is_refused_before_tokenizing(tmp_path: Path):
+    cfg = write_study(tmp_path)
+    _one_line_exit_2(call_cli("train", str(cfg), "--run", "nosuchrun"), "--run nosuchrun: no such run", "xs_32768")
+    assert not (tmp_path / "study").exists()  # no study.yaml, no token shards
+
+
+def test_sigterm_to_analyze_stops_its_workers_and_keeps_the_old_report(tmp_path: Path):
+    run_dir = _several_tasks(tmp_path, n_tasks=6)
+    assert call_cli("analyze", str(run_dir), "--bootstrap", "0").returncode == 0
+    before = _tree(run_dir)
+    proc = subprocess.Popen([sys.executable, "-m", "losslens", "analyze", str(run_dir), "--bootstrap", "0"],
+                            env={**os.environ, "LOSSLENS_ANALYZE_WORKERS": "2"}, stderr=subprocess.PIPE, text=True)
+    workers, deadline = [], time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # until the workers have drawn a first figure
+        workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        if workers and list(run_dir.glob(".tmp-*/plots/*.png")):
+            break
+        time.sleep(0.02)
+    assert workers and proc.poll() is None, "analyze ended before its plot workers were seen"
+    proc.terminate()
+    assert proc.wait(timeout=60) == 143, proc.stderr.read()[-2000:]
+    time.sleep(2)  # a surviving worker would go on writing figures now
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()]
+    assert _tree(run_dir) == before
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_a_new_report_replaces_all_of_the_old_one(tmp_path: Path):
+    run_dir = _several_tasks(tmp_path)
+    assert call_cli("analyze", str(run_dir), "--bootstrap", "0").returncode == 0
+    assert list((run_dir / "plots").glob("*.png"))
+    (run_dir / "results.csv").write_text((run_dir / "results.csv").read_text().replace("task3", "other"))
+    assert call_cli("analyze", str(run_dir), "--bootstrap", "0", "--no-plots").returncode == 0
+    assert not (run_dir / "plots").exists()  # no plots of an older report beside the new one
+    assert "other" in (run_dir / "report.md").read_text()

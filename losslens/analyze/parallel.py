@@ -71,8 +71,12 @@ def fork_map(fn: Callable, items: Iterable, workers: int) -> Iterator:
     if workers <= 1:
         yield from map(fn, items)
         return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker,
-                               initargs=(os.getpid(),))
+    try:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker,
+                                   initargs=(os.getpid(),))
+    except OSError:  # no semaphores (a full or missing /dev/shm): the work still gets done, here
+        yield from map(fn, items)
+        return
     previous = _exit_on_sigterm()
     try:
         yield from pool.map(fn, items)
