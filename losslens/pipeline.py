@@ -14,6 +14,7 @@ from pathlib import Path
 
 from losslens.argtypes import output_dir
 from losslens.config import load_study
+from losslens.threads import use_free_cores
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,7 +37,8 @@ def run_study(study_path: str | Path, overrides: list[str] | None = None, *, boo
     timings = {}
 
     def stage(name: str, fn):
-        print(f"== {name} ==", flush=True)
+        threads = use_free_cores()  # a phase's threads are decided at its start: the machine changes
+        print(f"== {name} ==" + (f" ({threads} threads)" if threads else ""), flush=True)
         start = time.perf_counter()
         result = fn()
         timings[name] = time.perf_counter() - start

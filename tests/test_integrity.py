@@ -394,3 +394,40 @@ def test_a_new_report_replaces_all_of_the_old_one(tmp_path: Path):
     assert call_cli("analyze", str(run_dir), "--bootstrap", "0", "--no-plots").returncode == 0
     assert not (run_dir / "plots").exists()  # no plots of an older report beside the new one
     assert "other" in (run_dir / "report.md").read_text()
+
+
+# ---------------------------------------------------------------- §5 shared machines
+
+
+def test_time_of_niced_jobs_counts_as_free():
+    from losslens.threads import cpu_times
+
+    before = ["cpu  0 0 0 0 0 0 0 0 0 0\n", "cpu0 100 50 10 1000 5 0 0 0 0 0\n", "cpu1 100 0 10 1000 5 0 0 0 0 0\n"]
+    # 100 jiffies later: cpu0 spent them all in a niced process, cpu1 in an ordinary one
+    after = ["cpu  0 0 0 0 0 0 0 0 0 0\n", "cpu0 100 150 10 1000 5 0 0 0 0 0\n", "cpu1 200 0 10 1000 5 0 0 0 0 0\n"]
+    for nice_is_free, expected in ((True, {"cpu0": 0.0, "cpu1": 1.0}), (False, {"cpu0": 1.0, "cpu1": 1.0})):
+        a, b = cpu_times(before, nice_is_free), cpu_times(after, nice_is_free)
+        assert set(a) == {"cpu0", "cpu1"}  # the all-CPU line is not a core
+        busy = {cpu: 1 - (b[cpu][0] - a[cpu][0]) / (b[cpu][1] - a[cpu][1]) for cpu in a}
+        assert busy == expected
+
+
+def test_threads_are_decided_again_when_losslens_chose_them(monkeypatch):
+    import torch
+
+    from losslens import threads
+
+    for v in (*threads.THREAD_VARIABLES, "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(threads, "_chosen_here", False)
+    previous = torch.get_num_threads()
+    try:
+        n = threads.configure_for_shared_cpu()
+        assert 1 <= n <= len(threads.allowed_cpus())
+        again = threads.use_free_cores()
+        assert again is not None and torch.get_num_threads() == again == int(os.environ["OMP_NUM_THREADS"])
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        monkeypatch.setattr(threads, "_chosen_here", False)
+        assert threads.configure_for_shared_cpu() == 1 and threads.use_free_cores() is None  # the user's setting stands
+    finally:
+        torch.set_num_threads(previous)
