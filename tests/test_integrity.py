@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import os
 import resource
@@ -227,16 +226,6 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_a_full_disk_during_evaluate_is_one_line_and_loses_nothing(tmp_path: Path):
-    study_dir = make_study(tmp_path, runs={"xs_64K": [1024, 4096]}, tasks=[])
-    assert call_cli("evaluate", str(study_dir)).returncode == 0
-    before = _tree(study_dir)
-    with _full_disk():
-        result = call_cli("evaluate", str(study_dir), "--force")
-    _one_line_exit_2(result, str(study_dir / contracts.EVALS_DIR), ".lock", "cannot claim")
-    assert _tree(study_dir) == before
-
-
 @contextlib.contextmanager
 def _small_disk(where: Path, size: str = "4m"):
     """A real file system of ``size`` at ``where`` (a tmpfs: needs root), unmounted afterwards."""
@@ -256,6 +245,23 @@ def _fill(disk: Path) -> None:
             while True:
                 f.write(b"\0" * 65536)
                 f.flush()
+
+
+@pytest.mark.parametrize("how", ["file-size limit", "full tmpfs"])
+def test_a_full_disk_during_evaluate_is_one_line_and_loses_nothing(tmp_path: Path, how: str):
+    with contextlib.ExitStack() as stack:
+        root = stack.enter_context(_small_disk(tmp_path / "disk", "16m")) if how == "full tmpfs" else tmp_path
+        study_dir = make_study(root, runs={"xs_64K": [1024, 4096]}, tasks=[])
+        assert call_cli("evaluate", str(study_dir)).returncode == 0
+        before = _tree(study_dir)
+        if how == "full tmpfs":
+            _fill(root)
+            result = call_cli("evaluate", str(study_dir), "--force")
+        else:
+            with _full_disk():
+                result = call_cli("evaluate", str(study_dir), "--force")
+        _one_line_exit_2(result, str(study_dir / contracts.EVALS_DIR), ".lock", "cannot claim")
+        assert _tree(study_dir) == before
 
 
 @pytest.mark.parametrize("how", ["file-size limit", "full tmpfs"])
@@ -431,3 +437,23 @@ def test_threads_are_decided_again_when_losslens_chose_them(monkeypatch):
         assert threads.configure_for_shared_cpu() == 1 and threads.use_free_cores() is None  # the user's setting stands
     finally:
         torch.set_num_threads(previous)
+
+
+def test_analyze_out_that_would_replace_its_results_table_is_refused(tmp_path: Path):
+    run_dir = _several_tasks(tmp_path)
+    plots = run_dir / "plots"
+    plots.mkdir()
+    table = shutil.copy(run_dir / contracts.RESULTS_FILE, plots / "results.csv")  # the report replaces plots/
+    _one_line_exit_2(call_cli("analyze", "--results", str(table), "--out", str(run_dir), "--bootstrap", "0"),
+                     "--out", "holds the input", "would be overwritten")
+    assert Path(table).is_file() and not (run_dir / "report.md").exists()
+
+
+def test_a_study_folder_that_would_replace_its_own_corpus_is_refused(tmp_path: Path):
+    """Token shards go to OUT/data, a folder replaced as a whole: a corpus kept there would be deleted."""
+    corpus = tmp_path / "study" / "data" / "corpus.txt"
+    corpus.parent.mkdir(parents=True)
+    shutil.copy(Path(__file__).parent / "data" / "tiny_corpus.txt", corpus)
+    cfg = write_study(tmp_path, data__paths=[str(corpus)])
+    _one_line_exit_2(call_cli("train", str(cfg)), "out_dir", "holds the input", str(corpus))
+    assert corpus.is_file() and [p.name for p in (tmp_path / "study").iterdir()] == ["data"]

@@ -8,12 +8,14 @@ shards are of this data config. A study whose runs are all trained says so and t
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import Optional, Sequence
 
 from losslens import contracts
 from losslens.config import StudyConfig
 from losslens.fsio import atomic_write_text
+from losslens.outputs import refuse_overwriting_inputs
 from losslens.study_dir import TRAINED, check_unchanged_since_training, require_kind
 from losslens.train.data import existing_data, prepare_data
 from losslens.train.kernels import use_liger
@@ -28,11 +30,19 @@ def check_study(study: StudyConfig, runs: Optional[Sequence[str]] = None) -> lis
     if runs:
         plans = [find_run(plans, name) for name in runs]
     out = study.output_dir
+    refuse_overwriting_inputs([out / contracts.DATA_DIR, *(out / p.name for p in plans)], _inputs(study),
+                              f"{study.source}: out_dir")
     if out.is_dir():
         require_kind(out, TRAINED, "training")
         check_unchanged_since_training(study, out, strict=True)
         existing_data(study.data, study.corpus_seed, out / contracts.DATA_DIR)
     return plans
+
+
+def _inputs(study: StudyConfig) -> list[Path]:
+    """The files training reads besides its config: corpus files (globs expanded) and a tokenizer."""
+    paths = [Path(m) for p in study.data.paths for m in (glob.glob(p) if any(c in p for c in "*?[") else [p])]
+    return paths + ([Path(study.data.tokenizer.path)] if study.data.tokenizer.path else [])
 
 
 def prepare_study_dir(study: StudyConfig, accelerator=None) -> Path:
