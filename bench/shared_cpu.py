@@ -1,12 +1,13 @@
 """demo-quick on a shared CPU: each phase alone, beside one busy process, and beside niced ones, in one run.
 
-    python bench/shared_cpu.py [--config configs/demo-quick.yaml] [--repeats 1] [--only-niced]
+    python bench/shared_cpu.py [--config configs/demo-quick.yaml] [--repeats 3] [--only-niced]
 
 Runs ``losslens run CONFIG --out TMP --no-plots`` alone, then beside one CPU-bound process (a Python
 spin loop that ends by itself), then beside one ``nice -n 19`` spin loop per core, reads the train /
 evaluate / analyze wall times that ``losslens run`` prints, and prints each phase's slowdown.
-Targets: beside one busy process the worst phase at most 2.2x slower; beside niced spinners, which
-yield to us, the whole run at least 0.9x as fast as alone (the last line, ``ratio niced_spinner``).
+Each case is measured in pairs (alone, then beside), interleaved, and medians are taken. Targets:
+beside one busy process the worst phase at most 2.2x slower; beside niced spinners, which yield to
+us, the whole run at least 0.9x as fast as alone (the last line, ``ratio niced_spinner``).
 Thread counts are left to losslens (no OMP_NUM_THREADS is set).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,37 +53,45 @@ def run_phases(config: Path, busy_seconds: float = 0, spinners: int = 1, nice: i
     return {name: float(sec) for name, sec in re.findall(r"(\w+) (\d+(?:\.\d+)?) s", line.group(1))}
 
 
-def _best(config: Path, repeats: int, **kw) -> dict[str, float]:
-    runs = [run_phases(config, **kw) for _ in range(repeats)]
-    return {k: min(r[k] for r in runs) for k in runs[0]}
+def _pairs(config: Path, repeats: int, **beside) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """``repeats`` pairs of runs, alone then beside the spin loops: interleaved, so that a change in the
+    machine's other load while the benchmark runs falls on both settings alike."""
+    pairs = []
+    for _ in range(repeats):
+        alone = run_phases(config)
+        budget = 3 * sum(alone.values()) + 60  # the spin loops outlive the run, then end by themselves
+        pairs.append((alone, run_phases(config, busy_seconds=budget, **beside)))
+    return pairs
 
 
-def _compare(label: str, alone: dict[str, float], other: dict[str, float]) -> float:
-    """Print each phase beside ``label``; returns the worst phase's slowdown."""
+def _report(label: str, pairs: list[tuple[dict[str, float], dict[str, float]]]) -> tuple[float, float]:
+    """Print each phase's median times; returns (worst phase's median slowdown, whole run's median speed ratio)."""
     worst = 0.0
-    for phase in alone:
-        ratio = other[phase] / alone[phase]
+    for phase in pairs[0][0]:
+        alone = statistics.median(a[phase] for a, _ in pairs)
+        other = statistics.median(b[phase] for _, b in pairs)
+        ratio = statistics.median(b[phase] / a[phase] for a, b in pairs)
         worst = max(worst, ratio)
-        print(f"{phase}: alone {alone[phase]:.1f} s, {label} {other[phase]:.1f} s, ratio {ratio:.2f}")
-    return worst
+        print(f"{phase}: alone {alone:.1f} s, {label} {other:.1f} s, slowdown {ratio:.2f} (median of {len(pairs)})")
+    whole = [sum(a.values()) / sum(b.values()) for a, b in pairs]
+    print(f"whole run, alone / {label}: " + ", ".join(f"{r:.2f}" for r in whole))
+    return worst, statistics.median(whole)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "demo-quick.yaml")
-    p.add_argument("--repeats", type=int, default=1, help="runs of each setting; the fastest counts")
+    p.add_argument("--repeats", type=int, default=1, help="pairs of runs (alone, beside) of each case; medians count")
     p.add_argument("--only-niced", action="store_true", help="skip the case beside one busy process")
     args = p.parse_args()
     cores = len(os.sched_getaffinity(0))
     print(f"cores available: {cores}, load average now: {os.getloadavg()[0]:.1f}")
-    alone = _best(args.config, args.repeats)
-    budget = 3 * sum(alone.values()) + 60  # the spin loops outlive the run, then end by themselves
     if not args.only_niced:
-        busy = _best(args.config, args.repeats, busy_seconds=budget)
-        print(f"ratio busy/alone (worst phase): {_compare('beside one busy process', alone, busy):.2f}")
-    niced = _best(args.config, args.repeats, busy_seconds=budget, spinners=cores, nice=19)
-    _compare(f"beside {cores} niced spinners", alone, niced)
-    print(f"ratio niced_spinner: {sum(alone.values()) / sum(niced.values()):.2f}")
+        worst, _ = _report("beside one busy process", _pairs(args.config, args.repeats))
+        print(f"ratio busy/alone (worst phase): {worst:.2f}")
+    _, niced = _report(f"beside {cores} niced spinners", _pairs(args.config, args.repeats, spinners=cores, nice=19))
+    print(f"load average now: {os.getloadavg()[0]:.1f}")
+    print(f"ratio niced_spinner: {niced:.2f}")
 
 
 if __name__ == "__main__":

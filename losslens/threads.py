@@ -20,7 +20,7 @@ import time
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")
 SAMPLE_SECONDS = 0.2  # long enough to see a busy core, short beside any command
-_chosen_here = False  # the thread variables were set by configure_for_shared_cpu, not by the user
+_chosen_here: set[str] = set()  # the thread variables configure_for_shared_cpu set (the user set the others)
 
 
 def allowed_cpus() -> list[int]:
@@ -84,30 +84,28 @@ def free_cores() -> int:
 
 def configure_for_shared_cpu() -> int:
     """Set the thread defaults before any thread pool starts; returns the default thread count."""
-    global _chosen_here
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting threads sleep instead of spinning
     given = os.environ.get("OMP_NUM_THREADS", "")
-    if given.isdigit() and int(given) > 0:
-        n = int(given)
-    else:
-        n, _chosen_here = free_cores(), True
+    n = int(given) if given.isdigit() and int(given) > 0 else free_cores()
     for v in THREAD_VARIABLES:
-        os.environ.setdefault(v, str(n))
+        if v not in os.environ:
+            os.environ[v] = str(n)
+            _chosen_here.add(v)
     return n
 
 
 def use_free_cores() -> int | None:
-    """Measure again and resize the running thread pools (torch, BLAS) to the cores free now, when the
-    thread count was losslens' choice; returns the new count, or None when the user's setting stands."""
-    if not _chosen_here:
+    """Measure again and resize the running thread pools (torch, BLAS) to the cores free now, where the
+    thread count was losslens' choice; returns the new count, or None when the user's settings stand."""
+    if "OMP_NUM_THREADS" not in _chosen_here:
         return None
     n = free_cores()
-    for v in THREAD_VARIABLES:
+    for v in _chosen_here:
         os.environ[v] = str(n)  # for processes started from here on
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
-    if "numpy" in sys.modules:
+    if "numpy" in sys.modules and {"MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"} <= _chosen_here:
         from threadpoolctl import threadpool_limits
 
-        threadpool_limits(limits=n)
+        threadpool_limits(limits=n, user_api="blas")
     return n

@@ -425,15 +425,17 @@ def test_threads_are_decided_again_when_losslens_chose_them(monkeypatch):
 
     for v in (*threads.THREAD_VARIABLES, "OMP_WAIT_POLICY"):
         monkeypatch.delenv(v, raising=False)
-    monkeypatch.setattr(threads, "_chosen_here", False)
+    monkeypatch.setattr(threads, "_chosen_here", set())
     previous = torch.get_num_threads()
     try:
         n = threads.configure_for_shared_cpu()
         assert 1 <= n <= len(threads.allowed_cpus())
         again = threads.use_free_cores()
         assert again is not None and torch.get_num_threads() == again == int(os.environ["OMP_NUM_THREADS"])
+        for v in threads.THREAD_VARIABLES:
+            monkeypatch.delenv(v, raising=False)
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
-        monkeypatch.setattr(threads, "_chosen_here", False)
+        monkeypatch.setattr(threads, "_chosen_here", set())
         assert threads.configure_for_shared_cpu() == 1 and threads.use_free_cores() is None  # the user's setting stands
     finally:
         torch.set_num_threads(previous)
