@@ -43,7 +43,7 @@ from losslens.evaluate.config import EvalConfig
 from losslens.fsio import atomic_directory, atomic_write_json, atomic_write_text
 from losslens.outputs import refuse_overwriting_inputs
 from losslens.shards import shard_dtype
-from losslens.study_dir import IMPORTED, require_kind, study_kind
+from losslens.study_dir import IMPORTED, require_kind, require_own_data_folder, study_kind
 
 
 @dataclass
@@ -203,6 +203,7 @@ def _check_destination(manifest_path: Path, manifest: Manifest, out: Path, ckpts
     """Refuse, before anything is written, a destination that is another kind of study or suite, or that
     would overwrite the import's own inputs."""
     require_kind(out, IMPORTED, "importing")
+    require_own_data_folder(out)
     study_file = out / contracts.STUDY_FILE
     if study_kind(out) == IMPORTED and study_file.is_file():
         name = read_yaml_mapping(study_file, "study config").get("name")

@@ -47,6 +47,14 @@ def require_kind(out: Path, kind: str, what: str) -> None:
                           f"(choose a new or empty folder)")
 
 
+def require_own_data_folder(out: Path) -> None:
+    """Refuse an ``OUT/data`` that losslens did not write: token shards replace that folder as a whole."""
+    data = out / contracts.DATA_DIR
+    if data.exists() and not (data / contracts.DATA_META_FILE).is_file():
+        raise ConfigError(f"{data}: exists and is not a losslens data folder (no {contracts.DATA_META_FILE}); "
+                          f"it would be replaced (choose a new or empty folder)")
+
+
 def _flatten(node, prefix: str = "") -> dict[str, object]:
     if isinstance(node, dict):
         return {k: v for key, sub in node.items() for k, v in _flatten(sub, f"{prefix}{key}.").items()}

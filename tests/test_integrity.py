@@ -240,11 +240,9 @@ def _small_disk(where: Path, size: str = "4m"):
 
 
 def _fill(disk: Path) -> None:
-    with open(disk / "filler", "wb") as f:
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
+    with contextlib.suppress(OSError), open(disk / "filler", "wb", buffering=0) as f:
+        while True:
+            f.write(b"\0" * 65536)
 
 
 @pytest.mark.parametrize("how", ["file-size limit", "full tmpfs"])
@@ -269,9 +267,9 @@ def test_a_full_disk_during_analyze_is_one_line_and_keeps_the_old_report(tmp_pat
     monkeypatch.setenv("LOSSLENS_ANALYZE_WORKERS", "2")  # on a full tmpfs the error comes from a plot worker
     with contextlib.ExitStack() as stack:
         if how == "full tmpfs":
-            run_dir = shutil.copytree(_several_tasks(tmp_path), stack.enter_context(_small_disk(tmp_path / "disk")) / "r")
+            run_dir = shutil.copytree(_several_tasks(tmp_path, 2), stack.enter_context(_small_disk(tmp_path / "disk")) / "r")
         else:
-            run_dir = _several_tasks(tmp_path)
+            run_dir = _several_tasks(tmp_path, 2)
         assert call_cli("analyze", str(run_dir), "--bootstrap", "0").returncode == 0
         before = _tree(run_dir)
         if how == "full tmpfs":
@@ -459,3 +457,16 @@ def test_a_study_folder_that_would_replace_its_own_corpus_is_refused(tmp_path: P
     cfg = write_study(tmp_path, data__paths=[str(corpus)])
     _one_line_exit_2(call_cli("train", str(cfg)), "out_dir", "holds the input", str(corpus))
     assert corpus.is_file() and [p.name for p in (tmp_path / "study").iterdir()] == ["data"]
+
+
+@pytest.mark.parametrize("command", ["train", "import"])
+def test_a_data_folder_losslens_did_not_write_is_not_replaced(trained_tiny: Path, tmp_path: Path, command: str):
+    out = tmp_path / "project"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "notes.txt").write_text("mine")
+    if command == "train":
+        result = call_cli("train", str(write_study(tmp_path, out_dir=str(out))))
+    else:
+        result = call_cli("import", str(_manifest_of(trained_tiny, tmp_path / "m.yaml")), "--out", str(out))
+    _one_line_exit_2(result, str(out / "data"), "not a losslens data folder")
+    assert _tree(out) == {"data/notes.txt": b"mine"}

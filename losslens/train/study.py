@@ -16,7 +16,7 @@ from losslens import contracts
 from losslens.config import StudyConfig
 from losslens.fsio import atomic_write_text
 from losslens.outputs import refuse_overwriting_inputs
-from losslens.study_dir import TRAINED, check_unchanged_since_training, require_kind
+from losslens.study_dir import TRAINED, check_unchanged_since_training, require_kind, require_own_data_folder
 from losslens.train.data import existing_data, prepare_data
 from losslens.train.kernels import use_liger
 from losslens.train.loop import RunSummary, train_run
@@ -34,6 +34,7 @@ def check_study(study: StudyConfig, runs: Optional[Sequence[str]] = None) -> lis
                               f"{study.source}: out_dir")
     if out.is_dir():
         require_kind(out, TRAINED, "training")
+        require_own_data_folder(out)
         check_unchanged_since_training(study, out, strict=True)
         existing_data(study.data, study.corpus_seed, out / contracts.DATA_DIR)
     return plans
