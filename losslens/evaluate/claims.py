@@ -2,14 +2,16 @@
 
 A claim is a file holding the owner's host, PID and a random token, written under a temporary name and
 hard-linked to the lock's name (atomic, and exclusive, on local filesystems and NFS), so that it is
-never seen half-written: an empty or unreadable lock is a crash's leftover and is broken at once. A claim is *stale* when its owner is gone:
-on the same host, when the PID no longer exists; from another host (where the PID cannot be
+never seen half-written: an empty or unreadable lock is a crash's leftover and is broken at once.
+(Where hard links are not supported, the lock is created with ``O_CREAT | O_EXCL`` and written in
+place.) A claim is *stale* when its owner is gone: on the same host, when the PID no longer exists; from another host (where the PID cannot be
 checked), when the file is older than ``timeout`` seconds. A stale claim is broken by renaming it
 away (only one breaker's rename succeeds) and claiming afresh.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -52,6 +54,14 @@ def _pid(owner: dict) -> int:
     return pid if isinstance(pid, int) and pid > 0 else -1  # kill(0 or -1, 0) would ask about a group
 
 
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+def _claim_error(e: OSError, path: Path) -> OSError:
+    """Disk full, quota, permissions: an error that names the lock, not a bare errno."""
+    return OSError(e.errno, f"cannot claim a unit of work ({e.strerror})", str(path))
+
+
 class Claim:
     """A lock file at ``path``: :meth:`acquire` is True when this process now holds it; :meth:`release` gives it up."""
 
@@ -83,10 +93,23 @@ class Claim:
             return True
         except FileExistsError:
             return False
-        except OSError as e:  # disk full, quota, permissions: name the lock, not a bare errno
-            raise OSError(e.errno, f"cannot claim a unit of work ({e.strerror})", str(self.path)) from None
+        except OSError as e:
+            if e.errno in _NO_HARD_LINKS:
+                return self._create_in_place(record)
+            raise _claim_error(e, self.path) from None
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _create_in_place(self, record: str) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as e:
+            raise _claim_error(e, self.path) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(record)
+        return True
 
     def _break_if_stale(self) -> bool:
         owner = _read(self.path)
