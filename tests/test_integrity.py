@@ -470,3 +470,9 @@ def test_a_data_folder_losslens_did_not_write_is_not_replaced(trained_tiny: Path
         result = call_cli("import", str(_manifest_of(trained_tiny, tmp_path / "m.yaml")), "--out", str(out))
     _one_line_exit_2(result, str(out / "data"), "not a losslens data folder")
     assert _tree(out) == {"data/notes.txt": b"mine"}
+
+
+def test_run_checks_its_task_files_before_training(tmp_path: Path):
+    cfg = write_study(tmp_path, eval__tasks=[str(tmp_path / "nowhere.jsonl")])
+    _one_line_exit_2(call_cli("run", str(cfg)), "eval.tasks", "nowhere.jsonl", "no such task file")
+    assert not (tmp_path / "study").exists()
