@@ -42,6 +42,7 @@ from losslens.contracts import RESULTS_COLUMNS, RESULTS_SCHEMA, X_LABEL_COLUMN, 
 from losslens.errors import ConfigError, DataError, ResultsError
 from losslens.evaluate.harness import metric_name
 from losslens.fsio import atomic_write_text
+from losslens.outputs import refuse_overwriting_inputs
 from losslens.metrics import normal_interval
 from losslens.schema import NonNegativeInt, PositiveInt
 
@@ -316,6 +317,7 @@ def import_results(mapping: str | Path, out: str | Path, *, root: str | Path | N
     writer.writeheader()
     writer.writerows(rows)
     out = Path(out)
+    refuse_overwriting_inputs([out], [mapping_path, *seen.values()], "--out")
     try:  # nothing analyze would refuse is written: the same schema and checks, before writing
         parse_results(buf.getvalue(), out)
     except ResultsError as e:

@@ -21,6 +21,7 @@ from losslens.analyze.table import ResultsError, Series, Table, check_table_matc
 from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test
 from losslens.analyze.tokenizers import mixed_tokenizers_warning
 from losslens.contracts import RESULTS_FILE
+from losslens.outputs import refuse_overwriting_inputs
 
 SCALING_BOOTSTRAP_MAX = 200  # scaling-law refits are ~100x dearer than eta refits
 MIN_SIDE = 3  # points an emergent claim needs on each side of eta
@@ -233,6 +234,7 @@ def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = N
     if run_dir is not None and not Path(run_dir).is_dir():
         raise ResultsError(f"{run_dir}: run directory not found")
     out = Path(out) if out is not None else Path(run_dir) if run_dir is not None else results.parent
+    refuse_overwriting_inputs([out / name for name in ("report.json", "report.md", "plots")], [results], "--out")
     analysis = run_analysis(results, run_dir, n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes,
                             progress=progress, scaling_points=scaling_points, backtest=backtest, ci_level=ci_level,
                             x=x)

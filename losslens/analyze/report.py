@@ -7,7 +7,7 @@ from pathlib import Path
 
 from losslens.analyze.table import count_label
 from losslens.analyze.curves import BIC_MARGIN, FLAT_FRACTION
-from losslens.fsio import atomic_write_json, atomic_write_text, jsonable
+from losslens.fsio import atomic_write_json, atomic_write_text, files_together, jsonable
 
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
 
@@ -323,16 +323,21 @@ def _md_backtest_crossings(bt: dict, lvl: str) -> list[str]:
 
 
 def write_report(analysis, out: str | Path, plots: bool = True) -> dict:
-    """Write plots/, report.json and report.md under ``out``; returns the report dict."""
+    """Write plots/, report.json and report.md under ``out``; returns the report dict.
+
+    The three are replaced as one unit (:func:`losslens.fsio.files_together`): an analyze that fails or
+    is interrupted leaves the previous report, with its own plots, as it was.
+    """
     out = Path(out)
     written = {}
-    if plots:
-        from losslens.analyze.plots import backtest_figure, write_plots  # matplotlib only when plotting
+    with files_together(out, (PLOTS_DIR, REPORT_JSON, REPORT_MD)) as new:
+        if plots:
+            from losslens.analyze.plots import backtest_figure, write_plots  # matplotlib only when plotting
 
-        written = write_plots(analysis, out / PLOTS_DIR)
-        if analysis.backtest is not None:
-            written["backtest"] = backtest_figure(analysis.backtest, out / PLOTS_DIR / "backtest")
-    report = build_report(analysis, written, out)
-    atomic_write_json(out / REPORT_JSON, report)
-    atomic_write_text(out / REPORT_MD, render_markdown(report))
+            written = write_plots(analysis, new / PLOTS_DIR)
+            if analysis.backtest is not None:
+                written["backtest"] = backtest_figure(analysis.backtest, new / PLOTS_DIR / "backtest")
+        report = build_report(analysis, written, new)
+        atomic_write_json(new / REPORT_JSON, report)
+        atomic_write_text(new / REPORT_MD, render_markdown(report))
     return report

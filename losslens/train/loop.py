@@ -44,6 +44,7 @@ class RunSummary:
     tokens: int
     final_checkpoint: Path
     resumed_from: Optional[int]
+    up_to_date: bool = False  # trained before: nothing was done
 
 
 @dataclass
