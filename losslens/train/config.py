@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from losslens.contracts import seed_label
+from losslens.tracking import TRACKERS
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,16 @@ class TrainConfig:
     compile: bool = False
     kernels: Literal["auto", "liger", "none"] = "auto"  # fused Liger kernels; auto: on with CUDA + losslens[gpu]
     log_every: int = 10  # steps; the only host syncs of the loop happen here
-    tensorboard: bool = False
+    # Experiment trackers, through accelerate's (losslens.tracking); not in the config hash.
+    trackers: list[Literal[TRACKERS]] = field(default_factory=list)  # type: ignore[valid-type]
+    tensorboard: bool = False  # the older spelling of trackers: [tensorboard]
     peak_flops: Optional[float] = None  # per device, for MFU; default from a table of GPUs
     on_nonfinite: Literal["stop", "skip"] = "stop"
     threads: Optional[int] = None  # torch CPU threads per process
+
+    def tracker_names(self) -> list[str]:
+        """``trackers``, with ``tensorboard: true`` read as naming TensorBoard."""
+        return list(dict.fromkeys(self.trackers + (["tensorboard"] if self.tensorboard else [])))
 
 
 @dataclass

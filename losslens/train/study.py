@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 from losslens import contracts
 from losslens.config import StudyConfig
 from losslens.fsio import atomic_write_text
+from losslens.tracking import check_installed
 from losslens.train.data import prepare_data
 from losslens.train.kernels import use_liger
 from losslens.train.loop import RunSummary, train_run
@@ -35,6 +36,7 @@ def train_study(study: StudyConfig, runs: Optional[Sequence[str]] = None) -> lis
     """Train every run of ``study`` (or only ``runs``), resuming any that were interrupted."""
     accelerator = make_accelerator(study)
     use_liger(study.train.kernels, accelerator.device, source=f"{study.source}: train.kernels")  # fail before tokenizing
+    check_installed(study.train.tracker_names(), study.source)
     data_dir = prepare_study_dir(study, accelerator)
     plans: list[RunPlan] = plan_runs(study)
     if runs:
