@@ -20,6 +20,7 @@ from losslens.analyze.scaling import ScalingFit, forecast
 from losslens.analyze.table import ResultsError, Series, Table, check_table_matches_study, read_results, with_x_axis
 from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test
 from losslens.analyze.tokenizers import mixed_tokenizers_warning
+from losslens.analyze.tracking import analysis_trackers, log_analysis
 from losslens.contracts import RESULTS_FILE
 
 SCALING_BOOTSTRAP_MAX = 200  # scaling-law refits are ~100x dearer than eta refits
@@ -218,6 +219,7 @@ def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = N
     if run_dir is not None and not Path(run_dir).is_dir():
         raise ResultsError(f"{run_dir}: run directory not found")
     out = Path(out) if out is not None else Path(run_dir) if run_dir is not None else results.parent
+    trackers = analysis_trackers(run_dir)  # a tracker that is not installed stops us before the work
     analysis = run_analysis(results, run_dir, n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes,
                             progress=progress, scaling_points=scaling_points, backtest=backtest, ci_level=ci_level,
                             x=x)
@@ -225,6 +227,6 @@ def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = N
     from losslens.analyze.report import write_report
 
     analysis.settings["out"] = str(out)
-    write_report(analysis, out, plots=plots)
+    log_analysis(write_report(analysis, out, plots=plots), out, trackers)
     return analysis
 
