@@ -68,6 +68,9 @@ class Kind:
         return cls(where.run)
 
     def start(self, where: Where, config: Optional[dict]):
+        from accelerate import PartialState
+
+        PartialState()  # accelerate's trackers log through its logger, which needs the state (evaluate, analyze)
         tracker = self.build(where)
         tracker.start()
         if config:

@@ -84,5 +84,7 @@ class TrackerRun:
                     pass
 
     def _warn(self, k: Kind, error: Exception) -> None:
-        print(f"warning: tracker {k.name}, run {self.where.run}: {type(error).__name__}: {error}; "
+        why = " ".join(str(error).split())  # one line, however the tracker words it
+        why = why if len(why) <= 300 else why[:297] + "..."
+        print(f"warning: tracker {k.name}, run {self.where.run}: {type(error).__name__}: {why}; "
               f"nothing more is logged to it in this run", file=sys.stderr, flush=True)
