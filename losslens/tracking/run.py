@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from tqdm.auto import tqdm
+
 from losslens.errors import ConfigError
 from losslens.tracking.kinds import PACKAGES, Kind, Where, install_hint, kind
 
@@ -86,5 +88,5 @@ class TrackerRun:
     def _warn(self, k: Kind, error: Exception) -> None:
         why = " ".join(str(error).split())  # one line, however the tracker words it
         why = why if len(why) <= 300 else why[:297] + "..."
-        print(f"warning: tracker {k.name}, run {self.where.run}: {type(error).__name__}: {why}; "
-              f"nothing more is logged to it in this run", file=sys.stderr, flush=True)
+        tqdm.write(f"warning: tracker {k.name}, run {self.where.run}: {type(error).__name__}: {why}; "
+                   f"nothing more is logged to it in this run", file=sys.stderr)  # on a line of its own, under the bar

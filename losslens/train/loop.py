@@ -259,12 +259,14 @@ def _stop_requested(run: RunState, sigterm: _SigtermFlag) -> bool:
     return run.accelerator.reduce(flag, reduction="sum").item() > 0
 
 
-def _checkpoint(run: RunState, train_loss: float, scheduled: bool, log: MetricsLog) -> Path:
-    """Measure the validation loss, write the checkpoint (all processes), prune older training state."""
+def _checkpoint(run: RunState, train_loss: float, scheduled: bool, log: Optional[MetricsLog] = None) -> Path:
+    """Measure the validation loss, write the checkpoint (all processes), prune older training state;
+    the validation loss goes to ``log``'s trackers."""
     meta = _meta(run, train_loss, scheduled)
     path = ckpt_io.save_checkpoint(run.accelerator, run.model, run.tokenizer, run.run_dir,
                                    run.plan.tokens_at(run.step), meta, run.study.to_yaml())
-    log.checkpoint(meta)
+    if log is not None:
+        log.checkpoint(meta)
     if run.accelerator.is_main_process:
         if scheduled:
             ckpt_io.remove_superseded_preemption_saves(run.run_dir, run.step)
