@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sqlite3
+import time
 import tomllib
 from pathlib import Path
 
@@ -80,6 +81,16 @@ def test_a_tracker_that_fails_mid_run_costs_one_warning_and_the_others_go_on(tmp
     assert ml.data.params["budget_tokens"] == "32768"
 
 
+def _history(run_file: Path, rows: int = 1) -> list[dict]:
+    """W&B's service may write the last records after ``finish`` returns: wait for them (up to a minute)."""
+    for _ in range(600):
+        found = wandb_history(run_file)
+        if len(found) >= rows:
+            return found
+        time.sleep(0.1)
+    return found
+
+
 @pytest.mark.slow
 @need("wandb")
 def test_wandb_offline_resumes_by_name_against_tokens_and_survives_its_process_killed(tmp_path, capsys):
@@ -93,8 +104,8 @@ def test_wandb_offline_resumes_by_name_against_tokens_and_survives_its_process_k
         run.log({"eval/t/acc": 0.375}, 512)
     files = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 2 and len({f.name for f in files}) == 1  # one run id, twice
-    train, evaluation = [[{k: v for k, v in row.items() if not k.startswith("_")} for row in wandb_history(f)]
-                         for f in files]
+    train, evaluation = [[{k: v for k, v in row.items() if not k.startswith("_")} for row in _history(f, n)]
+                         for f, n in zip(files, (2, 1))]
     assert train == [{"train/loss": 3.25, "tokens": 512}, {"train/loss": 2.5, "tokens": 1024}]
     assert evaluation == [{"eval/t/acc": 0.375, "tokens": 512}]
 

@@ -10,6 +10,7 @@ class has no method for them.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -73,8 +74,13 @@ class Kind:
         PartialState()  # accelerate's trackers log through its logger, which needs the state (evaluate, analyze)
         tracker = self.build(where)
         tracker.start()
-        if config:
-            tracker.store_init_configuration(config)
+        try:
+            if config:
+                tracker.store_init_configuration(config)
+        except Exception:
+            with contextlib.suppress(Exception):  # the caller reports the first error, not this one
+                tracker.finish()  # or MLflow's run would stay active, and the next start fail
+            raise
         return tracker
 
     def log(self, tracker, values: dict, tokens: int) -> None:
@@ -117,6 +123,9 @@ class MLflow(Kind):
 
         if not os.environ.get("MLFLOW_TRACKING_URI"):
             mlflow.set_tracking_uri(local_mlflow_uri(where.study_dir))
+            # MLflow also exports it, for subprocesses; but it is this study's store, not the next one's
+            # in this process (tests, several studies) nor a child's working on another study.
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
         return MLflowTracker(experiment_name=where.study, logging_dir=(where.study_dir / "mlartifacts").resolve().as_uri(),
                              run_id=find_mlflow_run(where.study, where.run), run_name=where.run,
                              tags={"losslens.study": where.study})

@@ -18,8 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from tqdm.auto import tqdm
-
 from losslens.errors import ConfigError
 from losslens.tracking.kinds import PACKAGES, Kind, Where, install_hint, kind
 
@@ -86,6 +84,8 @@ class TrackerRun:
                     pass
 
     def _warn(self, k: Kind, error: Exception) -> None:
+        from tqdm.auto import tqdm  # (the config imports this package; tqdm only when there is a warning)
+
         why = " ".join(str(error).split())  # one line, however the tracker words it
         why = why if len(why) <= 300 else why[:297] + "..."
         tqdm.write(f"warning: tracker {k.name}, run {self.where.run}: {type(error).__name__}: {why}; "
