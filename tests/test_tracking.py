@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import sqlite3
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -43,6 +42,7 @@ def test_a_tracker_not_installed_stops_before_any_training(tmp_path):
 
 
 def test_every_tracker_extra_exists_in_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert EXTRAS <= set(extras)
     assert install_hint("mlflow") == "pip install 'losslens[mlflow]'"

@@ -84,7 +84,7 @@ class MetricsLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         self.trackers.log({f"train/{k}": v for k, v in record.items()
-                           if k != TOKENS and isinstance(v, (int, float)) and v is not None}, record[TOKENS])
+                           if k != TOKENS and isinstance(v, (int, float))}, record[TOKENS])  # None: not measured
 
     def checkpoint(self, meta: dict) -> None:
         """The validation loss (and bits per byte) measured at a checkpoint."""
