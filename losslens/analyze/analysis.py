@@ -20,6 +20,7 @@ from losslens.analyze.scaling import ScalingFit, forecast
 from losslens.analyze.table import ResultsError, Series, Table, check_table_matches_study, read_results, with_x_axis
 from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test
 from losslens.analyze.tokenizers import mixed_tokenizers_warning
+from losslens.analyze.tracking import analysis_trackers, log_analysis
 from losslens.contracts import RESULTS_FILE
 from losslens.outputs import refuse_overwriting_inputs
 
@@ -235,6 +236,7 @@ def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = N
         raise ResultsError(f"{run_dir}: run directory not found")
     out = Path(out) if out is not None else Path(run_dir) if run_dir is not None else results.parent
     refuse_overwriting_inputs([out / name for name in ("report.json", "report.md", "plots")], [results], "--out")
+    trackers = analysis_trackers(run_dir)  # a tracker that is not installed stops us before the work
     analysis = run_analysis(results, run_dir, n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes,
                             progress=progress, scaling_points=scaling_points, backtest=backtest, ci_level=ci_level,
                             x=x)
@@ -242,6 +244,6 @@ def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = N
     from losslens.analyze.report import write_report
 
     analysis.settings["out"] = str(out)
-    write_report(analysis, out, plots=plots)
+    log_analysis(write_report(analysis, out, plots=plots), out, trackers)
     return analysis
 

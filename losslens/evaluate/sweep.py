@@ -42,6 +42,7 @@ from losslens.evaluate.claims import Claim
 from losslens.evaluate.harness import PREFIX as HARNESS_PREFIX, Harness, parse_names
 from losslens.evaluate.order import visiting_order
 from losslens.evaluate.runner import TaskSettings
+from losslens.evaluate.tracking import EvalTracking
 from losslens.evaluate.tasks import local_path, resolve_tasks
 from losslens.evaluate.inputs import result_fingerprint
 from losslens.evaluate.units import CheckpointContext, PretrainUnit, RunOptions, TaskUnit, Unit
@@ -191,7 +192,7 @@ def evaluate_study(
     options = RunOptions(dtype=study.eval.dtype, device=_default_device(device) if mine else "cpu",
                          batch_size=batch_size or study.eval.batch_size, progress=progress,
                          per_example=study.eval.per_example if per_example is None else per_example)
-    evaluator = Evaluator(study_dir, options, force, lock_timeout, summary, log)
+    evaluator = Evaluator(study_dir, options, force, lock_timeout, summary, log, EvalTracking(study, study_dir))
     if settings is not None:
         from losslens.evaluate.adaptive import run_adaptive  # scipy, via analyze: only when asked for
 
@@ -246,16 +247,19 @@ class Evaluator:
     """Evaluates units on checkpoints for a sweep, counting into its summary (claim -> run -> write)."""
 
     def __init__(self, study_dir: Path, options: RunOptions, force: bool, lock_timeout: float,
-                 summary: SweepSummary, log: Callable[[str], None]):
+                 summary: SweepSummary, log: Callable[[str], None], tracking: Optional[EvalTracking] = None):
         self.study_dir, self.options, self.force, self.lock_timeout = study_dir, options, force, lock_timeout
-        self.summary, self.log = summary, log
+        self.summary, self.log, self.tracking = summary, log, tracking
         # result() is asked for each point every round; a result up to date stays so for the sweep
         self._hashes: dict[Path, str] = {}
         self._results: dict[tuple[Path, str], dict] = {}
 
     def run(self, ckpt: Path, units: list[Unit]) -> None:
+        written = len(self.summary.results)
         _evaluate_checkpoint(self.study_dir, ckpt, units, self.options, self.force, self.lock_timeout,
                              self.summary, self.log)
+        if self.tracking is not None:
+            self.tracking.log(self.summary.results[written:])
 
     def result(self, ckpt: Path, unit: Unit) -> Optional[dict]:
         """The unit's result on the checkpoint as it is now, or None when there is none up to date."""

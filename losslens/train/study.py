@@ -17,6 +17,7 @@ from losslens.config import StudyConfig
 from losslens.fsio import atomic_write_text
 from losslens.outputs import refuse_overwriting_inputs
 from losslens.study_dir import TRAINED, check_unchanged_since_training, require_kind, require_own_data_folder
+from losslens.tracking import check_installed
 from losslens.train.data import existing_data, prepare_data
 from losslens.train.kernels import use_liger
 from losslens.train.loop import RunSummary, train_run
@@ -79,6 +80,7 @@ def train_study(study: StudyConfig, runs: Optional[Sequence[str]] = None) -> lis
     plans = check_study(study, runs)
     accelerator = make_accelerator(study)
     use_liger(study.train.kernels, accelerator.device, source=f"{study.source}: train.kernels")  # fail before tokenizing
+    check_installed(study.train.tracker_names(), study.source)
     data_dir = prepare_study_dir(study, accelerator)
     done = {p.name: trained_summary(study, p) for p in plans}
     if all(done.values()) and accelerator.is_main_process:
