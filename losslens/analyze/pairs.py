@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from losslens.analyze.alignment import alignment_r2
 from losslens.analyze.parallel import fork_map, max_workers
+from losslens.analyze.startup import startup_eta
 from losslens.analyze.table import Series, load_examples
 from losslens.analyze.threshold import EMERGENT, ThresholdResult, find_threshold
 
@@ -31,6 +32,7 @@ def analyze_pair(series: Series, run_dir, n_bootstrap: int, seed: int, ci_level:
                 min_side=min_side)
     res = find_threshold(series.loss, series.value, series.chance, examples=examples, sizes=series.n_params,
                          seeds=series.seed, **opts)
+    res = startup_eta(res, series.run, series.tokens, series.loss, series.value)
     align = {"loss": alignment_r2(series.loss, series.value, series.n_params),
              "compute": alignment_r2(np.log10(np.maximum(series.flops, 1.0)), series.value, series.n_params)}
     seeds = seed_summary(series, res, examples, opts) if res.used_seeds else None
