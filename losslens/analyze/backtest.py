@@ -334,11 +334,11 @@ def predict_crossings(law: ScalingFit | None, train: Table, held: Table, task: s
                      "tokens_ci": ci, "actual_tokens": actual, "ratio": pred / actual if ok else None,
                      "inside": bool(ci[0] <= actual <= ci[1]) if ok and None not in ci else None,
                      "interval": fc["interval"],
-                     "note": _crossing_note(pred, actual, fc["interval"], *_run_losses(held, run), th.loss)})
+                     "note": crossing_note(pred, actual, fc["interval"], *_run_losses(held, run), th.loss)})
     return rows
 
 
-def _crossing_note(predicted, actual, interval: str, tokens: np.ndarray, losses: np.ndarray, eta: float) -> str:
+def crossing_note(predicted, actual, interval: str, tokens: np.ndarray, losses: np.ndarray, eta: float) -> str:
     """Why a crossing has no actual tokens to compare with: the run started below η, or never got there."""
     if predicted is None:
         return f"no forecast: {interval}"

@@ -90,7 +90,7 @@ def render_markdown(report: dict) -> str:
     return "\n".join(L) + "\n"
 
 
-def _grid(study: dict) -> str:
+def grid_summary(study: dict) -> str:
     """"4 sizes x 3 budgets" for a full grid; otherwise the runs per size and the distinct budgets (a ladder
     whose budgets are multiples of each size's own Chinchilla count has as many budgets as runs)."""
     per_size: dict[str, list[int]] = {}
@@ -110,7 +110,7 @@ def _md_verdicts(report: dict) -> list[str]:
     st, lvl = report["study"], _level(report)
     axis = st.get("x_label") or "pretraining loss"
     L = ["# losslens analysis", "",
-         f"Table `{st['results']}`: {st['n_rows']} rows, {len(st['runs'])} runs ({_grid(st)}), "
+         f"Table `{st['results']}`: {st['n_rows']} rows, {len(st['runs'])} runs ({grid_summary(st)}), "
          f"{st['n_checkpoints']} checkpoints, "
          f"{len(st['tasks'])} tasks. x-axis ('loss' below): {axis}. Bootstrap: "
          f"{report['settings']['n_bootstrap']} resamples (scaling law: {report['settings']['scaling_bootstrap']}), "
