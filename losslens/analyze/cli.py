@@ -66,7 +66,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"backtest ({', '.join(analysis.backtest['held_out']['runs'])} held out), per metric: "
               "mean abs error (inside the interval)")
         for metric, sm in analysis.backtest["summary"]["by_metric"].items():
-            print(f"  {metric}: two-stage {_error_and_inside(sm['two_stage'])}, direct {_error_and_inside(sm['direct'])}")
+            two_stage, direct = _error_and_inside(sm["two_stage"]), _error_and_inside(sm["direct"])
+            print(f"  {metric}: two-stage {two_stage}, direct {direct}")
     else:
         print(f"backtest: {analysis.backtest_note}")
     print(f"report: {out / REPORT_MD}")
