@@ -139,6 +139,17 @@ def _column_index(header: list[str], path: Path, column: str, field_name: str) -
 
 
 @dataclass
+class _ValueColumns:
+    """The column(s) of one task x metric in a file; several are averaged."""
+
+    task: str
+    metric: str
+    indices: list[int]
+    names: list[str]
+    bounds: tuple[float, float]  # the metric's range in the registry
+
+
+@dataclass
 class _Columns:
     """Where each mapped column sits in one file's header."""
 
@@ -146,14 +157,15 @@ class _Columns:
     step: int
     tokens: Optional[int]
     batch: Optional[int]
-    # (task, metric, column indices averaged, column names, bounds)
-    values: list[tuple[str, str, list[int], list[str], tuple[float, float]]]
+    values: list[_ValueColumns]
 
 
 def _columns(header: list[str], path: Path, spec: WideSpec, tokens_per_step: Optional[int]) -> _Columns:
-    idx = lambda column, field_name: _column_index(header, path, column, f"wide.{field_name}")  # noqa: E731
+    def index(column: str, field_name: str) -> int:
+        return _column_index(header, path, column, f"wide.{field_name}")
+
     tokens = header.index(spec.tokens) if spec.tokens in header else None
-    batch = idx(spec.batch_size, "batch_size") if spec.batch_size else None
+    batch = index(spec.batch_size, "batch_size") if spec.batch_size else None
     if tokens is None and batch is None and tokens_per_step is None:
         missing = f"no column {spec.tokens!r} (wide.tokens)" if spec.tokens else "no tokens column"
         raise ConfigError(f"{path}: {missing}; give wide.batch_size or tokens_per_step to count tokens as step x it")
@@ -161,9 +173,9 @@ def _columns(header: list[str], path: Path, spec: WideSpec, tokens_per_step: Opt
     for i, m in enumerate(spec.metrics):
         for task, keys in spec.tasks.items():
             names = [m.column.replace(TASK_SLOT, k) for k in ([keys] if isinstance(keys, str) else keys)]
-            cols = [idx(n, f"metrics[{i}].column for task {task}") for n in names]
-            values.append((task, m.metric, cols, names, metric_info(m.metric).bounds))
-    return _Columns(idx(spec.loss, "loss"), idx(spec.step, "step"), tokens, batch, values)
+            indices = [index(n, f"metrics[{i}].column for task {task}") for n in names]
+            values.append(_ValueColumns(task, m.metric, indices, names, metric_info(m.metric).bounds))
+    return _Columns(index(spec.loss, "loss"), index(spec.step, "step"), tokens, batch, values)
 
 
 def _tokens(row: list[str], cols: _Columns, step: int, tokens_per_step: Optional[int], path: Path,
@@ -181,16 +193,16 @@ def _tokens(row: list[str], cols: _Columns, step: int, tokens_per_step: Optional
     return step * tokens_per_step
 
 
-def _mean_value(row: list[str], indices: list[int], names: list[str], path: Path, line: int,
-                bounds: tuple[float, float], metric: str) -> Optional[float]:
+def _mean_value(row: list[str], cols: _ValueColumns, path: Path, line: int) -> Optional[float]:
     """The mean of a task's key columns; None where any is empty (not evaluated at that step)."""
-    parts = [_number(row[i], path, line, n) for i, n in zip(indices, names)]
+    parts = [_number(row[i], path, line, n) for i, n in zip(cols.indices, cols.names)]
     if any(p is None for p in parts):
         return None
-    for v, n in zip(parts, names):
-        if not bounds[0] <= v <= bounds[1]:
-            raise DataError(f"{path}:{line}: column {n!r}: {v:g} is outside [{bounds[0]:g}, {bounds[1]:g}], "
-                            f"the range of metric {metric!r}")
+    low, high = cols.bounds
+    for v, n in zip(parts, cols.names):
+        if not low <= v <= high:
+            raise DataError(f"{path}:{line}: column {n!r}: {v:g} is outside [{low:g}, {high:g}], "
+                            f"the range of metric {cols.metric!r}")
     return sum(parts) / len(parts)
 
 
@@ -210,10 +222,10 @@ def read_wide_file(path: str | Path, spec: WideSpec, tokens_per_step: Optional[i
         if step is None:
             raise DataError(f"{path}:{line}: column {spec.step!r}: empty (the step, wide.step)")
         ck = WideCheckpoint(line, step, _tokens(row, cols, step, tokens_per_step, path, line, header), loss)
-        for task, metric, indices, names, bounds in cols.values:
-            value = _mean_value(row, indices, names, path, line, bounds, metric)
+        for vc in cols.values:
+            value = _mean_value(row, vc, path, line)
             if value is not None:
-                ck.values.append((task, metric, value))
+                ck.values.append((vc.task, vc.metric, value))
         out.append(ck)
     if not out:
         raise DataError(f"{path}: column {spec.loss!r}: no row has a loss (wide.loss)")
