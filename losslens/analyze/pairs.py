@@ -47,6 +47,7 @@ def seed_summary(series: Series, pooled: ThresholdResult, examples: list | None,
         mine = series.seed == label
         sub = None if examples is None else [e for e, keep in zip(examples, mine) if keep]
         th = find_threshold(series.loss[mine], series.value[mine], series.chance, examples=sub, **opts)
+        th = startup_eta(th, series.run[mine], series.tokens[mine], series.loss[mine], series.value[mine])
         found = th.verdict == EMERGENT
         per_seed.append({"seed": label, "verdict": th.verdict, "n_points": th.n_points,
                          "eta": th.loss if found else None, "ci": [th.ci_low, th.ci_high] if found else None})
