@@ -16,12 +16,6 @@ def _sizes(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _error_and_inside(summary: dict) -> str:
-    """'0.0123 (29/32 inside)' for one way of predicting one metric."""
-    mae = "–" if summary["mae"] is None else f"{summary['mae']:.3g}"
-    return f"{mae} ({summary['inside']}/{summary['n_with_interval']} inside)"
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", nargs="?", type=Path, help="study directory holding results.csv")
     parser.add_argument("--results", type=Path, help="results table to read (default: RUN_DIR/results.csv)")
@@ -46,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from losslens.analyze.analysis import analyze
-    from losslens.analyze.report import PLOTS_DIR, REPORT_MD
+    from losslens.analyze.report import PLOTS_DIR, REPORT_MD, error_and_inside
 
     if args.run_dir is None and args.results is None:
         raise ResultsError("give a RUN_DIR or --results PATH")
@@ -66,8 +60,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"backtest ({', '.join(analysis.backtest['held_out']['runs'])} held out), per metric: "
               "mean abs error (inside the interval)")
         for metric, sm in analysis.backtest["summary"]["by_metric"].items():
-            two_stage, direct = _error_and_inside(sm["two_stage"]), _error_and_inside(sm["direct"])
-            print(f"  {metric}: two-stage {two_stage}, direct {direct}")
+            print(f"  {metric}: two-stage {error_and_inside(sm['two_stage'])}, direct {error_and_inside(sm['direct'])}")
     else:
         print(f"backtest: {analysis.backtest_note}")
     print(f"report: {out / REPORT_MD}")

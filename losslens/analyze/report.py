@@ -305,17 +305,21 @@ def _md_backtest_loss(bt: dict) -> list[str]:
     return L + [""]
 
 
+def error_and_inside(summary: dict) -> str:
+    """'0.0123 (29/32 inside)': the mean absolute error of one way of predicting one metric, and its coverage."""
+    mae = "–" if summary["mae"] is None else f"{summary['mae']:.3g}"
+    return f"{mae} ({summary['inside']}/{summary['n_with_interval']} inside)"
+
+
 def _md_backtest_metrics(bt: dict, lvl: str) -> list[str]:
     sm = bt["summary"]
-    mae = lambda d: "–" if d["mae"] is None else f"{d['mae']:.3g}"  # noqa: E731
-    way = lambda d: f"{mae(d)} ({d['inside']}/{d['n_with_interval']} inside)"  # noqa: E731
     by_metric = sm.get("by_metric") or {"all metrics": sm}
     L = ["### Task metrics at the final checkpoint", "",
          f"Two-stage: (N, D) → loss by the law, loss → metric by the curve preferred by BIC on the training runs. "
          f"Direct: the same family of curves against log10 compute. Two-stage closer {sm['two_stage_closer']} "
          f"times, direct {sm['direct_closer']}. Mean absolute error per metric, each in its own units:", "",
          "| metric | predictions | two-stage MAE | direct MAE |", "|---|---|---|---|",
-         *[f"| {m} | {d['two_stage']['n']} | {way(d['two_stage'])} | {way(d['direct'])} |"
+         *[f"| {m} | {d['two_stage']['n']} | {error_and_inside(d['two_stage'])} | {error_and_inside(d['direct'])} |"
            for m, d in by_metric.items()], "",
          f"| task | metric | run | actual | two-stage | {lvl} CI | abs. err. | rel. err. | inside "
          f"| direct | {lvl} CI | abs. err. | rel. err. | inside | closer |",
