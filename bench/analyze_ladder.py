@@ -10,6 +10,11 @@ shared with other work they say more than wall time), the load average, and whet
 the speed work touches are the same in both report.json files (scaling laws, backtest losses and
 metrics, thresholds). Target: analyze <= 60 s on the 2-core machine. Last line:
 ``ratio analyze-ladder new/reference wall: R``.
+
+``--stages`` first runs this checkout's analysis in this process, one stage after the other
+(``LOSSLENS_ANALYZE_WORKERS=1``), and prints each stage's CPU seconds and the wall time they make on
+an idle 2-core machine (thresholds over two workers, then the laws beside the backtest): on a shared
+machine a better guide to the target than the wall time measured beside other people's work.
 """
 
 from __future__ import annotations
@@ -54,6 +59,38 @@ def timed_analyze(code: Path, table: Path, out: Path, bootstrap: int) -> tuple[f
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def stage_seconds(table: Path, bootstrap: int) -> dict[str, float]:
+    """CPU seconds of each stage of this checkout's analysis, run in this process one after the other."""
+    from losslens.analyze import analysis
+
+    cpu: dict[str, float] = {}
+
+    def timed(name, fn):
+        def run(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                cpu[name] = cpu.get(name, 0.0) + time.process_time() - start
+        return run
+
+    stages = {"thresholds": "analyze_pairs", "laws": "_laws", "backtest": "run_backtest"}
+    for name, attr in stages.items():
+        setattr(analysis, attr, timed(name, getattr(analysis, attr)))
+    before = os.environ.get("LOSSLENS_ANALYZE_WORKERS")
+    os.environ["LOSSLENS_ANALYZE_WORKERS"] = "1"  # every stage in this process, where process_time sees it
+    try:
+        start = time.process_time()
+        analysis.run_analysis(table, n_bootstrap=bootstrap, progress=False)
+        cpu["total"] = time.process_time() - start
+    finally:
+        if before is None:
+            del os.environ["LOSSLENS_ANALYZE_WORKERS"]
+        else:
+            os.environ["LOSSLENS_ANALYZE_WORKERS"] = before
+    return cpu
+
+
 def compared(report: dict) -> dict:
     """The numbers the speed work could change: laws, backtest losses and task metrics, thresholds."""
     bt = report["backtest"]
@@ -69,6 +106,7 @@ def main() -> None:
     p.add_argument("--reference", default=REFERENCE, help=f"commit to compare with (default {REFERENCE})")
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--shared", type=Path, default=Path(os.environ.get("LOSSLENS_SHARED", ROOT.parent / "shared")))
+    p.add_argument("--stages", action="store_true", help="also CPU seconds per stage, in this process")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
     from losslens.import_results import import_results
@@ -79,6 +117,13 @@ def main() -> None:
         summary = import_results(MAPPING, table, root=args.shared / "data" / "olmo-ladder")
         print(f"table: {summary.n_rows} rows, {summary.n_checkpoints} checkpoints, {len(summary.runs)} runs; "
               f"cores {len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.1f}", flush=True)
+        if args.stages:
+            cpu = stage_seconds(table, args.bootstrap)
+            rest = cpu["total"] - cpu["thresholds"] - cpu["laws"] - cpu["backtest"]
+            idle = cpu["thresholds"] / 2 + max(cpu["laws"], cpu["backtest"]) + rest
+            print("CPU per stage, one process: " + ", ".join(f"{k} {v:.1f} s" for k, v in cpu.items())
+                  + f"; on an idle 2-core machine about {idle:.0f} s (+ imports and report writing); "
+                  f"load average now {os.getloadavg()[0]:.1f}", flush=True)
         reference = checkout(args.reference, tmp / "reference")
         times, reports = {}, {}
         for name, code in (("reference", reference), ("new", ROOT)):
