@@ -29,7 +29,8 @@ from losslens.analyze.curves import Fit, fit_models, fit_one, oriented_data
 from losslens.analyze.intervals import around, percentile
 from losslens.analyze.scaling import FIXED_TOKENS, ScalingFit, fit_scaling_law, forecast
 from losslens.analyze.seeds import SeedLevel
-from losslens.analyze.table import ResultsError, Table
+from losslens.analyze.startup import startup_eta
+from losslens.analyze.table import ResultsError, Table, count_label
 from losslens.contracts import metric_info
 from losslens.analyze.threshold import EMERGENT, find_threshold
 
@@ -285,14 +286,19 @@ def _curve_info(curve: Curve) -> dict:
     return {"model": curve.model, **({"ceiling": curve.point.note} if curve.point.note else {})}
 
 
-def actual_crossing(held: Table, run: str, eta: float) -> float | None:
-    """Tokens at which a run's measured loss first falls below eta (log-linear between
-    checkpoints); None if it never does or was already below at its first checkpoint."""
+def _run_losses(held: Table, run: str) -> tuple[np.ndarray, np.ndarray]:
+    """A run's (tokens, loss) at its checkpoints with tokens > 0, by tokens."""
     ck = held.checkpoints()
     sel = (ck["run"] == run) & (ck["tokens"] > 0)
     t, L = ck["tokens"][sel].astype(float), ck["loss"][sel]
     order = np.argsort(t)
-    t, L = t[order], L[order]
+    return t[order], L[order]
+
+
+def actual_crossing(held: Table, run: str, eta: float) -> float | None:
+    """Tokens at which a run's measured loss first falls below eta (log-linear between
+    checkpoints); None if it never does or was already below at its first checkpoint."""
+    t, L = _run_losses(held, run)
     below = np.flatnonzero(L < eta)
     if not len(below) or below[0] == 0:
         return None
@@ -307,6 +313,7 @@ def predict_crossings(law: ScalingFit | None, train: Table, held: Table, task: s
     s = train.series(task, metric)
     th = find_threshold(s.loss, s.value, s.chance, higher_is_better=s.higher_is_better,
                         n_bootstrap=n_bootstrap, seed=seed, ci_level=ci_level, sizes=s.n_params, seeds=s.seed)
+    th = startup_eta(th, s.run, s.tokens, s.loss, s.value)
     base = {"task": task, "metric": metric, "train_verdict": th.verdict}
     if th.verdict != EMERGENT or law is None:
         why = "no scaling fit" if law is None else f"{th.verdict} on the training runs: no threshold to forecast"
@@ -324,14 +331,20 @@ def predict_crossings(law: ScalingFit | None, train: Table, held: Table, task: s
                      "tokens_ci": ci, "actual_tokens": actual, "ratio": pred / actual if ok else None,
                      "inside": bool(ci[0] <= actual <= ci[1]) if ok and None not in ci else None,
                      "interval": fc["interval"],
-                     "note": _crossing_note(pred, actual, fc["interval"])})
+                     "note": crossing_note(pred, actual, fc["interval"], *_run_losses(held, run), th.loss)})
     return rows
 
 
-def _crossing_note(predicted, actual, interval: str) -> str:
+def crossing_note(predicted, actual, interval: str, tokens: np.ndarray, losses: np.ndarray, eta: float) -> str:
+    """Why a crossing has no actual tokens to compare with: the run started below η, or never got there."""
     if predicted is None:
         return f"no forecast: {interval}"
-    return "" if actual is not None else "the held-out run's loss never crossed eta after its first checkpoint"
+    if actual is not None or not len(losses):
+        return ""
+    if losses[0] < eta:
+        return (f"already below eta at the held-out run's first checkpoint ({count_label(tokens[0])} tokens, "
+                f"loss {losses[0]:.3f}): no crossing to compare")
+    return f"the held-out run's loss never fell below eta (lowest {losses.min():.3f})"
 
 
 def _summary(rows: list[dict], way: str) -> dict:
@@ -382,5 +395,13 @@ def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]]
         "loss": predict_losses(law, held) if law is not None else None,
         "metrics": metrics, "crossings": crossings,
         "summary": {"two_stage": _summary(metrics, "two_stage"), "direct": _summary(metrics, "direct"),
-                    "two_stage_closer": closer.count("two-stage"), "direct_closer": closer.count("direct")},
+                    "two_stage_closer": closer.count("two-stage"), "direct_closer": closer.count("direct"),
+                    "by_metric": _summary_by_metric(metrics)},
     }
+
+
+def _summary_by_metric(rows: list[dict]) -> dict:
+    """The summary of each metric alone: errors in accuracy points and in bits per byte do not average."""
+    names = dict.fromkeys(r["metric"] for r in rows)
+    return {m: {way: _summary([r for r in rows if r["metric"] == m], way) for way in ("two_stage", "direct")}
+            for m in names}

@@ -53,16 +53,19 @@ NOT_IDENTIFIED = "not identified"
 def _objective(theta: np.ndarray, lnN: np.ndarray, lnD: np.ndarray, lnL: np.ndarray, delta: float):
     """Huber loss of the log-space residuals, and its gradient in theta = (a, b, e, alpha, beta)."""
     a, b, e, alpha, beta = theta
-    terms = np.stack([a - alpha * lnN, b - beta * lnD, np.full_like(lnN, e)])
-    top = terms.max(axis=0)
-    w = np.exp(terms - top)  # stable logsumexp; w / w.sum() is its gradient (the softmax)
-    total = w.sum(axis=0)
+    # The three terms row by row, not stacked: the same arithmetic in the same order (identical results),
+    # with fewer numpy calls, which is what this costs on ~16 points (it runs ~500 times per fit).
+    t0, t1 = a - alpha * lnN, b - beta * lnD
+    top = np.maximum(np.maximum(t0, t1), e)
+    w0, w1, w2 = np.exp(t0 - top), np.exp(t1 - top), np.exp(e - top)  # stable logsumexp; w / total: its gradient
+    total = w0 + w1 + w2
     r = top + np.log(total) - lnL
-    small = np.abs(r) <= delta
-    value = np.where(small, 0.5 * r ** 2, delta * (np.abs(r) - 0.5 * delta)).sum()
-    psi = np.where(small, r, delta * np.sign(r))  # d Huber / d r
-    p = w * (psi / total)  # d lse / d term, times psi
-    grad = np.array([p[0].sum(), p[1].sum(), p[2].sum(), -(p[0] * lnN).sum(), -(p[1] * lnD).sum()])
+    abs_r = np.abs(r)
+    small = abs_r <= delta
+    value = np.where(small, 0.5 * r ** 2, delta * (abs_r - 0.5 * delta)).sum()
+    q = np.where(small, r, delta * np.sign(r)) / total  # d Huber / d r, times d lse / d term over w
+    p0, p1 = w0 * q, w1 * q
+    grad = np.array([p0.sum(), p1.sum(), (w2 * q).sum(), -(p0 * lnN).sum(), -(p1 * lnD).sum()])
     # Divided by delta: the sum of Huber terms is ~1e-4 here, and L-BFGS-B's tolerances are
     # absolute enough to stop at once on a scale that small.
     return value / delta, grad / delta
