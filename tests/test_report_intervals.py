@@ -110,3 +110,19 @@ def test_pythia_report_holds_every_estimate_in_its_interval(tmp_path):
     analyze(results=results, n_bootstrap=20, plots=False, progress=False)
     report = json.loads((tmp_path / "report.json").read_text())
     assert_every_estimate_inside(report, {"ci_low", "ci"})
+
+
+@pytest.mark.slow
+def test_held_out_size_coverage_of_synthetic_backtests():
+    # bench/interval_coverage.py --backtest: studies on a known law with planted metrics, the largest size
+    # held out; the two-stage 95 % intervals must hold >= 90 % of the held-out measurements.
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "interval_coverage.py"), "--backtest", "6",
+                          "--seeds-per-size", "2", "--rng", "5"], capture_output=True, text=True, check=True).stdout
+    inside, total = map(int, re.search(r"two_stage (\d+)/(\d+) inside", out).groups())
+    assert total == 6 * 3 * 2 * 2 and inside >= 0.9 * total, out

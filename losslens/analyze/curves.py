@@ -22,7 +22,8 @@ called smooth or emergent.
 :mod:`losslens.metrics`) is given for curves that extrapolate (the backtest's step 2), not for
 thresholds, which describe the data they have. With one, the sigmoid rises to the ceiling
 (h = ceiling - c, one parameter fewer) unless the data show saturation: the free-height sigmoid is
-kept only when its BIC beats the ceiling's by ``BIC_MARGIN``, and :attr:`Fit.note` says which.
+kept only when its top is below the ceiling and its BIC beats the ceiling's by ``BIC_MARGIN``, and
+:attr:`Fit.note` says which.
 
 Adding a model is one :func:`register` call: a fit in oriented units returning (params, k, note),
 a ``predict`` that is linear in the parameters named in ``levels`` (so one formula serves both
@@ -270,12 +271,14 @@ def _fit_sigmoid(d: CurveData):
     if d.ceiling is not None and (d.floor is None or d.floor < d.ceiling):
         bound = _sigmoid_polish(d, True, _sigmoid_search(d, bound=True))
         gain = lsq.bic(bound[4], len(d.x), k - 1) - lsq.bic(free[4], len(d.x), k)
-        if gain >= BIC_MARGIN:
+        # Saturation is a top below the bound; a free top above it is a curve the metric cannot follow.
+        if gain >= BIC_MARGIN and free[2] + free[3] < d.ceiling:
             note = f"ceiling fitted at {free[2] + free[3]:.4g}: the data show saturation (ΔBIC {gain:.1f} " \
                    f"over the metric's bound {d.ceiling:.4g})"
         else:
             chosen, k = bound, k - 1
-            note = f"ceiling at the metric's bound {d.ceiling:.4g} (a fitted one gains ΔBIC {gain:.1f} < {BIC_MARGIN:g})"
+            why = f"ΔBIC {gain:.1f} < {BIC_MARGIN:g}" if gain < BIC_MARGIN else f"at {free[2] + free[3]:.4g}, past the bound"
+            note = f"ceiling at the metric's bound {d.ceiling:.4g} (a fitted one: {why})"
     m, w, h, c, _ = chosen
     return {"floor": float(c), "height": float(h), "midpoint": float(m), "width": float(w)}, k, note
 
