@@ -20,7 +20,11 @@ def flag(cls: type, name: str) -> Callable[[str], Any]:
     """The ``type=`` of a flag that sets field ``name`` of dataclass ``cls``: the text read as the field's
     number type (or a comma-separated list of them) and checked against the range declared there, so a
     flag and its config field accept the same values."""
-    tp = typing.get_type_hints(cls, include_extras=True)[name]
+    return of_type(typing.get_type_hints(cls, include_extras=True)[name], name)
+
+
+def of_type(tp: Any, name: str = "value") -> Callable[[str], Any]:
+    """The ``type=`` of a flag whose values are those of ``tp``, e.g. ``losslens.schema.Threads``."""
     if get_origin(tp) is typing.Union:  # Optional[X]: a flag given has a value
         tp = next(a for a in get_args(tp) if a is not type(None))
     base = constraints(tp)[0]

@@ -104,7 +104,7 @@ RESULTS_SCHEMA = {
     "value": Column(float, range=_VALUE),
     "ci_low": Column(float, optional=True, range=_VALUE),  # ci_low <= value <= ci_high
     "ci_high": Column(float, optional=True, range=_VALUE),
-    "n": Column(int, optional=True, range=Range(ge=0, le=MAX_TOKENS)),
+    "n": Column(int, optional=True, range=Range(gt=0, le=MAX_TOKENS)),  # examples (tokens) behind the value
     "chance": Column(float, optional=True, range=Range(ge=0, le=1, what="a chance level")),
 }
 RESULTS_COLUMNS = tuple(RESULTS_SCHEMA)

@@ -30,6 +30,7 @@ from losslens.errors import ConfigError
 
 INT_MAX = 2**63 - 1  # numpy's and torch's int64: a larger integer wraps around, e.g. to a negative count
 SEED_MAX = 2**32 - 1  # every seed fits numpy's legacy and torch's generators, and sums of seeds do not wrap
+MAX_THREADS = 1024  # torch segfaults creating 100,000 threads
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ NonNegativeInt = Annotated[int, NOT_NEGATIVE]
 PositiveFloat = Annotated[float, POSITIVE]
 SeedInt = Annotated[int, SEED]
 Bootstrap = Annotated[int, BOOTSTRAP]
+Threads = Annotated[int, Range(ge=1, le=MAX_THREADS)]  # torch CPU threads (train.threads, --threads)
 
 
 def constraints(tp: Any) -> tuple[Any, list]:
@@ -217,10 +219,29 @@ class DuplicateKey(Exception):
         super().__init__(f"line {line}: key {key!r} given twice (first on line {first}; YAML would keep the last)")
 
 
+MAX_YAML_VALUES = 1_000_000  # a config, task file, manifest or mapping holds far fewer; aliases can fake billions
+
+
+def _expands_beyond(tree: Any, limit: int) -> bool:
+    """Does ``tree`` hold more than ``limit`` values once aliases are expanded (a "billion laughs" file)?"""
+    stack, seen = [tree], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(node, dict):
+            stack += [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            stack += node
+    return False
+
+
 def load_yaml(text: str, source: str | Path) -> Any:
-    """Parse YAML text, refusing duplicate keys; errors are ConfigErrors naming ``source`` and the line."""
+    """Parse YAML text, refusing duplicate keys and alias bombs; errors are ConfigErrors naming ``source``
+    (and the line)."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+        tree = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except DuplicateKey as e:
         raise ConfigError(f"{source}: {e}") from None
     except yaml.YAMLError as e:
@@ -228,3 +249,6 @@ def load_yaml(text: str, source: str | Path) -> Any:
         where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
         why = " ".join(str(getattr(e, "problem", None) or e).split())  # PyYAML's reader errors span lines
         raise ConfigError(f"{source}:{where} malformed YAML: {why}") from None
+    if _expands_beyond(tree, MAX_YAML_VALUES):
+        raise ConfigError(f"{source}: holds more than {MAX_YAML_VALUES:,} values once its aliases are expanded")
+    return tree

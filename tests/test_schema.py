@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
 import pytest
 import yaml
 
@@ -87,6 +86,13 @@ def test_the_yaml_loader_refuses_a_key_given_twice(text, line, first):
     with pytest.raises(ConfigError, match=rf"^f.yaml: line {line}: key '\w+' given twice \(first on line {first}"):
         load_yaml(text, "f.yaml")
     assert load_yaml("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\n", "f.yaml")["other"] == {"x": 1, "y": 2}
+
+
+def test_the_yaml_loader_refuses_an_alias_bomb():
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]  # 10^8 values
+    with pytest.raises(ConfigError, match=r"^f.yaml: holds more than 1,000,000 values once its aliases are expanded"):
+        load_yaml("\n".join(levels) + "\n", "f.yaml")
 
 
 # ---------------------------------------------------------------- study configs
@@ -205,6 +211,8 @@ _LATER = {**_ROW, "tokens": 2000, "step": 2, "loss": 3.2}
 
 @pytest.mark.parametrize("rows, message", [
     ([{**_ROW, "ci_low": 0.4, "ci_high": 0.35}], ":2: column 'ci_low': 0.4 is above ci_high 0.35"),
+    ([{**_ROW, "ci_low": 0.2}], ":2: column 'ci_low': 0.2, but ci_high is empty: give both ends of the interval"),
+    ([{**_ROW, "n": 0}], ":2: column 'n': must be positive, got 0"),
     ([{**_ROW, "ci_low": 0.4, "ci_high": 0.5}], ":2: column 'value': 0.3 lies outside its interval [0.4, 0.5]"),
     ([{**_ROW, "n_params_nonembed": 10**7}], ":2: column 'n_params_nonembed': 10000000 is more than n_params 900000"),
     ([_ROW, {**_LATER, "step": 0}], ":3: column 'step': 0 at 2000 tokens is less than at fewer tokens"),

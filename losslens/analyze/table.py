@@ -284,7 +284,7 @@ def parse_results(text: str, path: str | Path) -> Table:
     cols["flops"][no_flops] = 6.0 * cols["n_params_nonembed"][no_flops] * cols["tokens"][no_flops]
     _check_bounds(path, cols, lines)
     _check_one_checkpoint_one_row(path, cols, lines)
-    check_table_consistency(path, {**cols, "flops": given_flops}, lines)  # estimates do not count as falls
+    _check_consistency(path, {**cols, "flops": given_flops}, lines)  # estimates do not count as falls
     cols["line"] = np.array(lines)
     if TOKENIZER_COLUMN in texts:
         cols[TOKENIZER_COLUMN] = np.array(texts[TOKENIZER_COLUMN], dtype=str)
@@ -359,14 +359,18 @@ def _check_ranges(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> 
         raise ResultsError(f"{path}:{lines[i]}: column {name!r}: {RESULTS_SCHEMA[name].range.problem(shown)}")
 
 
-def check_table_consistency(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
-    """What a row or a run must agree with: n_params_nonembed <= n_params, ci_low <= value <= ci_high (where
-    given; rounding aside), and, within a run, step and flops that never fall while tokens rise."""
+def _check_consistency(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
+    """What a row or a run must agree with: n_params_nonembed <= n_params, both ends of an interval or neither,
+    ci_low <= value <= ci_high (rounding aside), and, within a run, step and flops that never fall while
+    tokens rise."""
     value, low, high = cols["value"], cols["ci_low"], cols["ci_high"]
     slack = 1e-9 * np.maximum(np.abs(value), 1.0)
     checks = [
         (cols["n_params_nonembed"] > cols["n_params"], "n_params_nonembed",
          lambda i: f"{int(cols['n_params_nonembed'][i])} is more than n_params {int(cols['n_params'][i])}"),
+        (np.isnan(low) != np.isnan(high), "ci_low",
+         lambda i: f"{'empty' if np.isnan(low[i]) else f'{low[i]:g}'}, but ci_high is "
+                   f"{'empty' if np.isnan(high[i]) else f'{high[i]:g}'}: give both ends of the interval or neither"),
         (low > high, "ci_low", lambda i: f"{low[i]:g} is above ci_high {high[i]:g}"),
         ((low > value + slack) | (high < value - slack), "value",
          lambda i: f"{value[i]:g} lies outside its interval [{low[i]:g}, {high[i]:g}]"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from losslens.argtypes import budget, device, flag, positive_float, shard
+from losslens.argtypes import budget, device, flag, of_type, positive_float, shard
 from losslens.evaluate.config import AdaptiveConfig, EvalConfig
-from losslens.train.config import TrainConfig
+from losslens.schema import Threads
 from losslens.evaluate.order import ORDERS
 
 
@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=budget, default=None, metavar="N|FRACTION",
                    help="with --adaptive: evaluate at most N (checkpoint, task) units, or this fraction of the full "
                         "sweep's, coarse pass included (default eval.adaptive.budget: no limit)")
-    p.add_argument("--threads", type=flag(TrainConfig, "threads"), default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=of_type(Threads), default=None, help="CPU threads for torch")
     p.add_argument("--lock-timeout", type=positive_float, default=6 * 3600,
                    help="seconds after which a claim by an evaluator on another host counts as abandoned")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -10,15 +10,14 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal, Optional
 
 from losslens.contracts import seed_label
-from losslens.schema import NOT_NEGATIVE, Length, NonNegativeInt, PositiveFloat, PositiveInt, Range, SeedInt
+from losslens.schema import NOT_NEGATIVE, Length, NonNegativeInt, PositiveFloat, PositiveInt, Range, SeedInt, Threads
 from losslens.tracking import TRACKERS
 
-# Bounds beyond which a setting is a typo, not a study: a model this wide, deep or long-context, or this many
-# threads, would not fit any machine (torch segfaults creating 100,000 threads).
+# Bounds beyond which a setting is a typo, not a study: a model this wide, deep or long-context would not fit
+# any machine.
 MAX_WIDTH = 2**17
 MAX_DEPTH = 2**12
 MAX_CONTEXT = 2**20
-MAX_THREADS = 1024
 MAX_CHECKPOINTS = 100_000  # per run: each holds a whole model
 Width = Annotated[int, Range(gt=0, le=MAX_WIDTH)]
 Context = Annotated[int, Range(gt=0, le=MAX_CONTEXT)]
@@ -148,7 +147,7 @@ class TrainConfig:
     tensorboard: bool = False  # the older spelling of trackers: [tensorboard]
     peak_flops: Optional[PositiveFloat] = None  # per device, for MFU; default from a table of GPUs
     on_nonfinite: Literal["stop", "skip"] = "stop"
-    threads: Optional[Annotated[int, Range(ge=1, le=MAX_THREADS)]] = None  # torch CPU threads per process
+    threads: Optional[Threads] = None  # torch CPU threads per process
 
     def tracker_names(self) -> list[str]:
         """``trackers``, with ``tensorboard: true`` read as naming TensorBoard."""
