@@ -38,6 +38,10 @@ def run_phases(config: Path, busy_seconds: float = 0, spinners: int = 1, nice: i
     try:
         if procs:
             time.sleep(1.0)  # let them take their cores
+            if nice:
+                now, before = busy_both_ways()
+                print(f"  beside the niced spinners, cores measured busy: {now:.2f} (niced time free), "
+                      f"{before:.2f} (niced time busy, as before)", flush=True)
         with tempfile.TemporaryDirectory(prefix="shared-cpu-") as out:
             result = subprocess.run(
                 [sys.executable, "-m", "losslens", "run", str(config), "--out", out, "--no-plots"],
@@ -51,6 +55,24 @@ def run_phases(config: Path, busy_seconds: float = 0, spinners: int = 1, nice: i
         sys.exit(f"losslens run failed:\n{result.stderr[-3000:]}")
     line = TIMES_RE.search(result.stdout)
     return {name: float(sec) for name, sec in re.findall(r"(\w+) (\d+(?:\.\d+)?) s", line.group(1))}
+
+
+def busy_both_ways(seconds: float = 2.0) -> tuple[float, float]:
+    """Cores measured busy over ``seconds`` from the same two /proc/stat samples: (niced time counted as
+    free, as losslens does now; counted as busy, as it did before)."""
+    from losslens.threads import allowed_cpus, cpu_times
+
+    with open("/proc/stat") as f:
+        before = f.readlines()
+    time.sleep(seconds)
+    with open("/proc/stat") as f:
+        after = f.readlines()
+    result = []
+    for nice_is_free in (True, False):
+        a, b = cpu_times(before, nice_is_free), cpu_times(after, nice_is_free)
+        cpus = [f"cpu{i}" for i in allowed_cpus()]
+        result.append(sum(1 - (b[c][0] - a[c][0]) / max(1, b[c][1] - a[c][1]) for c in cpus))
+    return result[0], result[1]
 
 
 def _pairs(config: Path, repeats: int, **beside) -> list[tuple[dict[str, float], dict[str, float]]]:

@@ -149,7 +149,7 @@ _UNIT_NEW, _UNIT_OLD = f"{TMP_PREFIX}unit-new.", f"{TMP_PREFIX}unit-old."  # + t
 
 @contextmanager
 def files_together(final: str | os.PathLike, names: tuple[str, ...]) -> Iterator[Path]:
-    """Yield a temporary sibling folder inside ``final``; on success the entries ``names`` written there
+    """Yield a temporary folder inside ``final``; on success the entries ``names`` written there
     replace those of ``final`` as one unit: every old one goes (also one the new set lacks), every new
     one comes. A failure or interruption before that leaves ``final`` as it was.
 
@@ -201,15 +201,18 @@ def _remove_abandoned(final: Path) -> None:
     for prefix in (_UNIT_NEW, _UNIT_OLD):
         for path in final.glob(prefix + "*"):
             pid = path.name[len(prefix):].split(".")[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with ``pid`` exists (0 and negative PIDs name none)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # exists, owned by someone else
         return True
     return True

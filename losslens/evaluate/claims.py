@@ -19,21 +19,9 @@ import time
 import uuid
 from pathlib import Path
 
-from losslens.fsio import TMP_PREFIX
+from losslens.fsio import TMP_PREFIX, pid_alive
 
 HOST = socket.gethostname()
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _read(path: Path) -> dict | None:
@@ -118,7 +106,7 @@ class Claim:
             if not self.path.exists():
                 return True  # released meanwhile
         elif owner.get("host") == HOST:
-            if _pid_alive(_pid(owner)):
+            if pid_alive(_pid(owner)):
                 return False
         elif time.time() - _time(owner) < self.timeout:
             return False
