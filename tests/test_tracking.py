@@ -67,6 +67,7 @@ def test_a_tracker_that_fails_mid_run_costs_one_warning_and_the_others_go_on(tmp
     run = TrackerRun.open(["tensorboard", "mlflow"], where, {"size": "xs", "budget_tokens": 32768})
     assert [k.name for k, _ in run.live] == ["tensorboard", "mlflow"]
     run.log({"train/loss": 3.0}, 100)
+    run.flush()
     # The store starts refusing writes, as a full or read-only disk would (a trigger: root ignores chmod).
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         db.execute("CREATE TRIGGER refuse BEFORE INSERT ON metrics BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
