@@ -8,6 +8,12 @@ Also prints achieved FLOP/s against this machine's measured matmul FLOP/s (a CPU
     python bench/train_throughput.py [--width 256 --depth 4 --context 256 --batch 8 --steps 40]
 
 The last line is the headline: ``ratio losslens/bare: R`` (tokens/s; 1.0 = no overhead).
+
+With ``--trackers tensorboard,mlflow`` it compares losslens with those experiment trackers on against
+off instead, A/B/A/B on the same study: tokens/s over each whole run (wall clock from start to the
+final checkpoint, so the trackers' logging, which happens outside the log windows, is counted, as is
+opening and closing the tracker run), after one untimed run that creates the trackers' stores. The last
+line is then ``ratio trackers-on/off: R``.
 """
 
 from __future__ import annotations
@@ -60,6 +66,35 @@ def losslens_tokens_per_s(study, accelerator, data_dir) -> float:
     return statistics.median(windows)
 
 
+def run_tokens_per_s(study, accelerator, data_dir) -> float:
+    """Tokens over the wall time of a whole fresh run (its tracker run opened and closed included)."""
+    plan = plan_runs(study)[0]
+    shutil.rmtree(study.output_dir / plan.name, ignore_errors=True)
+    start = time.perf_counter()
+    train_run(study, plan, accelerator, data_dir)
+    elapsed = time.perf_counter() - start
+    accelerator.free_memory()
+    return plan.tokens_at(plan.total_steps) / elapsed
+
+
+def compare_trackers(raw: dict, trackers: list[str], rounds: int) -> None:
+    """A/B/A/B: the same study with train.trackers off and on, in this process; prints the ratio last."""
+    off = study_from_dict(raw)
+    on = study_from_dict({**raw, "train": {**raw["train"], "trackers": trackers}})
+    accelerator = make_accelerator(off)
+    data_dir = prepare_study_dir(off, accelerator)
+    run_tokens_per_s(on, accelerator, data_dir)  # untimed: creates the stores (MLflow's database) and warms up
+    ratios = []
+    for r in range(rounds):
+        a, b = run_tokens_per_s(off, accelerator, data_dir), run_tokens_per_s(on, accelerator, data_dir)
+        ratios.append(b / a)
+        print(f"round {r}: trackers off {a:,.0f} tok/s, on ({','.join(trackers)}) {b:,.0f} tok/s, "
+              f"on/off {ratios[-1]:.3f}", flush=True)
+    print(f"median of {rounds} rounds; steps per run {plan_runs(off)[0].total_steps}, "
+          f"log every {off.train.log_every}")
+    print(f"ratio trackers-on/off: {statistics.median(ratios):.3f}")
+
+
 def bare_tokens_per_s(study, args, vocab: int) -> float:
     """The same work as the losslens step, written as plainly as possible."""
     plan = plan_runs(study)[0]
@@ -104,11 +139,15 @@ def main() -> None:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--trackers", type=lambda v: [t for t in v.split(",") if t],
+                   help="compare these experiment trackers on against off, e.g. tensorboard,mlflow")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         raw = make_study(Path(tmp), args)
+        if args.trackers:
+            return compare_trackers(raw, args.trackers, args.rounds)
         study = study_from_dict(raw)
         accelerator = make_accelerator(study)
         data_dir = prepare_study_dir(study, accelerator)

@@ -114,6 +114,7 @@ class StudyConfig:
         it did before studies had seeds.)
         """
         d = self.to_dict() | {"seed": self.corpus_seed}
+        d["train"] = {k: v for k, v in d["train"].items() if k != "trackers"}  # where it is logged changes no weight
         blob = json.dumps({k: d[k] for k in sections}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -17,9 +17,10 @@ def format_count(n: int) -> str:
 
 
 def count_label(n: float) -> str:
-    """Short label for a count: 812345 -> '0.81M', 4.2e6 -> '4.2M', 32768 -> '33K', 1.5e9 -> '1.5B'."""
+    """Short label for a count: 812345 -> '0.81M', 4.2e6 -> '4.2M', 32768 -> '33K', 1.5e9 -> '1.5B',
+    650.573 -> '651' (a forecast of tokens is a count, not a measurement to three decimals)."""
     for suffix, scale, floor in (("T", 1e12, 1e12), ("B", 1e9, 1e9), ("M", 1e6, 1e5), ("K", 1e3, 1e3)):
         if n >= floor:
             v = n / scale
             return f"{v:.0f}{suffix}" if v >= 100 else f"{v:.2g}{suffix}"
-    return f"{n:g}"
+    return f"{n:.0f}" if abs(n) >= 10 else f"{n:.2g}"

@@ -41,8 +41,10 @@ from losslens.errors import CheckpointError, ConfigError, DataError
 from losslens.paths import local_path
 from losslens.evaluate.config import EvalConfig
 from losslens.fsio import atomic_directory, atomic_write_json, atomic_write_text
+from losslens.outputs import refuse_overwriting_inputs
 from losslens.schema import PositiveInt
 from losslens.shards import shard_dtype
+from losslens.study_dir import IMPORTED, require_kind, require_own_data_folder, study_kind
 from losslens.train.config import Context
 
 _TOKENS = Annotated[int, contracts.RESULTS_SCHEMA["tokens"].range]
@@ -229,8 +231,31 @@ def _study_dict(manifest: Manifest, sizes: dict, budgets: dict, tokenizer_dir: P
     }
 
 
+def _check_destination(manifest_path: Path, manifest: Manifest, out: Path, ckpts: list[Path]) -> None:
+    """Refuse, before anything is written, a destination that is another kind of study or suite, or that
+    would overwrite the import's own inputs."""
+    require_kind(out, IMPORTED, "importing")
+    require_own_data_folder(out)
+    study_file = out / contracts.STUDY_FILE
+    if study_kind(out) == IMPORTED and study_file.is_file():
+        name = read_yaml_mapping(study_file, "study config").get("name")
+        if name != manifest.name:
+            raise ConfigError(f"{out}: holds the imported suite {name!r}, not {manifest.name!r}; importing "
+                              f"would mix their runs (choose a new or empty folder)")
+    outputs = [study_file, out / contracts.DATA_DIR] + [
+        out / c.run / contracts.checkpoint_dirname(c.tokens) for c in manifest.checkpoints]
+    v = manifest.validation
+    inputs = [manifest_path, *ckpts, *(Path(p) for p in (v.text, v.data_dir) if p)]
+    refuse_overwriting_inputs(outputs, inputs, "--out")
+
+
 def import_manifest(manifest_path: str | Path, out_dir: str | Path) -> Path:
-    """Write a study folder for the manifest's checkpoints; re-importing refreshes it in place."""
+    """Write a study folder for the manifest's checkpoints; re-importing refreshes it in place.
+
+    Everything is read and checked first (checkpoints, tokenizers, the study it makes, the destination);
+    only then is anything written.
+    """
+    manifest_path = Path(manifest_path)
     manifest = load_manifest(manifest_path)
     out = Path(out_dir)
     ckpts = [Path(c.path) for c in manifest.checkpoints]
@@ -241,33 +266,40 @@ def import_manifest(manifest_path: str | Path, out_dir: str | Path) -> Path:
     fingerprints = {_tokenizer_fingerprint(c) for c in ckpts}
     if len(fingerprints) > 1:
         raise CheckpointError(f"{manifest_path}: the checkpoints use different tokenizers; their losses would not compare")
+    metas = [_checkpoint_meta(manifest, entry, src, _hf_config(src)) for entry, src in zip(manifest.checkpoints, ckpts)]
+    sizes: dict[str, dict] = {}
+    budgets: dict[str, int] = {}
+    for entry, meta in zip(manifest.checkpoints, metas):  # the budget of an external run is its last checkpoint
+        sizes.setdefault(entry.run, {k: meta[k] for k in ("width", "depth", "heads")})
+        budgets[entry.run] = max(budgets.get(entry.run, 0), entry.tokens)
+    study = _study_dict(manifest, sizes, budgets, ckpts[0])
+    study_from_dict(study, f"{manifest_path} (as a study)")  # validate before writing
+    _check_destination(manifest_path, manifest, out, ckpts)
 
     out.mkdir(parents=True, exist_ok=True)
     _write_validation(manifest, ckpts[0], out / contracts.DATA_DIR)
-    sizes, budgets = {}, {}
-    for entry, src in zip(manifest.checkpoints, ckpts):
-        cfg = _hf_config(src)
-        meta = _checkpoint_meta(manifest, entry, src, cfg)
+    for entry, src, meta in zip(manifest.checkpoints, ckpts, metas):
+        meta["budget_tokens"] = budgets[entry.run]
         with atomic_directory(out / entry.run / contracts.checkpoint_dirname(entry.tokens)) as tmp:
             for f in src.iterdir():  # link the files (weights, config, tokenizer): nothing is copied
                 if f.is_file() and f.name != contracts.META_FILE:
                     os.symlink(f.resolve(), tmp / f.name)
             atomic_write_json(tmp / contracts.META_FILE, meta)
-        sizes.setdefault(entry.run, {k: meta[k] for k in ("width", "depth", "heads")})
-        budgets[entry.run] = max(budgets.get(entry.run, 0), entry.tokens)
-    for run, budget in budgets.items():  # the budget of an external run is its last checkpoint
+    _update_budgets(out, budgets)
+    atomic_write_text(out / contracts.STUDY_FILE, yaml.safe_dump(study, sort_keys=False))
+    print(f"imported {len(ckpts)} checkpoints of {len(budgets)} runs into {out}; "
+          f"next: losslens evaluate {out}")
+    return out
+
+
+def _update_budgets(out: Path, budgets: dict[str, int]) -> None:
+    """Checkpoints imported before, not in this manifest, take their run's budget from this import."""
+    for run, budget in budgets.items():
         for ckpt in contracts.list_checkpoints(out / run):
             meta = contracts.read_meta(ckpt)
             if meta.get("external") and meta["budget_tokens"] != budget:
                 meta["budget_tokens"] = budget
                 atomic_write_json(ckpt / contracts.META_FILE, meta)
-
-    study = _study_dict(manifest, sizes, budgets, ckpts[0])
-    study_from_dict(study, f"{manifest_path} (as a study)")  # validate before writing
-    atomic_write_text(out / contracts.STUDY_FILE, yaml.safe_dump(study, sort_keys=False))
-    print(f"imported {len(ckpts)} checkpoints of {len(budgets)} runs into {out}; "
-          f"next: losslens evaluate {out}")
-    return out
 
 
 def add_arguments(p) -> None:

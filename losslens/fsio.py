@@ -6,10 +6,12 @@ never a partial file. Temporary names start with ``.tmp-`` so that listings can 
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import shutil
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +44,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # a failed write (disk full, quota) names no file: name the one being written
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -134,3 +141,78 @@ def apply_umask(root: str | os.PathLike) -> None:
             os.chmod(os.path.join(dirpath, name), 0o777 & ~_UMASK)
         for name in filenames:
             os.chmod(os.path.join(dirpath, name), 0o666 & ~_UMASK)
+
+
+_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+_UNIT_NEW, _UNIT_OLD = f"{TMP_PREFIX}unit-new.", f"{TMP_PREFIX}unit-old."  # + the writer's PID
+
+
+@contextmanager
+def files_together(final: str | os.PathLike, names: tuple[str, ...]) -> Iterator[Path]:
+    """Yield a temporary folder inside ``final``; on success the entries ``names`` written there
+    replace those of ``final`` as one unit: every old one goes (also one the new set lacks), every new
+    one comes. A failure or interruption before that leaves ``final`` as it was.
+
+    The swap is a few renames, done with SIGINT/SIGTERM/SIGHUP held back, so that only a power cut or
+    ``kill -9`` in that moment can leave old and new entries side by side. An entry of ``final`` that is
+    of another type than it would be written as (a folder where a file goes) is refused, not removed.
+    """
+    final = Path(final)
+    final.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_UNIT_NEW}{os.getpid()}.", dir=final))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        try:
+            yield tmp
+        except OSError as e:  # name the file where it was going, not the temporary folder
+            if e.filename and str(e.filename).startswith(str(tmp)):
+                raise OSError(e.errno, e.strerror, str(final) + str(e.filename)[len(str(tmp)):]) from None
+            raise
+        _check_types(tmp, final, names)
+        fsync_tree(tmp)
+        old = final / f"{_UNIT_OLD}{os.getpid()}"
+        old.mkdir(exist_ok=True)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+        try:
+            for name in names:
+                if os.path.lexists(final / name):
+                    os.replace(final / name, old / name)
+                if os.path.lexists(tmp / name):
+                    os.replace(tmp / name, final / name)
+            fsync_dir(final)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_types(new: Path, final: Path, names: tuple[str, ...]) -> None:
+    for name in names:
+        now, later = final / name, new / name
+        if now.exists() and later.exists() and now.is_dir() != later.is_dir():
+            kind = "a folder" if now.is_dir() else "a file"
+            raise OSError(errno.EISDIR if now.is_dir() else errno.ENOTDIR, f"is {kind}, not what is written there", str(now))
+
+
+def _remove_abandoned(final: Path) -> None:
+    """Temporary folders of an earlier :func:`files_together` whose process is gone (killed mid-write)."""
+    for prefix in (_UNIT_NEW, _UNIT_OLD):
+        for path in final.glob(prefix + "*"):
+            pid = path.name[len(prefix):].split(".")[0]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with ``pid`` exists (0 and negative PIDs name none)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -1,7 +1,9 @@
-"""Other labs' lm-evaluation-harness result files -> a losslens ``results.csv``.
+"""Other labs' result files -> a losslens ``results.csv``.
 
-``losslens import-results MAPPING.yaml --out results.csv`` reads one harness result JSON per
-checkpoint, in either layout the harness has written:
+``losslens import-results MAPPING.yaml --out results.csv`` reads either wide CSV exports (one row per
+checkpoint, one column per metric, as Weights & Biases and the OLMo ladder write them: the mapping's
+``wide:`` section, :mod:`losslens.import_wide`, ``configs/import/olmo-ladder.yaml``) or one harness
+result JSON per checkpoint, in either layout the harness has written:
 
 * before 0.4: ``{"results": {task: {"acc": v, "acc_stderr": s, ...}}, "config": {"model_args": ...}}``;
 * 0.4: ``{"results": {task: {"acc,none": v, "acc_stderr,none": s, "alias": ...}}, ...}``, where
@@ -15,7 +17,7 @@ or the step read from the file's own ``config.model_args`` (``revision=stepN``) 
 stands for it (e.g. LAMBADA perplexity, as ln ppl with ``transform: ln``): its value fills the
 ``loss`` column, its label the ``x_label`` column (``losslens.contracts.X_LABEL_COLUMN``), and the
 report and plots say that this is the x-axis. The x-axis metric itself is not written as a task row
-(against itself it is a straight line).
+(against itself it is a straight line). A wide mapping names its loss column instead (``wide.loss``).
 
 Every problem is one line naming the file and key (exit code 2), and nothing is written unless every
 file was read; the table is written atomically. Imports nothing heavy (no torch).
@@ -42,6 +44,8 @@ from losslens.contracts import RESULTS_COLUMNS, RESULTS_SCHEMA, X_LABEL_COLUMN, 
 from losslens.errors import ConfigError, DataError, ResultsError
 from losslens.evaluate.harness import metric_name
 from losslens.fsio import atomic_write_text
+from losslens.import_wide import WideSpec, check_wide_spec, read_wide_file
+from losslens.outputs import refuse_overwriting_inputs
 from losslens.metrics import normal_interval
 from losslens.schema import NonNegativeInt, PositiveInt
 
@@ -76,18 +80,24 @@ class FileSpec:
 @dataclass
 class RunSpec:
     n_params: Annotated[int, RESULTS_SCHEMA["n_params"].range]
-    n_params_nonembed: Annotated[int, RESULTS_SCHEMA["n_params_nonembed"].range]  # and <= n_params
     files: Union[str, list[Union[str, FileSpec]]]  # glob pattern(s) or paths, relative to ``root``
+    # default: n_params (e.g. the OLMo ladder's N counts every weight); at most n_params
+    n_params_nonembed: Optional[Annotated[int, RESULTS_SCHEMA["n_params_nonembed"].range]] = None
+
+    @property
+    def nonembed(self) -> int:
+        return self.n_params if self.n_params_nonembed is None else self.n_params_nonembed
 
 
 @dataclass
 class ImportMapping:
     runs: dict[str, RunSpec]  # run name -> its files and size
-    x_axis: XAxis
+    x_axis: Optional[XAxis] = None  # harness result files: the task metric on the x-axis
+    wide: Optional[WideSpec] = None  # wide CSV exports instead: their columns (losslens.import_wide)
     root: Optional[str] = None  # where file paths start; relative to the mapping file (default: its folder)
     tokens_per_step: Optional[PositiveInt] = None  # tokens = step x this, where a file gives no tokens
-    tasks: Optional[list[str]] = None  # names or fnmatch patterns; default: every task in the files
-    metrics: Optional[list[str]] = None  # default: every numeric metric
+    tasks: Optional[list[str]] = None  # harness files: names or fnmatch patterns; default: every task in the files
+    metrics: Optional[list[str]] = None  # harness files: default every numeric metric
     # task -> chance level of its accuracies
     chance: dict[str, Annotated[float, RESULTS_SCHEMA["chance"].range]] = field(default_factory=dict)
 
@@ -185,10 +195,22 @@ def load_mapping(path: str | Path) -> ImportMapping:
     if not mapping.runs:
         raise ConfigError(f"{path}: runs: no runs given")
     for run, spec in mapping.runs.items():
-        if spec.n_params_nonembed > spec.n_params:
-            raise ConfigError(f"{path}: runs.{run}.n_params_nonembed: {spec.n_params_nonembed} is more than "
+        if spec.nonembed > spec.n_params:
+            raise ConfigError(f"{path}: runs.{run}.n_params_nonembed: {spec.nonembed} is more than "
                               f"n_params {spec.n_params}")
+    if (mapping.x_axis is None) == (mapping.wide is None):
+        raise ConfigError(f"{path}: x_axis: give x_axis (harness result files) or wide (CSV exports), not "
+                          f"{'both' if mapping.wide else 'neither'}")
+    if mapping.wide is not None:
+        for key in ("tasks", "metrics"):
+            if getattr(mapping, key) is not None:
+                raise ConfigError(f"{path}: {key}: for harness result files; a wide mapping names them in wide.{key}")
+        check_wide_spec(mapping.wide, path)
     return mapping
+
+
+def _x_label(mapping: ImportMapping) -> str:
+    return mapping.wide.describe_x() if mapping.wide is not None else mapping.x_axis.describe()
 
 
 def _run_files(mapping_path: Path, root: Path, run: str, spec: RunSpec) -> list[FileSpec]:
@@ -261,37 +283,65 @@ def _selected(hf: HarnessFile, mapping: ImportMapping) -> list[tuple[str, str]]:
     return pairs
 
 
-def _rows_of_run(mapping_path: Path, root: Path, mapping: ImportMapping, run: str, spec: RunSpec,
-                 seen: dict[tuple[str, int], Path], skipped: list[str]) -> list[dict]:
-    where = f"{mapping_path}: runs.{run}.files"
+def _row(mapping: ImportMapping, run: str, spec: RunSpec, step: int, tokens: int, loss: float, task: str,
+         metric: str, value: float, stderr: Optional[float] = None) -> dict:
+    """One results.csv row; a discontinuous metric gets its task's chance level from the mapping."""
+    chance = mapping.chance.get(task) if metric_info(metric).discontinuous else None
+    low, high = ("", "") if stderr is None else map(repr, normal_interval(value, stderr, CONFIDENCE))
+    return {
+        "run": run, "n_params": spec.n_params, "n_params_nonembed": spec.nonembed,
+        "tokens": tokens, "step": step, "flops": "", "loss": repr(loss), "task": task, "metric": metric,
+        "value": repr(value), "ci_low": low, "ci_high": high,
+        "n": "", "chance": "" if chance is None else repr(chance), X_LABEL_COLUMN: _x_label(mapping),
+    }
+
+
+def _check_new(seen: dict[tuple[str, int], str], run: str, tokens: int, step: int, where: str) -> None:
+    """One source per checkpoint: two files (or rows) at the same tokens of a run are a mistake."""
+    if (run, tokens) in seen:
+        raise DataError(f"{where}: run {run!r} at {tokens} tokens (step {step}) is also {seen[(run, tokens)]}")
+    seen[(run, tokens)] = where
+
+
+def _harness_rows(mapping: ImportMapping, run: str, spec: RunSpec, files: list[FileSpec], where: str,
+                  seen: dict[tuple[str, int], str], skipped: list[str]) -> list[dict]:
     rows = []
-    for fs in _run_files(mapping_path, root, run, spec):
+    for fs in files:
         hf = read_harness_file(fs.path)
         step, tokens = _progress(hf, fs, mapping, where)
-        if (run, tokens) in seen:
-            raise DataError(f"{hf.path}: run {run!r} at {tokens} tokens (step {step}) is also {seen[(run, tokens)]}")
-        seen[(run, tokens)] = hf.path
+        _check_new(seen, run, tokens, step, str(hf.path))
         loss = _x_value(hf, mapping.x_axis)
         for task, metric in _selected(hf, mapping):
             if metric not in hf.results[task]:
                 skipped.append(f"{hf.path}: results.{task}.{metric} = {hf.not_numbers[task][metric]!r}")
                 continue
             value, stderr = hf.results[task][metric]
-            chance = mapping.chance.get(task) if metric_info(metric).discontinuous else None
-            low, high = ("", "") if stderr is None else map(repr, normal_interval(value, stderr, CONFIDENCE))
-            rows.append({
-                "run": run, "n_params": spec.n_params, "n_params_nonembed": spec.n_params_nonembed,
-                "tokens": tokens, "step": step, "flops": "", "loss": repr(loss), "task": task, "metric": metric,
-                "value": repr(value),
-                "ci_low": low, "ci_high": high,
-                "n": "", "chance": "" if chance is None else repr(chance),
-                X_LABEL_COLUMN: mapping.x_axis.describe(),
-            })
+            rows.append(_row(mapping, run, spec, step, tokens, loss, task, metric, value, stderr))
     return rows
 
 
+def _wide_rows(mapping: ImportMapping, run: str, spec: RunSpec, files: list[FileSpec], where: str,
+               seen: dict[tuple[str, int], str]) -> list[dict]:
+    rows = []
+    for i, fs in enumerate(files):
+        if fs.step is not None or fs.tokens is not None:
+            raise ConfigError(f"{where}[{i}]: step/tokens are for harness files; a wide file's rows give them")
+        for ck in read_wide_file(fs.path, mapping.wide, mapping.tokens_per_step):
+            _check_new(seen, run, ck.tokens, ck.step, f"{fs.path}:{ck.line}")
+            rows += [_row(mapping, run, spec, ck.step, ck.tokens, ck.loss, task, metric, value)
+                     for task, metric, value in ck.values]
+    return rows
+
+
+def _rows_of_run(mapping: ImportMapping, run: str, spec: RunSpec, files: list[FileSpec], where: str,
+                 seen: dict[tuple[str, int], str], skipped: list[str]) -> list[dict]:
+    if mapping.wide is not None:
+        return _wide_rows(mapping, run, spec, files, where, seen)
+    return _harness_rows(mapping, run, spec, files, where, seen, skipped)
+
+
 def import_results(mapping: str | Path, out: str | Path, *, root: str | Path | None = None) -> ImportSummary:
-    """Read the harness result files a mapping names and write them as one ``results.csv`` at ``out``.
+    """Read the result files a mapping names and write them as one ``results.csv`` at ``out``.
 
     ``root`` (default: the mapping's ``root``, relative to the mapping file, else its folder) is where
     the mapping's file paths start. Nothing is written if any file or key is wrong.
@@ -304,10 +354,13 @@ def import_results(mapping: str | Path, out: str | Path, *, root: str | Path | N
     if not root.is_dir():
         raise ConfigError(f"{mapping_path}: root: {root} is not a directory")
     rows: list[dict] = []
-    seen: dict[tuple[str, int], Path] = {}
+    seen: dict[tuple[str, int], str] = {}
     skipped: list[str] = []
+    inputs: list[Path] = [mapping_path]
     for run, run_spec in spec.runs.items():
-        rows += _rows_of_run(mapping_path, root, spec, run, run_spec, seen, skipped)
+        files = _run_files(mapping_path, root, run, run_spec)
+        inputs += [fs.path for fs in files]
+        rows += _rows_of_run(spec, run, run_spec, files, f"{mapping_path}: runs.{run}.files", seen, skipped)
     if not rows:
         raise DataError(f"{mapping_path}: tasks/metrics: no result matches them in the files")
     rows.sort(key=lambda r: (r["n_params"], r["run"], r["tokens"], r["task"], r["metric"]))
@@ -316,20 +369,22 @@ def import_results(mapping: str | Path, out: str | Path, *, root: str | Path | N
     writer.writeheader()
     writer.writerows(rows)
     out = Path(out)
+    refuse_overwriting_inputs([out], inputs, "--out")
     try:  # nothing analyze would refuse is written: the same schema and checks, before writing
         parse_results(buf.getvalue(), out)
     except ResultsError as e:
         raise DataError(f"{mapping_path}: not written, analyze would refuse the table: {e}") from None
     atomic_write_text(out, buf.getvalue())
     return ImportSummary(out, len(rows), list(spec.runs), len(seen), sorted({r["task"] for r in rows}),
-                         spec.x_axis.describe(), skipped)
+                         _x_label(spec), skipped)
 
 
 # ---------------------------------------------------------------- command line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("mapping", type=Path, help="YAML mapping result files to runs (configs/import/*.yaml)")
+    parser.add_argument("mapping", type=Path, help="YAML mapping result files (harness JSON or wide CSV) to runs "
+                             "(configs/import/*.yaml)")
     parser.add_argument("--out", type=Path, required=True, help="results table to write (e.g. results.csv)")
     parser.add_argument("--root", type=Path, help="folder the mapping's file paths start from (default: its root)")
 

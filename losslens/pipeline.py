@@ -15,6 +15,7 @@ from pathlib import Path
 from losslens.analyze.config import AnalyzeOptions
 from losslens.argtypes import flag, output_dir
 from losslens.config import load_study
+from losslens.threads import use_free_cores
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,10 +36,12 @@ def run_study(study_path: str | Path, overrides: list[str] | None = None, *, boo
 
     study = load_study(study_path, overrides)
     out = study.output_dir
+    _check_task_files(study)  # before hours of training, not after
     timings = {}
 
     def stage(name: str, fn):
-        print(f"== {name} ==", flush=True)
+        threads = use_free_cores()  # a phase's threads are decided at its start: the machine changes
+        print(f"== {name} ==" + (f" ({threads} threads)" if threads else ""), flush=True)
         start = time.perf_counter()
         result = fn()
         timings[name] = time.perf_counter() - start
@@ -52,6 +55,15 @@ def run_study(study_path: str | Path, overrides: list[str] | None = None, *, boo
     analysis = stage("analyze", lambda: analyze(out, n_bootstrap=bootstrap, plots=plots, x=study.analyze.x))
     return {"out": out, "analysis": analysis, "timings": timings,
             "report": out / "report.md", "plots": out / "plots"}
+
+
+def _check_task_files(study) -> None:
+    """Read every task given as a file (``PREFIX:NAME`` tasks are made in the study folder later)."""
+    from losslens.evaluate.harness import PREFIX as HARNESS_PREFIX
+    from losslens.evaluate.tasks import TASK_SOURCES, resolve_tasks
+
+    made_later = tuple(f"{p}:" for p in TASK_SOURCES) + (HARNESS_PREFIX,)
+    resolve_tasks([t for t in study.eval.tasks if not t.startswith(made_later)], study.output_dir, study)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Set up losslens in ./.venv on a fresh machine (no GPU needed). Safe to re-run.
-#   bash scripts/setup.sh            # losslens + test tools + the lm-evaluation-harness extra
-#   LOSSLENS_EXTRAS=dev bash scripts/setup.sh   # without lm-eval
+#   bash scripts/setup.sh            # losslens + test tools + lm-evaluation-harness + the trackers the tests use
+#   LOSSLENS_EXTRAS=dev bash scripts/setup.sh   # without lm-eval and the trackers (their tests skip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-EXTRAS=${LOSSLENS_EXTRAS:-dev,lm-eval}
+EXTRAS=${LOSSLENS_EXTRAS:-dev,lm-eval,tensorboard,mlflow,wandb}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

@@ -123,10 +123,15 @@ def test_cli_backtest_in_the_report(tmp_path):
     assert "backtest (n3000000_d8000000, n3000000_d32000000 held out)" in r.stdout
     report = json.loads((out / "report.json").read_text())
     bt = report["backtest"]
+    # errors are summarised per metric (accuracy and bits per byte do not average), on the CLI and in the report
+    by_metric = bt["summary"]["by_metric"]
+    assert list(by_metric) == ["score"] and by_metric["score"]["two_stage"] == bt["summary"]["two_stage"]
+    assert f"  score: two-stage {by_metric['score']['two_stage']['mae']:.3g} (" in r.stdout
     assert bt["held_out"]["spec"] == "largest-size" and bt["ci_level"] == 0.9
     assert {m["closer"] for m in bt["metrics"]} <= {"two-stage", "direct", "tie"}
     md = (out / "report.md").read_text()
     assert "## Backtest" in md and "| task | metric | run | actual | two-stage | 90% CI |" in md
+    assert "| metric | predictions | two-stage MAE | direct MAE |" in md and "| score | 2 |" in md
     assert "95%" not in md  # every interval is at the level asked for
 
 
@@ -142,3 +147,16 @@ def test_largest_budget_and_named_runs(tmp_path):
     bt = run_backtest(table, choose_holdout(table, run), [], **opts)
     assert [r["run"] for r in bt["metrics"]] == [run] and bt["train_runs"] == sorted(
         set(table.runs()) - {run}, key=table.runs().index)
+
+
+def test_crossing_notes_tell_a_run_that_started_below_eta_from_one_that_never_got_there():
+    from losslens.analyze.backtest import crossing_note
+
+    tokens, losses = np.array([2e9, 4e9, 8e9]), np.array([3.1, 2.9, 2.8])
+    assert crossing_note(1e9, None, "bootstrap", tokens, losses, eta=3.5).startswith(
+        "already below eta at the held-out run's first checkpoint (2B tokens, loss 3.100)")
+    assert crossing_note(1e9, None, "bootstrap", tokens, losses, eta=2.5) == (
+        "the held-out run's loss never fell below eta (lowest 2.800)")
+    assert crossing_note(1e9, 3e9, "bootstrap", tokens, losses, eta=3.0) == ""
+    assert crossing_note(None, None, "eta below what the size can reach", tokens, losses, eta=3.0) == (
+        "no forecast: eta below what the size can reach")

@@ -216,3 +216,35 @@ def test_analyze_imports_no_torch_or_other_stages():
             "or m.startswith(('losslens.train', 'losslens.evaluate'))]; print(bad); sys.exit(bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _runs(grid: dict[str, list[int]]) -> list[dict]:
+    return [{"run": f"{size}-{b}", "size": size, "budget_tokens": b} for size, budgets in grid.items() for b in budgets]
+
+
+def test_the_header_counts_sizes_and_budgets_as_they_are():
+    from losslens.analyze.report import grid_summary
+
+    assert grid_summary({"runs": _runs({"1M": [10, 20], "2M": [10, 20], "4M": [10, 20]})}) == "3 sizes x 2 budgets"
+    # a ladder: each size's budgets are multiples of its own Chinchilla count, so no two runs share one
+    ladder = _runs({"190M": [4e9, 8e9], "370M": [7e9, 15e9]})
+    assert grid_summary({"runs": ladder}) == "2 sizes, 2 runs each; 4 distinct budgets, 4B to 15B tokens"
+    targets = ladder + _runs({"7B": [4e12]})  # a held-out target run of its own size
+    assert grid_summary({"runs": targets}) == ("3 sizes, runs per size: 190M 2, 370M 2, 7B 1; 5 distinct budgets, "
+                                               "4B to 4T tokens")
+
+
+def test_no_forecast_rows_for_untrained_sizes_when_no_parameter_is_identified():
+    from losslens.analyze.report import _md_forecasts
+
+    row = {"reachable": True, "tokens": 650.573, "tokens_ci": [100.2, 9e6], "flops": 1e15, "flops_ci": [1e12, 1e16],
+           "interval": "bootstrap"}
+    fc = {"task": "copy", "metric": "acc", "eta": 2.0, "eta_ci": [1.9, 2.1],
+          "sizes": [{**row, "n_params_nonembed": 1e6, "trained": True}, {**row, "n_params_nonembed": 1e8, "trained": False}]}
+    report = {"forecasts": [fc], "settings": {"ci_level": 0.95},
+              "scaling": {"not_identified": {p: "flat profile" for p in ("E", "A", "B", "alpha", "beta")}}}
+    md = "\n".join(_md_forecasts(report))
+    assert "No scaling-law parameter is identified" in md and "| 1M | yes | 651 | [100, 9M]" in md
+    assert "| 0.1B |" not in md and "| 100M |" not in md
+    report["scaling"]["not_identified"] = {"E": "flat profile"}  # the law still says something
+    assert "| 100M | no |" in "\n".join(_md_forecasts(report))

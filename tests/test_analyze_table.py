@@ -58,6 +58,8 @@ def test_missing_columns_empty_table_and_missing_file(tmp_path):
 def test_count_labels():
     assert [count_label(v) for v in (812_345, 4.2e6, 32768, 1.5e9, 250e6, 512)] == \
         ["0.81M", "4.2M", "33K", "1.5B", "250M", "512"]
+    # under 1,000: whole numbers, not "650.573" (a forecast's token count in the ladder's report)
+    assert [count_label(v) for v in (650.573, 999.4, 12.5, 3.0, 0.5)] == ["651", "999", "12", "3", "0.5"]
 
 
 def test_a_table_from_another_study_is_refused(tmp_path):

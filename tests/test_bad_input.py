@@ -94,7 +94,8 @@ def test_truncated_training_state(tmp_path: Path):
 def test_config_changed_since_the_checkpoint(tmp_path: Path):
     cfg, resume_point = _train_keeping_all_states(tmp_path)
     result = call_cli("train", str(cfg), "--run", "xs_4096", SHORT, "train.optimizer.lr=0.001")
-    _one_line_error(result, str(resume_point), "was trained with a different study config")
+    _one_line_error(result, str(cfg), "train.optimizer.lr: 0.003 -> 0.001", "a change to what training produced is refused")
+    assert contracts.list_checkpoints(resume_point.parent) == [resume_point]
 
 
 def test_truncated_token_shard(tmp_path: Path):

@@ -9,18 +9,22 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from losslens.analyze.backtest import Holdout, choose_holdout, fit_law, run_backtest
 from losslens.analyze.config import AnalyzeOptions, read_analyze_config
-from losslens.analyze.pairs import analyze_pairs
+from losslens.analyze.pairs import PARALLEL_MIN_WORK, analyze_pairs
+from losslens.analyze.parallel import fork_map, max_workers
 from losslens.analyze.scaling import ScalingFit, forecast
 from losslens.analyze.table import ResultsError, Series, Table, check_table_matches_study, read_results, with_x_axis
 from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test
 from losslens.analyze.tokenizers import mixed_tokenizers_warning
+from losslens.analyze.tracking import analysis_trackers, log_analysis
 from losslens.contracts import RESULTS_FILE
+from losslens.outputs import refuse_overwriting_inputs
 
 SCALING_BOOTSTRAP_MAX = 200  # scaling-law refits are ~100x dearer than eta refits
 MIN_SIDE = 3  # points an emergent claim needs on each side of eta
@@ -149,8 +153,37 @@ def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progre
         key: MetricAnalysis(s, res, align, seeds=per_seed)
         for key, s, (res, align, per_seed) in zip(items, series, analyze_pairs(jobs, progress))}
 
-    # Extrapolation and mirage, per task: one reference eta (from an emergent metric, a
-    # discontinuous one first, the tightest interval next) applied to every metric of the task.
+    mirage, reference = _per_task(table, metrics)
+    scaling_bootstrap = min(n_bootstrap, SCALING_BOOTSTRAP_MAX)
+    # The laws of the whole table and the backtest (which refits on the training runs) share nothing:
+    # on two cores they run side by side (each with its own seeds, so the results are the same either way).
+    stages = [partial(_laws, table, scaling_points, scaling_bootstrap, seed, ci_level)]
+    if isinstance(holdout, Holdout):
+        emergent = [key for key, a in metrics.items() if a.threshold.verdict == EMERGENT]
+        stages.append(partial(run_backtest, table, holdout, emergent, scaling_points=scaling_points,
+                              n_bootstrap=n_bootstrap, scaling_bootstrap=scaling_bootstrap, seed=seed,
+                              ci_level=ci_level))
+    workers = max_workers() if len(table) * max(n_bootstrap, 1) >= PARALLEL_MIN_WORK else 1
+    (scaling, scaling_error, scaling_note, alternative), *backtest_result = fork_map(_call, stages, workers)
+
+    forecasts = [] if scaling is None else _forecasts(table, metrics, scaling, forecast_sizes, ci_level, seed)
+
+    settings = {"results": str(results), "run_dir": None if run_dir is None else str(run_dir),
+                "n_bootstrap": n_bootstrap, "scaling_bootstrap": scaling_bootstrap, "seed": seed,
+                "ci_level": ci_level, "min_side": MIN_SIDE, "scaling_points": scaling_points,
+                "scaling_note": scaling_note, "x": x, "x_label": table.x_label, "x_warning": tokenizer_warning,
+                "backtest": holdout.spec if isinstance(holdout, Holdout) else "none"}
+    analysis = Analysis(table, metrics, mirage, reference, scaling, scaling_error, forecasts, settings, alternative)
+    if backtest_result:
+        analysis.backtest = backtest_result[0]
+    else:
+        analysis.backtest_note = holdout
+    return analysis
+
+
+def _per_task(table: Table, metrics: dict[tuple[str, str], MetricAnalysis]) -> tuple[dict, dict]:
+    """Extrapolation and mirage, per task: one reference eta (from an emergent metric, a discontinuous
+    one first, the tightest interval next) applied to every metric of the task."""
     mirage, reference = {}, {}
     for task in table.tasks():
         mine = [(m, a) for (t, m), a in metrics.items() if t == task]
@@ -161,31 +194,21 @@ def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progre
             for m, a in mine:
                 a.extrapolation = extrapolation_test(a.series.loss, a.series.value, reference[task][1])
         mirage[task] = _mirage(task, {m: (a.series.discontinuous, a.threshold.verdict) for m, a in mine})
+    return mirage, reference
 
-    scaling_bootstrap = min(n_bootstrap, SCALING_BOOTSTRAP_MAX)
-    scaling, scaling_error, scaling_note = None, None, ""
+
+def _call(stage):
+    return stage()
+
+
+def _laws(table: Table, scaling_points: str, n_bootstrap: int, seed: int, ci_level: float):
+    """The scaling law of the whole table (or why there is none), its note, and the law on the other points."""
+    scaling, error, note = None, None, ""
     try:
-        scaling, scaling_note = fit_law(table, scaling_points, scaling_bootstrap, seed, ci_level)
+        scaling, note = fit_law(table, scaling_points, n_bootstrap, seed, ci_level)
     except ValueError as e:
-        scaling_error = str(e)
-    alternative = _alternative_law(table, scaling_points, ci_level)
-
-    forecasts = [] if scaling is None else _forecasts(table, metrics, scaling, forecast_sizes, ci_level, seed)
-
-    settings = {"results": str(results), "run_dir": None if run_dir is None else str(run_dir),
-                "n_bootstrap": n_bootstrap, "scaling_bootstrap": scaling_bootstrap, "seed": seed,
-                "ci_level": ci_level, "min_side": MIN_SIDE, "scaling_points": scaling_points,
-                "scaling_note": scaling_note, "x": x, "x_label": table.x_label, "x_warning": tokenizer_warning,
-                "backtest": holdout.spec if isinstance(holdout, Holdout) else "none"}
-    analysis = Analysis(table, metrics, mirage, reference, scaling, scaling_error, forecasts, settings, alternative)
-    if isinstance(holdout, Holdout):
-        emergent = [key for key, a in metrics.items() if a.threshold.verdict == EMERGENT]
-        analysis.backtest = run_backtest(table, holdout, emergent, scaling_points=scaling_points,
-                                         n_bootstrap=n_bootstrap, scaling_bootstrap=scaling_bootstrap, seed=seed,
-                                         ci_level=ci_level)
-    else:
-        analysis.backtest_note = holdout
-    return analysis
+        error = str(e)
+    return scaling, error, note, _alternative_law(table, scaling_points, ci_level)
 
 
 def _forecasts(table: Table, metrics: dict, scaling: ScalingFit, forecast_sizes, ci_level: float, seed: int):
@@ -233,6 +256,8 @@ def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = N
     if run_dir is not None and not Path(run_dir).is_dir():
         raise ResultsError(f"{run_dir}: run directory not found")
     out = Path(out) if out is not None else Path(run_dir) if run_dir is not None else results.parent
+    refuse_overwriting_inputs([out / name for name in ("report.json", "report.md", "plots")], [results], "--out")
+    trackers = analysis_trackers(run_dir)  # a tracker that is not installed stops us before the work
     analysis = run_analysis(results, run_dir, n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes,
                             progress=progress, scaling_points=scaling_points, backtest=backtest, ci_level=ci_level,
                             x=x)
@@ -240,6 +265,6 @@ def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = N
     from losslens.analyze.report import write_report
 
     analysis.settings["out"] = str(out)
-    write_report(analysis, out, plots=plots)
+    log_analysis(write_report(analysis, out, plots=plots), out, trackers)
     return analysis
 

@@ -25,10 +25,14 @@ import math
 
 import numpy as np
 
+from losslens.analyze.curves import Fit, fit_models, fit_one, oriented_data
+from losslens.analyze.intervals import around, percentile
 from losslens.analyze.scaling import FIXED_TOKENS, ScalingFit, fit_scaling_law, forecast
 from losslens.analyze.seeds import SeedLevel
-from losslens.analyze.table import ResultsError, Table
-from losslens.analyze.threshold import EMERGENT, Fit, _hinge_eta, _sigmoid_search, find_threshold, fit_models
+from losslens.analyze.startup import startup_eta
+from losslens.analyze.table import ResultsError, Table, count_label
+from losslens.contracts import metric_info
+from losslens.analyze.threshold import EMERGENT, find_threshold
 
 NONE, LARGEST_SIZE, LARGEST_BUDGET = "none", "largest-size", "largest-budget"
 CURVE_BOOTSTRAP_MAX = 100  # each replicate refits every curve model of a pair, twice
@@ -139,14 +143,14 @@ def fit_law(table: Table, points: str, n_bootstrap: int, seed: int, ci_level: fl
 class Curve:
     """The BIC-preferred model of a metric against x, with bootstrap refits and residuals.
 
-    Predictions are clipped to ``limits``: [0, 1] for a discontinuous metric (a share of
-    examples), else one data range beyond the values seen, since an unpolished sigmoid refit
-    can put an unbounded height just outside the data.
+    Predictions and prediction samples are clipped to ``limits``, the values the metric can take
+    (its ``bounds`` in :mod:`losslens.metrics`: [0, 1] for accuracies and probabilities, <= 0 for
+    log-likelihoods, unbounded for a metric of another tool that is not an accuracy).
     """
 
     model: str
-    point: object  # threshold.Fit
-    replicates: list  # Fit per bootstrap replicate
+    point: Fit
+    replicates: list[Fit]  # one per bootstrap replicate
     residuals: np.ndarray
     limits: tuple[float, float]
 
@@ -163,55 +167,41 @@ class Curve:
         return np.clip(curve + noise, *self.limits)
 
 
-def fit_curve(x, y, chance, higher_is_better: bool, discontinuous: bool, n_bootstrap: int, rng,
+def ceiling_of(bounds: tuple[float, float], higher_is_better: bool) -> float | None:
+    """The best value a metric with these bounds can take (None where that side is unbounded)."""
+    best = bounds[1] if higher_is_better else bounds[0]
+    return best if math.isfinite(best) else None
+
+
+def fit_curve(x, y, chance, higher_is_better: bool, bounds: tuple[float, float], n_bootstrap: int, rng,
               seeds: SeedLevel | None = None) -> Curve:
-    """The BIC-preferred model of threshold.fit_models; replicates refit that model alone, on points
-    resampled with ``seeds`` as the outer level where given."""
-    fits = fit_models(x, y, chance, higher_is_better)
+    """The BIC-preferred curve model (:func:`losslens.analyze.curves.fit_models`, its rise bounded by
+    the best value the metric can take); replicates refit that model alone, fully, on points resampled
+    with ``seeds`` as the outer level where given."""
+    ceiling = ceiling_of(bounds, higher_is_better)
+    fits = fit_models(x, y, chance, higher_is_better, ceiling)
     best = min(fits.values(), key=lambda f: f.bic)
     reps = []
     for _ in range(n_bootstrap):
         pick = rng.integers(0, len(x), len(x)) if seeds is None else seeds.picks(rng)
         if np.ptp(x[pick]) > 0:
-            reps.append(refit(best.model, x[pick], y[pick], chance, higher_is_better))
-    span = float(np.ptp(y))
-    limits = (0.0, 1.0) if discontinuous else (float(y.min()) - span, float(y.max()) + span)
-    return Curve(best.model, best, reps, y - best.predict(x), limits)
-
-
-def refit(model: str, x: np.ndarray, y: np.ndarray, chance, higher_is_better: bool) -> Fit:
-    """One model of threshold.fit_models refitted by its grid search alone (no polish): cheap
-    enough for a bootstrap. Only ``predict`` of the result is meaningful (rss, k, bic are NaN)."""
-    sign = 1.0 if higher_is_better else -1.0
-    yo, co = sign * y, None if chance is None else sign * chance
-    if model == "constant":
-        params = {"level": chance}
-    elif model == "flat":
-        params = {"level": sign * float(yo.mean())}
-    elif model == "linear":
-        b, a = np.polyfit(x, yo, 1)
-        b, a = (0.0, float(yo.mean())) if b > 0 else (b, a)
-        params = {"intercept": sign * a, "slope": sign * b}
-    elif model == "hinge":
-        eta, slope, c, _ = _hinge_eta(x, yo, co, grid=128)
-        params = {"eta": float(eta), "slope": sign * float(slope), "plateau": sign * float(c)}
-    else:
-        m, w, h, c, _ = _sigmoid_search(x, yo, co)
-        params = {"floor": sign * c, "height": sign * h, "midpoint": m, "width": w}
-    return Fit(model, params, math.nan, 0, math.nan)
+            reps.append(fit_one(best.model, *oriented_data(x[pick], y[pick], chance, higher_is_better, ceiling)))
+    return Curve(best.model, best, reps, y - best.predict(x), (float(bounds[0]), float(bounds[1])))
 
 
 def _interval(samples: np.ndarray, ci_level: float) -> list[float]:
-    q = (1 - ci_level) / 2
-    s = samples[np.isfinite(samples)]
-    return [float(v) for v in np.quantile(s, [q, 1 - q])] if len(s) else [math.nan, math.nan]
+    return list(percentile(samples[np.isfinite(samples)], ci_level))
 
 
 def _scored(predicted: float, ci: list[float], actual: float) -> dict:
+    """A prediction against the measurement; its interval extended to hold the prediction if it
+    missed it (``ci_widened``)."""
+    lo, hi, widened = around(predicted, *ci)
     err = predicted - actual
-    return {"predicted": predicted, "ci": ci, "abs_error": abs(err),
+    return {"predicted": predicted, "ci": [lo, hi], "abs_error": abs(err),
             "rel_error": abs(err) / abs(actual) if actual != 0 else math.inf,
-            "inside": bool(ci[0] <= actual <= ci[1]) if all(map(math.isfinite, ci)) else None}
+            "inside": bool(lo <= actual <= hi) if all(map(math.isfinite, (lo, hi))) else None,
+            **({"ci_widened": True} if widened else {})}
 
 
 # --- the three predictions --------------------------------------------------------------
@@ -252,7 +242,8 @@ def predict_metric(law: ScalingFit | None, train: Table, held: Table, task: str,
     s, h = train.series(task, metric), held.series(task, metric)
     if len(s) < 3 or not len(h):
         return []
-    shape = (s.chance, s.higher_is_better, s.discontinuous, n_bootstrap, rng, SeedLevel.of(s.n_params, s.seed))
+    shape = (s.chance, s.higher_is_better, metric_info(metric).bounds, n_bootstrap, rng,
+             SeedLevel.of(s.n_params, s.seed))
     by_loss = fit_curve(s.loss, s.value, *shape)
     by_compute = fit_curve(-np.log10(np.maximum(s.flops, 1.0)), s.value, *shape)
     rows = []
@@ -264,7 +255,7 @@ def predict_metric(law: ScalingFit | None, train: Table, held: Table, task: str,
         x = -math.log10(max(float(h.flops[i]), 1.0))
         row["direct"] = {**_scored(by_compute.predict(x),
                                    _interval(by_compute.samples(np.array([x]), rng), ci_level), actual),
-                         "model": by_compute.model, "axis": "log10 compute"}
+                         **_curve_info(by_compute), "axis": "log10 compute"}
         a, b = row["two_stage"].get("abs_error"), row["direct"]["abs_error"]
         row["closer"] = None if a is None else "two-stage" if a < b else "direct" if b < a else "tie"
         rows.append(row)
@@ -287,18 +278,27 @@ def _two_stage(law, curve: Curve, N: float, D: float, actual: float, ci_level: f
     if samples:
         bounds = [_interval(v, ci_level) for v in samples if len(v)]
         ci = [min(b[0] for b in bounds), max(b[1] for b in bounds)] if bounds else ci
-    return {**_scored(curve.predict(loss), ci, actual), "model": curve.model,
-            "loss": loss, "interval": how}
+    return {**_scored(curve.predict(loss), ci, actual), **_curve_info(curve), "loss": loss, "interval": how}
+
+
+def _curve_info(curve: Curve) -> dict:
+    """The curve's model, and how its ceiling was chosen where that was a choice."""
+    return {"model": curve.model, **({"ceiling": curve.point.note} if curve.point.note else {})}
+
+
+def _run_losses(held: Table, run: str) -> tuple[np.ndarray, np.ndarray]:
+    """A run's (tokens, loss) at its checkpoints with tokens > 0, by tokens."""
+    ck = held.checkpoints()
+    sel = (ck["run"] == run) & (ck["tokens"] > 0)
+    t, L = ck["tokens"][sel].astype(float), ck["loss"][sel]
+    order = np.argsort(t)
+    return t[order], L[order]
 
 
 def actual_crossing(held: Table, run: str, eta: float) -> float | None:
     """Tokens at which a run's measured loss first falls below eta (log-linear between
     checkpoints); None if it never does or was already below at its first checkpoint."""
-    ck = held.checkpoints()
-    sel = (ck["run"] == run) & (ck["tokens"] > 0)
-    t, L = ck["tokens"][sel].astype(float), ck["loss"][sel]
-    order = np.argsort(t)
-    t, L = t[order], L[order]
+    t, L = _run_losses(held, run)
     below = np.flatnonzero(L < eta)
     if not len(below) or below[0] == 0:
         return None
@@ -313,6 +313,7 @@ def predict_crossings(law: ScalingFit | None, train: Table, held: Table, task: s
     s = train.series(task, metric)
     th = find_threshold(s.loss, s.value, s.chance, higher_is_better=s.higher_is_better,
                         n_bootstrap=n_bootstrap, seed=seed, ci_level=ci_level, sizes=s.n_params, seeds=s.seed)
+    th = startup_eta(th, s.run, s.tokens, s.loss, s.value)
     base = {"task": task, "metric": metric, "train_verdict": th.verdict}
     if th.verdict != EMERGENT or law is None:
         why = "no scaling fit" if law is None else f"{th.verdict} on the training runs: no threshold to forecast"
@@ -330,14 +331,20 @@ def predict_crossings(law: ScalingFit | None, train: Table, held: Table, task: s
                      "tokens_ci": ci, "actual_tokens": actual, "ratio": pred / actual if ok else None,
                      "inside": bool(ci[0] <= actual <= ci[1]) if ok and None not in ci else None,
                      "interval": fc["interval"],
-                     "note": _crossing_note(pred, actual, fc["interval"])})
+                     "note": crossing_note(pred, actual, fc["interval"], *_run_losses(held, run), th.loss)})
     return rows
 
 
-def _crossing_note(predicted, actual, interval: str) -> str:
+def crossing_note(predicted, actual, interval: str, tokens: np.ndarray, losses: np.ndarray, eta: float) -> str:
+    """Why a crossing has no actual tokens to compare with: the run started below η, or never got there."""
     if predicted is None:
         return f"no forecast: {interval}"
-    return "" if actual is not None else "the held-out run's loss never crossed eta after its first checkpoint"
+    if actual is not None or not len(losses):
+        return ""
+    if losses[0] < eta:
+        return (f"already below eta at the held-out run's first checkpoint ({count_label(tokens[0])} tokens, "
+                f"loss {losses[0]:.3f}): no crossing to compare")
+    return f"the held-out run's loss never fell below eta (lowest {losses.min():.3f})"
 
 
 def _summary(rows: list[dict], way: str) -> dict:
@@ -388,5 +395,13 @@ def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]]
         "loss": predict_losses(law, held) if law is not None else None,
         "metrics": metrics, "crossings": crossings,
         "summary": {"two_stage": _summary(metrics, "two_stage"), "direct": _summary(metrics, "direct"),
-                    "two_stage_closer": closer.count("two-stage"), "direct_closer": closer.count("direct")},
+                    "two_stage_closer": closer.count("two-stage"), "direct_closer": closer.count("direct"),
+                    "by_metric": _summary_by_metric(metrics)},
     }
+
+
+def _summary_by_metric(rows: list[dict]) -> dict:
+    """The summary of each metric alone: errors in accuracy points and in bits per byte do not average."""
+    names = dict.fromkeys(r["metric"] for r in rows)
+    return {m: {way: _summary([r for r in rows if r["metric"] == m], way) for way in ("two_stage", "direct")}
+            for m in names}

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from losslens.analyze.analysis import analyze
-    from losslens.analyze.report import PLOTS_DIR, REPORT_MD
+    from losslens.analyze.report import PLOTS_DIR, REPORT_MD, error_and_inside
 
     if args.run_dir is None and args.results is None:
         raise ResultsError("give a RUN_DIR or --results PATH")
@@ -50,12 +50,10 @@ def main(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
     print(f"analyzed {len(analysis.metrics)} task x metric pairs: {counts}")
     if analysis.backtest is not None:
-        sm = analysis.backtest["summary"]
-        mae = lambda d: "–" if d["mae"] is None else f"{d['mae']:.3g}"  # noqa: E731
-        print(f"backtest ({', '.join(analysis.backtest['held_out']['runs'])} held out): mean abs error two-stage "
-              f"{mae(sm['two_stage'])}, direct {mae(sm['direct'])}; inside the interval "
-              f"{sm['two_stage']['inside']}/{sm['two_stage']['n_with_interval']} and "
-              f"{sm['direct']['inside']}/{sm['direct']['n_with_interval']}")
+        print(f"backtest ({', '.join(analysis.backtest['held_out']['runs'])} held out), per metric: "
+              "mean abs error (inside the interval)")
+        for metric, sm in analysis.backtest["summary"]["by_metric"].items():
+            print(f"  {metric}: two-stage {error_and_inside(sm['two_stage'])}, direct {error_and_inside(sm['direct'])}")
     else:
         print(f"backtest: {analysis.backtest_note}")
     print(f"report: {out / REPORT_MD}")

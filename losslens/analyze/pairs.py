@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from losslens.analyze.alignment import alignment_r2
 from losslens.analyze.parallel import fork_map, max_workers
+from losslens.analyze.startup import startup_eta
 from losslens.analyze.table import Series, load_examples
 from losslens.analyze.threshold import EMERGENT, ThresholdResult, find_threshold
 
@@ -31,6 +32,7 @@ def analyze_pair(series: Series, run_dir, n_bootstrap: int, seed: int, ci_level:
                 min_side=min_side)
     res = find_threshold(series.loss, series.value, series.chance, examples=examples, sizes=series.n_params,
                          seeds=series.seed, **opts)
+    res = startup_eta(res, series.run, series.tokens, series.loss, series.value)
     align = {"loss": alignment_r2(series.loss, series.value, series.n_params),
              "compute": alignment_r2(np.log10(np.maximum(series.flops, 1.0)), series.value, series.n_params)}
     seeds = seed_summary(series, res, examples, opts) if res.used_seeds else None
@@ -45,6 +47,7 @@ def seed_summary(series: Series, pooled: ThresholdResult, examples: list | None,
         mine = series.seed == label
         sub = None if examples is None else [e for e, keep in zip(examples, mine) if keep]
         th = find_threshold(series.loss[mine], series.value[mine], series.chance, examples=sub, **opts)
+        th = startup_eta(th, series.run[mine], series.tokens[mine], series.loss[mine], series.value[mine])
         found = th.verdict == EMERGENT
         per_seed.append({"seed": label, "verdict": th.verdict, "n_points": th.n_points,
                          "eta": th.loss if found else None, "ci": [th.ci_low, th.ci_high] if found else None})

@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 
 from losslens.analyze.table import count_label
-from losslens.analyze.threshold import BIC_MARGIN, FLAT_FRACTION
-from losslens.fsio import atomic_write_json, atomic_write_text, jsonable
+from losslens.analyze.curves import BIC_MARGIN, FLAT_FRACTION
+from losslens.fsio import atomic_write_json, atomic_write_text, files_together, jsonable
 
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
 
@@ -90,12 +90,28 @@ def render_markdown(report: dict) -> str:
     return "\n".join(L) + "\n"
 
 
+def grid_summary(study: dict) -> str:
+    """"4 sizes x 3 budgets" for a full grid; otherwise the runs per size and the distinct budgets (a ladder
+    whose budgets are multiples of each size's own Chinchilla count has as many budgets as runs)."""
+    per_size: dict[str, list[int]] = {}
+    for r in study["runs"]:
+        per_size.setdefault(r["size"], []).append(r["budget_tokens"])
+    budgets = sorted({b for bs in per_size.values() for b in bs})
+    if all(sorted(set(bs)) == budgets for bs in per_size.values()):  # seeds repeat a budget
+        return f"{len(per_size)} sizes x {len(budgets)} budgets"
+    counts = sorted({len(bs) for bs in per_size.values()}, reverse=True)
+    runs = (f"{counts[0]} runs each" if len(counts) == 1
+            else "runs per size: " + ", ".join(f"{s} {len(bs)}" for s, bs in per_size.items()))
+    return (f"{len(per_size)} sizes, {runs}; {len(budgets)} distinct budgets, "
+            f"{count_label(budgets[0])} to {count_label(budgets[-1])} tokens")
+
+
 def _md_verdicts(report: dict) -> list[str]:
     st, lvl = report["study"], _level(report)
     axis = st.get("x_label") or "pretraining loss"
     L = ["# losslens analysis", "",
-         f"Table `{st['results']}`: {st['n_rows']} rows, {len(st['runs'])} runs "
-         f"({len(st['sizes'])} sizes x {len(st['budgets'])} budgets), {st['n_checkpoints']} checkpoints, "
+         f"Table `{st['results']}`: {st['n_rows']} rows, {len(st['runs'])} runs ({grid_summary(st)}), "
+         f"{st['n_checkpoints']} checkpoints, "
          f"{len(st['tasks'])} tasks. x-axis ('loss' below): {axis}. Bootstrap: "
          f"{report['settings']['n_bootstrap']} resamples (scaling law: {report['settings']['scaling_bootstrap']}), "
          f"seed {report['settings']['seed']}.", "",
@@ -203,10 +219,20 @@ def _md_scaling(report: dict) -> list[str]:
     return L
 
 
+def _nothing_identified(scaling: dict) -> bool:
+    """Every parameter of the scaling law not identified: it says nothing about sizes it was not fitted on."""
+    return "error" not in scaling and all(p in scaling.get("not_identified", {}) for p, _ in _SYMBOLS)
+
+
 def _md_forecasts(report: dict) -> list[str]:
     L, lvl = ["", "## Forecasts", ""], _level(report)
     if not report["forecasts"]:
         L.append("No forecast: it needs an emergent task x metric and a scaling fit.")
+    withhold = _nothing_identified(report["scaling"])
+    if withhold and report["forecasts"]:
+        L += ["No scaling-law parameter is identified (see above): the law only interpolates between the trained "
+              "runs, so the sizes it was not trained on get no forecast here (report.json keeps the numbers, with "
+              "their profile-region intervals). Train more sizes or budgets to pin it down.", ""]
     for fc in report["forecasts"]:
         ci = fc["eta_ci"]
         how = fc["sizes"][0].get("interval", "") if fc["sizes"] else ""
@@ -216,6 +242,8 @@ def _md_forecasts(report: dict) -> list[str]:
               f"| size (non-embed.) | trained | tokens | {lvl} CI | FLOPs | {lvl} CI |", "|---|---|---|---|---|---|"]
         flops = lambda v: "–" if v is None else f"{v:.2e}"  # noqa: E731
         for r in fc["sizes"]:
+            if withhold and not r["trained"]:
+                continue
             if r["reachable"] is None:
                 L.append(f"| {count_label(r['n_params_nonembed'])} | {'yes' if r['trained'] else 'no'} "
                          f"| not identified | – | – | – |")
@@ -277,15 +305,22 @@ def _md_backtest_loss(bt: dict) -> list[str]:
     return L + [""]
 
 
+def error_and_inside(summary: dict) -> str:
+    """'0.0123 (29/32 inside)': the mean absolute error of one way of predicting one metric, and its coverage."""
+    mae = "–" if summary["mae"] is None else f"{summary['mae']:.3g}"
+    return f"{mae} ({summary['inside']}/{summary['n_with_interval']} inside)"
+
+
 def _md_backtest_metrics(bt: dict, lvl: str) -> list[str]:
     sm = bt["summary"]
-    mae = lambda d: "–" if d["mae"] is None else f"{d['mae']:.3g}"  # noqa: E731
+    by_metric = sm.get("by_metric") or {"all metrics": sm}
     L = ["### Task metrics at the final checkpoint", "",
          f"Two-stage: (N, D) → loss by the law, loss → metric by the curve preferred by BIC on the training runs. "
-         f"Direct: the same family of curves against log10 compute. Mean absolute error: two-stage "
-         f"{mae(sm['two_stage'])} ({sm['two_stage']['inside']}/{sm['two_stage']['n_with_interval']} inside), "
-         f"direct {mae(sm['direct'])} ({sm['direct']['inside']}/{sm['direct']['n_with_interval']} inside); "
-         f"two-stage closer {sm['two_stage_closer']} times, direct {sm['direct_closer']}.", "",
+         f"Direct: the same family of curves against log10 compute. Two-stage closer {sm['two_stage_closer']} "
+         f"times, direct {sm['direct_closer']}. Mean absolute error per metric, each in its own units:", "",
+         "| metric | predictions | two-stage MAE | direct MAE |", "|---|---|---|---|",
+         *[f"| {m} | {d['two_stage']['n']} | {error_and_inside(d['two_stage'])} | {error_and_inside(d['direct'])} |"
+           for m, d in by_metric.items()], "",
          f"| task | metric | run | actual | two-stage | {lvl} CI | abs. err. | rel. err. | inside "
          f"| direct | {lvl} CI | abs. err. | rel. err. | inside | closer |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -323,16 +358,21 @@ def _md_backtest_crossings(bt: dict, lvl: str) -> list[str]:
 
 
 def write_report(analysis, out: str | Path, plots: bool = True) -> dict:
-    """Write plots/, report.json and report.md under ``out``; returns the report dict."""
+    """Write plots/, report.json and report.md under ``out``; returns the report dict.
+
+    The three are replaced as one unit (:func:`losslens.fsio.files_together`): an analyze that fails or
+    is interrupted leaves the previous report, with its own plots, as it was.
+    """
     out = Path(out)
     written = {}
-    if plots:
-        from losslens.analyze.plots import backtest_figure, write_plots  # matplotlib only when plotting
+    with files_together(out, (PLOTS_DIR, REPORT_JSON, REPORT_MD)) as new:
+        if plots:
+            from losslens.analyze.plots import backtest_figure, write_plots  # matplotlib only when plotting
 
-        written = write_plots(analysis, out / PLOTS_DIR)
-        if analysis.backtest is not None:
-            written["backtest"] = backtest_figure(analysis.backtest, out / PLOTS_DIR / "backtest")
-    report = build_report(analysis, written, out)
-    atomic_write_json(out / REPORT_JSON, report)
-    atomic_write_text(out / REPORT_MD, render_markdown(report))
+            written = write_plots(analysis, new / PLOTS_DIR)
+            if analysis.backtest is not None:
+                written["backtest"] = backtest_figure(analysis.backtest, new / PLOTS_DIR / "backtest")
+        report = build_report(analysis, written, new)
+        atomic_write_json(new / REPORT_JSON, report)
+        atomic_write_text(new / REPORT_MD, render_markdown(report))
     return report

@@ -39,6 +39,11 @@ class SeedLevel:
                            if len(g) > 1)
         return cls(group.ravel(), len(codes), replicated) if replicated else None
 
+    @property
+    def seeds_per_size(self) -> list[int]:
+        """How many seeds each size with several has."""
+        return [len(g) for g in self.replicated]
+
     def counts(self, rng: np.random.Generator, n_boot: int) -> np.ndarray:
         """How often each point is drawn in each of ``n_boot`` resamples (n x n_boot, float):
         seeds within sizes, then points from the drawn seeds (see the module docstring)."""

@@ -1,32 +1,17 @@
 """Loss thresholds: does a task's performance leave its chance level, and below which loss?
 
-Following Du et al. (2024), performance y is read as a function of pretraining loss x. Four
-models of the mean are fitted by least squares (in "oriented" units, where larger is better:
-a lower-is-better metric such as Brier is negated, so that "rising" always means improving):
-
-    constant  y = chance                              (k = 0; only when a chance level is given)
-    flat      y = c                                   (k = 1: a level of its own, e.g. below chance)
-    linear    y = a + b x, b <= 0                     (k = 2)
-    sigmoid   y = c + h / (1 + exp((x - m) / w))      (h >= 0, w > 0; k = 3, or 4 with c free)
-    hinge     y = c + s * max(0, eta - x)             (s >= 0, eta in [min x, max x]; k = 2, or 3)
-
-``c`` in the sigmoid and hinge is the chance level when one is given. A metric without one
-(e.g. edit distance) gets a free plateau instead: the level the model sits at before it
-learns, fitted from the data. Every model but the two nulls improves as loss falls (the line's
-slope, the sigmoid's height and the hinge's slope are constrained), so a metric that gets worse
-with lower loss, or that wanders below its chance level, is never called smooth or emergent:
-the free ``flat`` level absorbs an offset from chance, and a declining line collapses onto it.
+Following Du et al. (2024), performance y is read as a function of pretraining loss x. Every curve
+model of :mod:`losslens.analyze.curves` (constant, flat, linear, sigmoid, hinge, ...) is fitted by
+least squares, in oriented units where larger is better, with the metric's chance level as the
+floor (a metric without one gets a plateau fitted from the data). Each model declares there the
+verdict it stands for (``not-learned``, ``smooth`` or ``emergent``) and, if emergent, where its
+threshold eta is.
 
 The model is chosen by the Bayesian information criterion for Gaussian errors,
 
     BIC = n ln(RSS / n) + k ln n,
 
-lowest wins. Each model stands for a verdict: constant and flat -> ``not-learned``, linear ->
-``smooth``, hinge -> ``emergent``. The sigmoid is a smooth alternative unless at least
-``min_side`` points sit on its flat floor (fitted value within 5 % of its height above c) and
-``min_side`` above it, in which case it is a soft hinge and counts as ``emergent``; a hinge
-whose kink leaves fewer than ``min_side`` points on the flat side is a line over the data and
-counts as ``smooth``. Claims need evidence (a BIC difference of 2 is "positive evidence",
+lowest wins, and its verdict (the model's own rule, from its record) is the claim. Claims need evidence (a BIC difference of 2 is "positive evidence",
 Kass & Raftery 1995):
 
 * a smooth or emergent model that beats the better null by less than 2 -> ``not-learned``;
@@ -36,15 +21,17 @@ Kass & Raftery 1995):
 * emergent, but fewer than ``min_side`` points on either side of eta, or a confidence interval
   wider than half the observed loss range or reaching its edge -> ``insufficient-data``.
 
-The threshold eta comes from the preferred emergent model: the hinge's kink, or for a soft
-hinge the loss where the sigmoid has risen 5 % of its height (it saturates, which a hinge
-cannot follow, so the hinge would misplace the onset). The interval is a percentile bootstrap:
+The threshold eta comes from the preferred emergent model (its record's ``eta``: the hinge's kink,
+or for a soft hinge the loss where the sigmoid has risen 5 % of its height). The interval is a percentile bootstrap:
 where some size was trained with several seeds, resample the seeds within each size first
 (:mod:`losslens.analyze.seeds`); then the checkpoints (points) with replacement, from the drawn
 seeds' points; and, where per-example records exist, the test examples too (the same resampled
 examples for every checkpoint, since every checkpoint answers the same test set); then refit eta.
-With seeds, the interval of the bootstrap without the seed level is kept beside it, to say how
-much of the width the seeds make.
+With seeds, the replicates' spread around eta is widened by the small-sample factor of
+:func:`losslens.analyze.intervals.seed_inflation` (a bootstrap over 2-3 seeds understates their
+variance), and the interval of the bootstrap without the seed level is kept beside it, to say how
+much of the width the seeds make. An interval that misses eta (a lopsided bootstrap) is extended to
+it and marked ``ci_widened``.
 """
 
 from __future__ import annotations
@@ -53,40 +40,15 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize
-from scipy.special import expit
-
+from losslens.analyze.curves import (BIC_MARGIN, CURVES, EMERGENT, NOT_LEARNED, SMOOTH, Fit, fit_models,
+                                     sigmoid_onset)  # re-exported: threshold's public names
+from losslens.analyze.intervals import around, percentile, seed_inflation
 from losslens.analyze.seeds import SeedLevel
 
-EMERGENT, SMOOTH, NOT_LEARNED, INSUFFICIENT = "emergent", "smooth", "not-learned", "insufficient-data"
-BIC_MARGIN = 2.0  # the BIC difference a claim needs
-FLAT_FRACTION = 0.05  # a sigmoid point is "on the floor" below 5 % of the sigmoid's height
-HINGE_GRID = 256  # eta candidates for the profile search
-BLOCK = 1 << 15  # design elements per block (256 KB): the work of one block stays in cache
+__all__ = ["EMERGENT", "SMOOTH", "NOT_LEARNED", "INSUFFICIENT", "Fit", "ThresholdResult", "find_threshold",
+           "fit_models", "sigmoid_onset", "extrapolation_test"]
 
-
-@dataclass
-class Fit:
-    """One fitted model of performance against loss. ``params`` are in the metric's own units."""
-
-    model: str
-    params: dict[str, float]
-    rss: float
-    k: int  # free parameters of the mean (the noise variance, common to all models, not counted)
-    bic: float
-
-    def predict(self, loss) -> np.ndarray:
-        x = np.asarray(loss, dtype=float)
-        p = self.params
-        if self.model in ("constant", "flat"):
-            return np.full_like(x, p["level"])
-        if self.model == "linear":
-            return p["intercept"] + p["slope"] * x
-        if self.model == "hinge":
-            return p["plateau"] + p["slope"] * np.maximum(0.0, p["eta"] - x)
-        if self.model == "sigmoid":
-            return p["floor"] + p["height"] * expit((p["midpoint"] - x) / p["width"])
-        raise ValueError(self.model)
+INSUFFICIENT = "insufficient-data"
 
 
 @dataclass
@@ -120,10 +82,16 @@ class ThresholdResult:
     bootstrap: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
     used_seeds: bool = False  # the bootstrap resampled seeds within sizes first
     ci_without_seeds: tuple[float, float] | None = None  # the interval of the same bootstrap without the seed level
+    ci_widened: bool = False  # the percentile interval missed eta and was extended to it
+    seed_inflation: float = 1.0  # the seed level's small-sample factor on the replicates' spread
 
     def to_dict(self) -> dict:
         over = ["seeds within sizes"] * self.used_seeds + ["checkpoints"] + ["test examples"] * self.used_examples
         seedless = {} if self.ci_without_seeds is None else {"ci_without_seeds": list(self.ci_without_seeds)}
+        if self.used_seeds:
+            seedless["seed_inflation"] = self.seed_inflation
+        if self.ci_widened:
+            seedless["ci_widened"] = "the bootstrap's percentile interval missed eta; extended to it"
         return {
             "verdict": self.verdict, "reason": self.reason,
             "threshold": {"loss": self.loss, "ci_low": self.ci_low, "ci_high": self.ci_high,
@@ -136,251 +104,6 @@ class ThresholdResult:
             "higher_is_better": self.higher_is_better, "n_points": self.n_points,
             "n_above": self.n_above, "n_below": self.n_below, "loss_range": list(self.loss_range),
         }
-
-
-# --- least-squares pieces, in oriented units (larger is better) ---------------------------
-
-def _bic(rss: float, n: int, k: int) -> float:
-    return n * math.log(max(rss, 1e-300) / n) + k * math.log(n)
-
-
-def _profile(X: np.ndarray, y: np.ndarray, c: float | None):
-    """For each row g of the design X (G x n), least squares of y = c + s X[g] with s >= 0.
-
-    With c given the fit is s = max(0, X.r / X.X) on r = y - c; with c free it is the usual
-    slope cov(X, y) / var(X), clipped at 0. Returns (rss, s, c) arrays of length G.
-    """
-    if c is not None:
-        r = y - c
-        xr, xx = X @ r, np.einsum("gi,gi->g", X, X)
-        s = np.where(xx > 0, np.maximum(xr, 0.0) / np.where(xx > 0, xx, 1.0), 0.0)
-        return r @ r - s * xr, s, np.full(len(X), c)
-    xm, ym = X.mean(axis=1), y.mean()
-    Xc, yc = X - xm[:, None], y - ym
-    sxy, sxx = Xc @ yc, np.einsum("gi,gi->g", Xc, Xc)
-    s = np.where(sxx > 0, np.maximum(sxy, 0.0) / np.where(sxx > 0, sxx, 1.0), 0.0)
-    return yc @ yc - s * sxy, s, ym - s * xm
-
-
-def _hinge_eta(x: np.ndarray, y: np.ndarray, c: float | None, grid: int = HINGE_GRID, refine: bool = False):
-    """The hinge's least-squares eta over [min x, max x]: profile on a grid, then (optionally) polish."""
-    etas = np.linspace(x.min(), x.max(), grid)
-    rss, s, cc = _profile(np.maximum(0.0, etas[:, None] - x[None, :]), y, c)
-    g = int(np.argmin(rss))
-    if not refine:
-        return etas[g], s[g], cc[g], rss[g]
-
-    def one(eta):
-        return _profile(np.maximum(0.0, eta - x)[None, :], y, c)
-
-    lo, hi = etas[max(g - 1, 0)], etas[min(g + 1, grid - 1)]
-    if hi > lo:
-        res = optimize.minimize_scalar(lambda e: one(e)[0][0], bounds=(lo, hi), method="bounded",
-                                       options={"xatol": 1e-9 * (x.max() - x.min() + 1)})
-        if res.fun < rss[g]:
-            r, ss, c2 = one(res.x)
-            return float(res.x), ss[0], c2[0], r[0]
-    return etas[g], s[g], cc[g], rss[g]
-
-
-def _sigmoid_search(x: np.ndarray, y: np.ndarray, c: float | None, rounds: int = 3):
-    """Least squares of y = c + h expit((m - x) / w) by grid search over (m, w), with (c, h)
-    profiled out: a coarse grid, then ``rounds`` finer grids around the best cell (each 5x finer).
-    Returns (m, w, h, c, rss). (The bootstrap runs the same search on many resamples at once:
-    :func:`_bootstrap_sigmoid`.)"""
-    grid = _sigmoid_grid(float(x.min()), float(x.max()))
-    rss, h, cc = _sigmoid_profile(grid, x, y, c)
-    g = int(np.argmin(rss))
-    for _ in range(rounds):
-        grid = _finer_grid(grid, g)
-        rss, h, cc = _sigmoid_profile(grid, x, y, c)
-        g = int(np.argmin(rss))
-    m, w = _cell(grid, g)
-    return m, w, h[g], cc[g], float(rss[g])
-
-
-def _sigmoid_profile(grid, x: np.ndarray, y: np.ndarray, c: float | None):
-    """:func:`_profile` of the sigmoid design, a block of rows at a time: with many points the whole
-    design no longer fits in cache, and each element then costs several times more."""
-    step = max(1, BLOCK // len(x))
-    parts = [_profile(_sigmoid_design(grid, x, slice(i, i + step)), y, c)
-             for i in range(0, len(grid[0]) * len(grid[1]), step)]
-    return tuple(np.concatenate(p) for p in zip(*parts))
-
-
-def _fit_sigmoid(x: np.ndarray, y: np.ndarray, c: float | None):
-    """The sigmoid's least-squares fit: grid search, then polished by scipy's least_squares."""
-    m, w, h, c0, rss = _sigmoid_search(x, y, c)
-    span = float(x.max() - x.min()) or 1.0
-    start = [m, math.log(w), h] + ([] if c is not None else [c0])
-
-    def resid(p):
-        floor = c if c is not None else p[3]
-        return floor + p[2] * expit((p[0] - x) / math.exp(p[1])) - y
-
-    lo = [-np.inf, math.log(span * 1e-4), 0.0] + ([] if c is not None else [-np.inf])
-    hi = [np.inf, math.log(span * 100), np.inf] + ([] if c is not None else [np.inf])
-    try:
-        res = optimize.least_squares(resid, np.clip(start, lo, hi), bounds=(lo, hi), max_nfev=400)
-        if 2 * res.cost < rss:
-            p = res.x
-            return p[0], math.exp(p[1]), p[2], (c if c is not None else p[3]), 2 * float(res.cost)
-    except (ValueError, FloatingPointError):
-        pass
-    return m, w, h, c0, rss
-
-
-def fit_models(x: np.ndarray, y: np.ndarray, chance: float | None, higher_is_better: bool = True) -> dict[str, Fit]:
-    """Fit the models of the module docstring to (loss x, score y); params in the metric's units."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    sign = 1.0 if higher_is_better else -1.0
-    yo = sign * y  # oriented: larger is better
-    co = None if chance is None else sign * chance
-    n, free = len(x), co is None
-    fits = {}
-
-    if not free:
-        rss = float(((yo - co) ** 2).sum())
-        fits["constant"] = Fit("constant", {"level": sign * co}, rss, 0, _bic(rss, n, 0))
-    level = float(yo.mean())
-    rss = float(((yo - level) ** 2).sum())
-    fits["flat"] = Fit("flat", {"level": sign * level}, rss, 1, _bic(rss, n, 1))
-
-    # Improving only: oriented performance may not grow with loss. A rising fit is the flat one.
-    b, a = np.polyfit(x, yo, 1)
-    if b > 0:
-        b, a = 0.0, level
-    rss = float(((yo - a - b * x) ** 2).sum())
-    fits["linear"] = Fit("linear", {"intercept": sign * a, "slope": sign * b}, rss, 2, _bic(rss, n, 2))
-
-    m, w, h, c, rss = _fit_sigmoid(x, yo, co)
-    k = 3 + free
-    fits["sigmoid"] = Fit("sigmoid", {"floor": sign * c, "height": sign * h, "midpoint": m, "width": w},
-                          rss, k, _bic(rss, n, k))
-
-    eta, s, c, rss = _hinge_eta(x, yo, co, refine=True)
-    k = 2 + free
-    fits["hinge"] = Fit("hinge", {"eta": float(eta), "slope": sign * float(s), "plateau": sign * float(c)},
-                        float(rss), k, _bic(rss, n, k))
-    return fits
-
-
-def _verdict_of(fit: Fit, x: np.ndarray, min_side: int) -> str:
-    """The verdict a model stands for, given where the data lie on it (see the module docstring)."""
-    if fit.model in ("constant", "flat"):
-        return NOT_LEARNED
-    if fit.model == "linear":
-        return SMOOTH
-    if fit.model == "hinge":
-        # No flat side to speak of: the hinge is a straight line over the data.
-        return SMOOTH if (x >= fit.params["eta"]).sum() < min_side else EMERGENT
-    z = expit((fit.params["midpoint"] - x) / fit.params["width"])
-    on_floor = int((z < FLAT_FRACTION).sum())
-    return EMERGENT if on_floor >= min_side and len(x) - on_floor >= min_side else SMOOTH
-
-
-def sigmoid_onset(params: dict) -> float:
-    """Where a sigmoid leaves its floor: the loss at which it has risen 5 % of its height,
-    eta = m + w ln((1 - f) / f) with f = 0.05."""
-    return params["midpoint"] + params["width"] * math.log((1 - FLAT_FRACTION) / FLAT_FRACTION)
-
-
-def _weighted_profile(X: np.ndarray, W: np.ndarray, Y: np.ndarray, c: float | None) -> np.ndarray:
-    """:func:`_profile`'s RSS for many resamples at once, as matrix products.
-
-    X (G x n) holds the design at the n points; resample b draws point i W[i, b] times and has
-    oriented scores Y[:, b]. A resample is its points repeated, so these are the same sums as
-    :func:`_profile` on the repeated points (up to rounding). Returns RSS, G x B.
-    """
-    if c is not None:
-        R = Y - c
-        WR = W * R
-        xr, xx = X @ WR, (X * X) @ W
-        s = np.where(xx > 0, np.maximum(xr, 0.0) / np.where(xx > 0, xx, 1.0), 0.0)
-        return (R * WR).sum(axis=0) - s * xr
-    # Shift X's rows and Y by one mean for all resamples first, so the centred sums below do not cancel.
-    Xs, Ys = X - X.mean(axis=1, keepdims=True), Y - Y.mean()
-    n, WY = W.sum(axis=0), W * Ys
-    s1, ty = Xs @ W, WY.sum(axis=0)
-    sxx = (Xs * Xs) @ W - s1 ** 2 / n
-    sxy = Xs @ WY - s1 * ty / n
-    syy = (WY * Ys).sum(axis=0) - ty ** 2 / n
-    # A constant design row has sxx = 0 up to rounding: no slope, as in _profile.
-    flat = sxx <= 1e-12 * n * np.abs(Xs).max(axis=1, keepdims=True) ** 2
-    s = np.where(flat, 0.0, np.maximum(sxy, 0.0) / np.where(flat, 1.0, sxx))
-    return syy - s * sxy
-
-
-def _sigmoid_grid(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-    """The coarse (midpoint, width) grid of :func:`_sigmoid_search` for points spanning [lo, hi]."""
-    span = (hi - lo) or 1.0
-    return np.linspace(lo - 0.5 * span, hi + 0.5 * span, 41), span * np.geomspace(0.01, 3.0, 20)
-
-
-def _grid_search_many(x, W, Y, co, grids: list, design) -> list[int]:
-    """For each resample b, the index of the best row of ``design(grids[b], x, rows)``. Resamples that
-    share a grid (most do: it depends on little) share one design matrix and one matrix product,
-    computed a block of rows at a time (see ``BLOCK``)."""
-    best = [0] * len(grids)
-    groups: dict[tuple, list[int]] = {}
-    for b, grid in enumerate(grids):
-        groups.setdefault(tuple(a.tobytes() for a in grid), []).append(b)
-    for members in groups.values():
-        drawn = np.flatnonzero(W[:, members].any(axis=1))  # points no member drew add nothing to its sums
-        Wd, Yd, xd = W[np.ix_(drawn, members)], Y[np.ix_(drawn, members)], x[drawn]
-        grid, step = grids[members[0]], max(1, BLOCK // len(drawn))
-        rss = np.concatenate([_weighted_profile(design(grid, xd, slice(i, i + step)), Wd, Yd, co)
-                              for i in range(0, math.prod(len(a) for a in grid), step)])
-        for b, g in zip(members, np.argmin(rss, axis=0)):
-            best[b] = int(g)
-    return best
-
-
-def _sigmoid_design(grid, x, rows=slice(None)):
-    """Rows ``rows`` of the sigmoid design over the (midpoint, width) grid ``meshgrid(ms, ws)``."""
-    ms, ws = grid
-    cells = np.arange(len(ms) * len(ws))[rows]  # meshgrid(ms, ws).ravel() order: ms varies fastest
-    mm, ww = ms[cells % len(ms)], ws[cells // len(ms)]
-    return expit((mm[:, None] - x[None, :]) / ww[:, None])
-
-
-def _hinge_design(grid, x, rows=slice(None)):
-    return np.maximum(0.0, grid[0][rows, None] - x[None, :])
-
-
-def _cell(grid, g: int) -> tuple[float, float]:
-    """(midpoint, width) of row ``g`` of a sigmoid design (``meshgrid(ms, ws)`` raveled)."""
-    ms, ws = grid
-    return ms[g % len(ms)], ws[g // len(ms)]
-
-
-def _finer_grid(grid, g: int) -> tuple[np.ndarray, np.ndarray]:
-    """An 11 x 11 grid around cell ``g``, 5x finer in both directions."""
-    (ms, ws), (m, w) = grid, _cell(grid, g)
-    dm, ratio = ms[1] - ms[0], ws[1] / ws[0]
-    return np.linspace(m - dm, m + dm, 11), np.geomspace(w / ratio, w * ratio, 11)
-
-
-def _bootstrap_sigmoid(x, W, Y, co, lo, hi, rounds: int = 3) -> np.ndarray:
-    """:func:`_sigmoid_search`'s onset on every resample: the same coarse grid and ``rounds`` finer
-    ones, each resample's grid following its own best cell, evaluated a shared grid at a time."""
-    coarse = {key: _sigmoid_grid(*key) for key in set(zip(lo, hi))}
-    grids = [coarse[key] for key in zip(lo, hi)]
-    for _ in range(rounds):
-        best = _grid_search_many(x, W, Y, co, grids, _sigmoid_design)
-        # Resamples with one grid and one best cell share the next grid: build it once.
-        finer = {(id(grid), g): grid for grid, g in zip(grids, best)}
-        finer = {key: _finer_grid(grid, key[1]) for key, grid in finer.items()}
-        grids = [finer[(id(grid), g)] for grid, g in zip(grids, best)]
-    best = _grid_search_many(x, W, Y, co, grids, _sigmoid_design)
-    return np.array([sigmoid_onset(dict(zip(("midpoint", "width"), _cell(grid, g)))) for grid, g in zip(grids, best)])
-
-
-def _bootstrap_hinge(x, W, Y, co, lo, hi, grid: int = 128) -> np.ndarray:
-    """:func:`_hinge_eta`'s eta (a ``grid``-point profile, no polish) on every resample."""
-    grids = [(np.linspace(a, b, grid),) for a, b in zip(lo, hi)]
-    best = _grid_search_many(x, W, Y, co, grids, _hinge_design)
-    return np.array([g[0][i] for g, i in zip(grids, best)])
 
 
 def _resamples(y, examples, n_boot, rng, seeds: SeedLevel | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -414,8 +137,8 @@ def _bootstrap_eta(model, x, y, chance, sign, examples, n_boot, rng, seeds: Seed
     """eta of ``model`` refitted on ``n_boot`` resamples of the seeds (if given), the points, and the
     test examples (if given).
 
-    Each resample is fitted exactly as the full data are (:func:`_sigmoid_search`, :func:`_hinge_eta`
-    on a 128-point grid), but all at once: see :func:`_grid_search_many`.
+    Each resample is fitted as the full data are, but all at once: the model's ``bootstrap_eta``
+    (:mod:`losslens.analyze.curves`).
     """
     co = None if chance is None else sign * chance
     W, Y = _resamples(y, examples, n_boot, rng, seeds)
@@ -426,8 +149,7 @@ def _bootstrap_eta(model, x, y, chance, sign, examples, n_boot, rng, seeds: Seed
     if not ok.any():
         return np.empty(0)
     W, Y, lo, hi = W[:, ok], sign * Y[:, ok], lo[ok], hi[ok]
-    fit = _bootstrap_hinge if model == "hinge" else _bootstrap_sigmoid
-    etas = fit(x, W, Y, co, lo, hi)
+    etas = CURVES[model].bootstrap_eta(x, W, Y, co, lo, hi)
     return etas[np.isfinite(etas)]
 
 
@@ -457,7 +179,7 @@ class _Points:
         return (float(self.x.min()), float(self.x.max())) if len(self.x) else (math.nan, math.nan)
 
     def result(self, verdict, reason, fits=None, preferred="", delta=math.nan, eta=math.nan, lo=math.nan,
-               hi=math.nan, boot=np.empty(0), plateau=None, ci_without_seeds=None) -> ThresholdResult:
+               hi=math.nan, boot=np.empty(0), plateau=None, ci_without_seeds=None, widened=False) -> ThresholdResult:
         x, found = self.x, math.isfinite(eta)
         plateau = self.chance if plateau is None else plateau
         return ThresholdResult(
@@ -468,6 +190,8 @@ class _Points:
             n_below=int((x < eta).sum()) if found else 0, loss_range=self.loss_range, ci_level=self.ci_level,
             n_bootstrap=len(boot), used_examples=self.examples is not None and len(boot) > 0, bootstrap=boot,
             used_seeds=self.seeds is not None and len(boot) > 0, ci_without_seeds=ci_without_seeds,
+            ci_widened=widened,
+            seed_inflation=seed_inflation(self.seeds.seeds_per_size, self.ci_level) if self.seeds is not None else 1.0,
         )
 
 
@@ -516,12 +240,14 @@ def find_threshold(
         return pts.result(INSUFFICIENT, f"{n} points over a loss range of {high - low:.3g}; "
                                         f"need at least {2 * min_side} at different losses")
     fits = fit_models(x, pts.y, chance, higher_is_better)
-    kind = {name: _verdict_of(f, x, min_side) for name, f in fits.items()}
+    kind = {name: f.verdict(x, min_side) for name, f in fits.items()}
     best = min(fits.values(), key=lambda f: f.bic)
     best_bic = {v: min((f.bic for name, f in fits.items() if kind[name] == v), default=math.inf)
                 for v in (EMERGENT, SMOOTH, NOT_LEARNED)}
     delta = min(b for v, b in best_bic.items() if v != kind[best.model]) - best.bic
-    plateau = fits["sigmoid"].params["floor"] if best.model == "sigmoid" else fits["hinge"].params["plateau"]
+    # The level before the ability: the preferred model's, where it has one, else the hinge's.
+    own = CURVES[best.model].plateau
+    plateau = own(best.params) if own else fits["hinge"].params["plateau"]
     common = dict(fits=fits, preferred=best.model, delta=delta, plateau=plateau)
     if kind[best.model] != EMERGENT:
         return _not_emergent(pts, best, kind[best.model], best_bic, common)
@@ -560,14 +286,16 @@ def _learned_but_unsure(pts: _Points, best: Fit, claim: str, best_bic: dict, com
     return None
 
 
-def _eta_interval(pts: _Points, model: str, n_bootstrap: int, seed: int, seeds: SeedLevel | None):
-    """Bootstrap replicates of eta and their percentile interval (NaNs without replicates)."""
+def _eta_interval(pts: _Points, model: str, n_bootstrap: int, seed: int, seeds: SeedLevel | None, eta: float):
+    """Bootstrap replicates of eta, their percentile interval (NaNs without replicates) extended to hold
+    eta, and whether it had to be. With a seed level, the replicates' spread around eta is widened by
+    the small-sample factor of :func:`losslens.analyze.intervals.seed_inflation`."""
     rng = np.random.default_rng(seed)
     boot = (_bootstrap_eta(model, pts.x, pts.y, pts.chance, pts.sign, pts.examples, n_bootstrap, rng, seeds)
             if n_bootstrap > 0 else np.empty(0))
-    alpha = (1 - pts.ci_level) / 2
-    lo, hi = (np.quantile(boot, [alpha, 1 - alpha]) if len(boot) else (math.nan, math.nan))
-    return boot, float(lo), float(hi)
+    if seeds is not None and len(boot):
+        boot = eta + seed_inflation(seeds.seeds_per_size, pts.ci_level) * (boot - eta)
+    return boot, *around(eta, *percentile(boot, pts.ci_level))
 
 
 def _emergent(pts: _Points, best: Fit, best_bic: dict, common: dict, n_bootstrap: int, seed: int,
@@ -577,11 +305,11 @@ def _emergent(pts: _Points, best: Fit, best_bic: dict, common: dict, n_bootstrap
     if unsure is not None:
         return unsure
     x, (low, high), delta = pts.x, pts.loss_range, common["delta"]
-    eta = common["fits"]["hinge"].params["eta"] if best.model == "hinge" else sigmoid_onset(best.params)
-    boot, lo, hi = _eta_interval(pts, best.model, n_bootstrap, seed, pts.seeds)
+    eta = CURVES[best.model].eta(best.params)
+    boot, lo, hi, widened = _eta_interval(pts, best.model, n_bootstrap, seed, pts.seeds, eta)
     if pts.seeds is not None and n_bootstrap > 0:  # the same bootstrap without the seed level, to compare
-        common["ci_without_seeds"] = _eta_interval(pts, best.model, n_bootstrap, seed, None)[1:]
-    common.update(eta=eta, lo=lo, hi=hi, boot=boot)
+        common["ci_without_seeds"] = _eta_interval(pts, best.model, n_bootstrap, seed, None, eta)[1:3]
+    common.update(eta=eta, lo=lo, hi=hi, boot=boot, widened=widened)
     above, below = int((x >= eta).sum()), int((x < eta).sum())
     if min(above, below) < min_side:
         return pts.result(INSUFFICIENT, f"eta={eta:.3f} leaves {above} point(s) above and {below} below "

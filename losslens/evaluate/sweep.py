@@ -9,8 +9,8 @@ Layout of the results, beside the checkpoints (which stay read-only)::
 The work is a list of *units* (:mod:`losslens.evaluate.units`): the pretraining loss, each task,
 each lm-evaluation-harness task. For every checkpoint and unit the sweep does the same three
 things, whatever the unit: **claim** it (unless its JSON exists with the expected fingerprint: a
-hash of the checkpoint's ``meta.json`` and weights, and the unit's own fingerprint, i.e. its data and
-the settings that change numbers, not the batch size or device), **run** it on the checkpoint's
+hash of every input of the result, listed in :mod:`losslens.evaluate.inputs`: the checkpoint's files,
+the unit's data and the settings that change numbers, not the batch size or device), **run** it on the checkpoint's
 context, **write** its JSON. Re-running a finished sweep therefore loads no model. Claims are lock
 files (:mod:`losslens.evaluate.claims`), so evaluators started together (``--shard i/n`` job
 arrays, ``accelerate launch``, or plain duplicates) never repeat work; each one, when it ends,
@@ -42,10 +42,13 @@ from losslens.evaluate.claims import Claim
 from losslens.evaluate.harness import PREFIX as HARNESS_PREFIX, Harness, parse_names
 from losslens.evaluate.order import visiting_order
 from losslens.evaluate.runner import TaskSettings
+from losslens.evaluate.tracking import EvalTracking
 from losslens.evaluate.tasks import local_path, resolve_tasks
-from losslens.evaluate.units import CheckpointContext, PretrainUnit, RunOptions, TaskUnit, Unit, fingerprint
+from losslens.evaluate.inputs import result_fingerprint
+from losslens.evaluate.units import CheckpointContext, PretrainUnit, RunOptions, TaskUnit, Unit
 from losslens.evaluate.weights import check_study_checkpoints, checkpoint_fingerprint
 from losslens.fsio import atomic_write_json, atomic_write_text
+from losslens.study_dir import check_unchanged_since_training
 
 if TYPE_CHECKING:
     from losslens.evaluate.adaptive import AdaptiveReport
@@ -173,6 +176,7 @@ def evaluate_study(
     """
     study_dir = Path(study_dir)
     study = load_study(study_dir / contracts.STUDY_FILE)
+    check_unchanged_since_training(study, study_dir, strict=False)  # e.g. model.context edited after training
     world = int(os.environ.get("WORLD_SIZE", 1))
     settings = _adaptive_settings(study, adaptive, eta_width, budget, shard, world)
     if shard is None:
@@ -188,7 +192,7 @@ def evaluate_study(
     options = RunOptions(dtype=study.eval.dtype, device=_default_device(device) if mine else "cpu",
                          batch_size=batch_size or study.eval.batch_size, progress=progress,
                          per_example=study.eval.per_example if per_example is None else per_example)
-    evaluator = Evaluator(study_dir, options, force, lock_timeout, summary, log)
+    evaluator = Evaluator(study_dir, options, force, lock_timeout, summary, log, EvalTracking(study, study_dir))
     if settings is not None:
         from losslens.evaluate.adaptive import run_adaptive  # scipy, via analyze: only when asked for
 
@@ -243,16 +247,19 @@ class Evaluator:
     """Evaluates units on checkpoints for a sweep, counting into its summary (claim -> run -> write)."""
 
     def __init__(self, study_dir: Path, options: RunOptions, force: bool, lock_timeout: float,
-                 summary: SweepSummary, log: Callable[[str], None]):
+                 summary: SweepSummary, log: Callable[[str], None], tracking: Optional[EvalTracking] = None):
         self.study_dir, self.options, self.force, self.lock_timeout = study_dir, options, force, lock_timeout
-        self.summary, self.log = summary, log
+        self.summary, self.log, self.tracking = summary, log, tracking
         # result() is asked for each point every round; a result up to date stays so for the sweep
         self._hashes: dict[Path, str] = {}
         self._results: dict[tuple[Path, str], dict] = {}
 
     def run(self, ckpt: Path, units: list[Unit]) -> None:
+        written = len(self.summary.results)
         _evaluate_checkpoint(self.study_dir, ckpt, units, self.options, self.force, self.lock_timeout,
                              self.summary, self.log)
+        if self.tracking is not None:
+            self.tracking.log(self.summary.results[written:])
 
     def result(self, ckpt: Path, unit: Unit) -> Optional[dict]:
         """The unit's result on the checkpoint as it is now, or None when there is none up to date."""
@@ -260,7 +267,7 @@ class Evaluator:
         if key not in self._results:
             if ckpt not in self._hashes:
                 self._hashes[ckpt] = checkpoint_hash(ckpt)
-            found = _job(self.study_dir, ckpt, unit, self._hashes[ckpt]).current(per_example=False)
+            found = _job(self.study_dir, ckpt, unit, self._hashes[ckpt], self.options).current(per_example=False)
             if found is None:
                 return None
             self._results[key] = found
@@ -288,9 +295,9 @@ class _Job:
         return self.current(per_example) is not None
 
 
-def _job(study_dir: Path, ckpt: Path, unit: Unit, ckpt_hash: str) -> _Job:
+def _job(study_dir: Path, ckpt: Path, unit: Unit, ckpt_hash: str, options: RunOptions) -> _Job:
     return _Job(unit, ckpt, result_path(study_dir, ckpt, unit.name), ckpt_hash,
-                fingerprint({"checkpoint": ckpt_hash, "unit": unit.fingerprint}))
+                result_fingerprint(ckpt_hash, unit, options))
 
 
 def _evaluate_checkpoint(study_dir: Path, ckpt: Path, units: list[Unit], options: RunOptions, force: bool,
@@ -300,7 +307,7 @@ def _evaluate_checkpoint(study_dir: Path, ckpt: Path, units: list[Unit], options
     context = CheckpointContext(ckpt, options)
     try:
         for unit in units:
-            job = _job(study_dir, ckpt, unit, ckpt_hash)
+            job = _job(study_dir, ckpt, unit, ckpt_hash, options)
             if not force and job.done(options.per_example):
                 summary.up_to_date += 1
                 continue

@@ -41,7 +41,7 @@ def fingerprint(obj) -> str:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How units run (not what they compute: none of this is in a fingerprint; results do not depend on it)."""
+    """How units run. Of these only ``dtype`` changes the numbers (:mod:`losslens.evaluate.inputs`)."""
 
     dtype: str = "float32"
     device: str = "cpu"
@@ -115,7 +115,8 @@ class CheckpointContext:
 
     def close(self) -> None:
         self._memo.clear()
-        gc.collect()
+        if self.loads:  # a full collection costs most of a second: only when a model is to be freed
+            gc.collect()
 
 
 class Unit(Protocol):
@@ -129,26 +130,37 @@ class Unit(Protocol):
 
 
 class PretrainUnit:
-    """The pretraining loss: validation cross-entropy and bits per byte on the study's held-out shard."""
+    """The pretraining loss: validation cross-entropy and bits per byte on the study's held-out shard,
+    in windows of the context each checkpoint was trained at (its ``meta.json``)."""
 
     name = contracts.PRETRAIN_TASK
     has_examples = False
 
     def __init__(self, study_dir: Path, seq_len: int, max_tokens: int, confidence: float):
         self.data_dir = Path(study_dir) / contracts.DATA_DIR
-        self.seq_len, self.max_tokens, self.confidence = seq_len, max_tokens, confidence
-        data_json = self.data_dir / contracts.DATA_META_FILE
-        data = hashlib.sha256(data_json.read_bytes()).hexdigest()[:16] if data_json.is_file() else None
-        self.fingerprint = fingerprint({"unit": self.name, "val_tokens": max_tokens, "seq_len": seq_len,
-                                        "confidence": confidence, "data": data})
+        self.seq_len, self.max_tokens, self.confidence = seq_len, max_tokens, confidence  # seq_len: when meta has none
+        self.fingerprint = fingerprint({"unit": self.name, "val_tokens": max_tokens, "default_seq_len": seq_len,
+                                        "confidence": confidence, "data": self._data_digest()})
         self._validation: Optional[tuple] = None
+
+    def _data_digest(self) -> Optional[str]:
+        """The validation shard's bytes and data.json: other tokens of the same length are other data."""
+        h = hashlib.sha256()
+        for name in (contracts.DATA_META_FILE, contracts.VAL_SHARD):
+            path = self.data_dir / name
+            if not path.is_file():
+                return None  # refused when the unit runs (open_shard names the missing file)
+            with open(path, "rb") as f:
+                h.update(hashlib.file_digest(f, "sha256").digest())
+        return h.hexdigest()[:16]
 
     def run(self, context: CheckpointContext) -> dict:
         if self._validation is None:  # read once per sweep, on first need
             self._validation = (open_shard(self.data_dir, contracts.VAL_SHARD), read_data_meta(self.data_dir))
         tokens, meta = self._validation
         o = context.options
-        return evaluate_pretrain(context.model, tokens, meta, self.seq_len, self.max_tokens, o.batch_size,
+        seq_len = contracts.read_meta(context.ckpt).get("context") or self.seq_len
+        return evaluate_pretrain(context.model, tokens, meta, int(seq_len), self.max_tokens, o.batch_size,
                                  self.confidence, o.device)
 
 

@@ -1,7 +1,7 @@
 """What a checkpoint's results depend on, read without loading the model.
 
 A result is current only while the checkpoint's ``meta.json`` *and* its weights are what they were
-when it was computed, so the fingerprint covers both: each ``*.safetensors`` file's size, its header
+when it was computed, so the fingerprint covers both (and the config and tokenizer files beside them): each ``*.safetensors`` file's size, its header
 (names, shapes, dtypes, offsets) and its bytes (all of them up to ``FULL_HASH_BYTES``, else sampled
 blocks at the start, middle and end). Weights that were replaced, truncated or are not safetensors
 at all are reported before any work, and no checkpoint that is present but unreadable may silently
@@ -22,6 +22,8 @@ from losslens.errors import CheckpointError
 FULL_HASH_BYTES = 64 * 2**20  # hashing all of a small file costs little; larger ones are sampled
 SAMPLE_BYTES = 4 * 2**20
 _MAX_HEADER = 100 * 2**20  # the safetensors format's own limit on the JSON header
+# Files of a checkpoint folder that no model or tokenizer is loaded from (meta.json is hashed first).
+_NOT_INPUTS = {contracts.META_FILE, contracts.STUDY_FILE}
 
 
 def safetensors_header(path: Path) -> bytes:
@@ -87,13 +89,18 @@ def read_checked_meta(ckpt: Path) -> bytes:
 
 
 def checkpoint_fingerprint(ckpt: Path) -> str:
-    """Identity of a checkpoint as evaluated: its meta.json and its weights."""
+    """Identity of a checkpoint as evaluated: its meta.json, its weights, and every other file a model or
+    tokenizer is loaded from (config.json, tokenizer.json, ...): a new tokenizer is a new checkpoint."""
     h = hashlib.sha256(read_checked_meta(ckpt))
     for path in sorted(ckpt.glob("*.safetensors")):
         size = path.stat().st_size
         h.update(f"\0{path.name}\0{size}\0".encode())
         h.update(safetensors_header(path))
         h.update(_content_digest(path, size).encode())
+    for path in sorted(p for p in ckpt.iterdir() if p.suffix != ".safetensors" and p.name not in _NOT_INPUTS):
+        if path.is_file():
+            size = path.stat().st_size
+            h.update(f"\0{path.name}\0{size}\0{_content_digest(path, size)}".encode())
     return h.hexdigest()[:16]
 
 

@@ -39,5 +39,6 @@ def main(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     for s in summaries:
-        print(f"{s.run}: {s.steps} steps, {s.tokens:,} tokens -> {s.final_checkpoint}")
+        state = "up to date, " if s.up_to_date else ""
+        print(f"{s.run}: {state}{s.steps} steps, {s.tokens:,} tokens -> {s.final_checkpoint}")
     return 0

@@ -11,6 +11,7 @@ from typing import Annotated, Literal, Optional
 
 from losslens.contracts import seed_label
 from losslens.schema import NOT_NEGATIVE, Length, NonNegativeInt, PositiveFloat, PositiveInt, Range, SeedInt, Threads
+from losslens.tracking import TRACKERS
 
 # Bounds beyond which a setting is a typo, not a study: a model this wide, deep or long-context would not fit
 # any machine.
@@ -141,10 +142,16 @@ class TrainConfig:
     compile: bool = False
     kernels: Literal["auto", "liger", "none"] = "auto"  # fused Liger kernels; auto: on with CUDA + losslens[gpu]
     log_every: PositiveInt = 10  # steps; the only host syncs of the loop happen here
-    tensorboard: bool = False
+    # Experiment trackers, through accelerate's (losslens.tracking); not in the config hash.
+    trackers: list[Literal[TRACKERS]] = field(default_factory=list)  # type: ignore[valid-type]
+    tensorboard: bool = False  # the older spelling of trackers: [tensorboard]
     peak_flops: Optional[PositiveFloat] = None  # per device, for MFU; default from a table of GPUs
     on_nonfinite: Literal["stop", "skip"] = "stop"
     threads: Optional[Threads] = None  # torch CPU threads per process
+
+    def tracker_names(self) -> list[str]:
+        """``trackers``, with ``tensorboard: true`` read as naming TensorBoard."""
+        return list(dict.fromkeys(self.trackers + (["tensorboard"] if self.tensorboard else [])))
 
 
 @dataclass

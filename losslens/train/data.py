@@ -18,6 +18,7 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -38,21 +39,31 @@ def data_fingerprint(cfg: DataConfig, seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def existing_data(cfg: DataConfig, seed: int, data_dir: Path) -> Optional[dict]:
+    """The metadata of token shards already in ``data_dir`` for this data config (None: none there yet);
+    shards of another data config are refused, before anything is written."""
+    meta_path = Path(data_dir) / contracts.DATA_META_FILE
+    if not meta_path.is_file():
+        return None
+    fingerprint = data_fingerprint(cfg, seed)
+    meta = json.loads(meta_path.read_text())
+    if meta.get("fingerprint") != fingerprint:
+        raise DataError(
+            f"{data_dir}: holds token shards of a different data config (fingerprint "
+            f"{meta.get('fingerprint')} != {fingerprint}); use another out_dir or delete {data_dir}"
+        )
+    return meta
+
+
 def prepare_data(cfg: DataConfig, seed: int, data_dir: Path) -> dict:
     """Tokenize the corpus into ``data_dir`` once; later calls with the same config reuse it.
 
     Returns the data metadata (also written to ``data.json``).
     """
     data_dir = Path(data_dir)
-    meta_path = data_dir / contracts.DATA_META_FILE
     fingerprint = data_fingerprint(cfg, seed)
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("fingerprint") != fingerprint:
-            raise DataError(
-                f"{data_dir}: holds token shards of a different data config (fingerprint "
-                f"{meta.get('fingerprint')} != {fingerprint}); use another out_dir or delete {data_dir}"
-            )
+    meta = existing_data(cfg, seed, data_dir)
+    if meta is not None:
         return meta
 
     tokenizer = build_tokenizer(cfg.tokenizer, iter_documents(cfg, seed))

@@ -44,6 +44,7 @@ class RunSummary:
     tokens: int
     final_checkpoint: Path
     resumed_from: Optional[int]
+    up_to_date: bool = False  # trained before: nothing was done
 
 
 @dataclass
@@ -105,14 +106,14 @@ def train_run(study: StudyConfig, plan: RunPlan, accelerator: Accelerator, data_
         return RunSummary(plan.name, run.step, plan.tokens_at(run.step), start, run.resumed_from)
 
     t = study.train
-    log = MetricsLog(run.run_dir / "train_log.jsonl", accelerator.is_main_process, t.tensorboard)
+    log = MetricsLog.open(run, data_dir)
     log.truncate_after(run.step)
     new_window = partial(LossWindow, accelerator.device, skip_nonfinite=t.on_nonfinite == "skip")
     window, train_loss = new_window(), math.nan
     progress = tqdm(total=plan.total_steps, initial=run.step, desc=plan.name, unit="step",
                     disable=not accelerator.is_main_process, dynamic_ncols=True)
     run.model.train()
-    with _SigtermFlag() as sigterm, progress:
+    with _SigtermFlag() as sigterm, progress, log:
         while run.step < plan.total_steps:
             train_step(run, window)
             progress.update(1)
@@ -122,7 +123,7 @@ def train_run(study: StudyConfig, plan: RunPlan, accelerator: Accelerator, data_
                 window = new_window()
             stop = _stop_requested(run, sigterm)
             if scheduled or stop:
-                path = _checkpoint(run, train_loss, scheduled)
+                path = _checkpoint(run, train_loss, scheduled, log)
                 window.restart_clock()
                 if stop:
                     raise Preempted(f"run {plan.name}: SIGTERM at step {run.step}; saved {path}")
@@ -209,7 +210,8 @@ def _micro_batch_loss(run: RunState, batch: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of a (micro_batch, context + 1) window batch."""
     inputs, targets = batch[:, :-1], batch[:, 1:]
     if run.fused_loss:  # Liger never materialises the logits; targets are already shifted
-        return run.model(input_ids=inputs, shift_labels=targets).loss
+        # Liger flattens the labels with .view(): a strided slice of the window batch fails there.
+        return run.model(input_ids=inputs, shift_labels=targets.contiguous()).loss
     logits = run.model(input_ids=inputs).logits
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
@@ -259,11 +261,14 @@ def _stop_requested(run: RunState, sigterm: _SigtermFlag) -> bool:
     return run.accelerator.reduce(flag, reduction="sum").item() > 0
 
 
-def _checkpoint(run: RunState, train_loss: float, scheduled: bool) -> Path:
-    """Measure the validation loss, write the checkpoint (all processes), prune older training state."""
+def _checkpoint(run: RunState, train_loss: float, scheduled: bool, log: Optional[MetricsLog] = None) -> Path:
+    """Measure the validation loss, write the checkpoint (all processes), prune older training state;
+    the validation loss goes to ``log``'s trackers."""
+    meta = _meta(run, train_loss, scheduled)
     path = ckpt_io.save_checkpoint(run.accelerator, run.model, run.tokenizer, run.run_dir,
-                                   run.plan.tokens_at(run.step), _meta(run, train_loss, scheduled),
-                                   run.study.to_yaml())
+                                   run.plan.tokens_at(run.step), meta, run.study.to_yaml())
+    if log is not None:
+        log.checkpoint(meta)
     if run.accelerator.is_main_process:
         if scheduled:
             ckpt_io.remove_superseded_preemption_saves(run.run_dir, run.step)
