@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--x", choices=X_AXES, default=None,
                         help="x-axis: validation loss (nats/token) or bits per byte, which compares runs with "
                              "different tokenizers (default: analyze.x of RUN_DIR/study.yaml, else loss)")
+    parser.add_argument("--intermediate", metavar="auto|loss|direct|METRIC",
+                        help="how the backtest forecasts task metrics: through the pretraining loss, a task's own "
+                             "loss-like METRIC (e.g. bpb, loglik_byte), directly against compute, or auto: per task, "
+                             "the way an inner backtest on the training runs prefers (default: "
+                             "analyze.forecast.intermediate of RUN_DIR/study.yaml, else auto)")
     parser.add_argument("--ci-level", type=float, default=0.95, metavar="P",
                         help="level of every interval (default 0.95)")
 
@@ -51,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
     analysis = analyze(args.run_dir, results=args.results, out=args.out, n_bootstrap=args.bootstrap,
                        seed=args.seed, forecast_sizes=args.forecast_sizes, plots=not args.no_plots,
                        scaling_points=args.scaling_points, backtest=args.backtest, ci_level=args.ci_level,
-                       x=args.x)
+                       x=args.x, intermediate=args.intermediate)
     out = Path(analysis.settings["out"])
     verdicts = [a.threshold.verdict for a in analysis.metrics.values()]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
@@ -63,6 +68,11 @@ def main(args: argparse.Namespace) -> int:
               f"{mae(sm['two_stage'])}, direct {mae(sm['direct'])}; inside the interval "
               f"{sm['two_stage']['inside']}/{sm['two_stage']['n_with_interval']} and "
               f"{sm['direct']['inside']}/{sm['direct']['n_with_interval']}")
+        for metric, blk in analysis.backtest["forecast"]["by_metric"].items():
+            ways = ", ".join(f"{w} {mae(v)}" for w, v in blk["ways"].items())
+            print(f"  {metric}: forecast ({analysis.backtest['forecast']['intermediate']}) mean abs error "
+                  f"{mae(blk['chosen'])}, inside {blk['chosen']['inside']}/{blk['chosen']['n_with_interval']}; "
+                  f"by way: {ways}")
     else:
         print(f"backtest: {analysis.backtest_note}")
     print(f"report: {out / REPORT_MD}")
