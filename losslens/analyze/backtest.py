@@ -4,10 +4,11 @@ As model ladders do (OLMo, Llama 3), the largest size is held out by default; ev
 refitted on the other runs and compared with what the held-out runs measured:
 
 * (a) the validation loss at each held-out checkpoint, from the scaling law L(N, D);
-* (b) each task metric at each held-out run's final checkpoint, two ways:
-  **two-stage** (N, D -> loss by the scaling law; loss -> metric by the BIC-preferred curve of
-  the metric against loss on the other runs) and **direct** (the same family of curves against
-  log10 compute instead of loss), the baseline a loss axis must beat;
+* (b) each task metric at each held-out run's final checkpoint, every way of
+  :mod:`losslens.analyze.forecast`: **two-stage** (N, D -> loss by the scaling law; loss -> metric
+  by the BIC-preferred curve of the metric against loss on the other runs), through the task's own
+  loss where the table has one, and **direct** (the same family of curves against log10 compute),
+  the baseline a loss axis must beat; one of them chosen per task by an inner backtest;
 * (c) for each emergent task x metric, the tokens at which the held-out run's loss crosses eta
   (eta and the law both refitted on the other runs).
 
