@@ -33,8 +33,9 @@ def render_intermediates(bt: dict) -> list[str]:
          f"(metric against compute). " + noise_settings(fc), ""]
     if fc["intermediate"] == "auto":
         L += [(f"Chosen per task x metric by an inner backtest on the training runs only: fitted on "
-               f"{', '.join(fc['inner_train'])}, scored (mean absolute error) on {', '.join(fc['inner_held_out'])}. "
-               f"The held-out runs above played no part in the choice.") if fc["inner_held_out"]
+               f"{', '.join(fc['inner_train'])}, scored (mean absolute error) on {', '.join(fc['inner_held_out'])}; "
+               f"the first way (loss, task losses, direct) within the metric's noise floor of the smallest "
+               f"inner error is chosen. The held-out runs above played no part in the choice.") if fc["inner_held_out"]
               else f"No inner backtest: {fc['inner_note']}; every forecast goes through the pretraining loss.", ""]
     L += ["| metric | way | MAE on the held-out runs | inside the interval |", "|---|---|---|---|"]
     for metric, blk in fc["by_metric"].items():
