@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from losslens.analyze.config import AnalyzeConfig
+from losslens.analyze.config import AnalyzeConfig, forecast_problem
 from losslens.counts import format_count  # also imported from here (train.plan, tests)
 from losslens.errors import ConfigError
 from losslens.evaluate.config import EvalConfig, adaptive_problem
@@ -463,3 +463,6 @@ def validate(study: StudyConfig) -> None:
     if study.out_dir and Path(study.out_dir).exists() and not Path(study.out_dir).is_dir():
         fail("out_dir", f"{study.out_dir} is a file, not a folder")
     _validate_eval(study.eval, fail)
+    problem = forecast_problem(study.analyze.forecast)
+    if problem:
+        fail(f"analyze.forecast.{problem[0]}", problem[1])

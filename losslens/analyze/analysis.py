@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from losslens.analyze.backtest import Holdout, choose_holdout, fit_law, run_backtest
-from losslens.analyze.config import AnalyzeOptions, read_analyze_config
+from losslens.analyze.config import AnalyzeOptions, ForecastConfig, forecast_problem, read_analyze_config
+from losslens.analyze.forecast import check_setting, noise_table
 from losslens.analyze.pairs import PARALLEL_MIN_WORK, analyze_pairs
 from losslens.analyze.parallel import fork_map, max_workers
 from losslens.analyze.scaling import ScalingFit, forecast
@@ -54,6 +56,7 @@ class Analysis:
     scaling_alternative: dict | None = None  # the law on the other point set, to show how much it moves
     backtest: dict | None = None
     backtest_note: str | None = None  # why there is no backtest
+    noise: list[dict] = field(default_factory=list)  # per task x metric: noise floor, signal-to-noise
 
 
 def _mirage(task: str, verdicts: dict[str, tuple[bool, str]]) -> dict:
@@ -113,7 +116,7 @@ def _check_fits_in_memory(table: Table, series: list[Series], n_bootstrap: int) 
 def run_analysis(results: str | Path, run_dir: str | Path | None = None, *, n_bootstrap: int = 1000,
                  seed: int = 0, forecast_sizes: list[float] | None = None, progress: bool | None = None,
                  scaling_points: str = "decayed", backtest: str | None = None, ci_level: float = 0.95,
-                 x: str | None = None) -> Analysis:
+                 x: str | None = None, intermediate: str | None = None) -> Analysis:
     """Analyze a results table; ``run_dir`` (if given) is searched for per-example records.
 
     ``x``: the x-axis, ``loss`` (the table's loss column) or ``bpb`` (each checkpoint's validation bits
@@ -123,18 +126,32 @@ def run_analysis(results: str | Path, run_dir: str | Path | None = None, *, n_bo
     ``scaling_points``: fit the scaling law to each run's final, fully decayed checkpoint
     (``decayed``) or to every checkpoint (``all``). ``backtest``: which runs to hold out (see
     :func:`losslens.analyze.backtest.choose_holdout`; None: the largest size when there are 3 or more).
+    ``intermediate``: how the backtest forecasts task metrics (auto, loss, direct or a metric; see
+    :mod:`losslens.analyze.forecast`); None: ``analyze.forecast`` of ``RUN_DIR/study.yaml``, else auto.
     """
     if scaling_points not in SCALING_POINTS:
         raise ResultsError(f"--scaling-points: expected one of {', '.join(SCALING_POINTS)}, got {scaling_points!r}")
     AnalyzeOptions(n_bootstrap, seed, ci_level, forecast_sizes).check()
     opts = dict(n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes, progress=progress,
-                scaling_points=scaling_points, backtest=backtest, ci_level=ci_level, x=x)
+                scaling_points=scaling_points, backtest=backtest, ci_level=ci_level, x=x, intermediate=intermediate)
     with _one_blas_thread():
         return _run_analysis(results, run_dir, **opts)
 
 
+def _forecast_config(table: Table, run_dir, intermediate: str | None) -> ForecastConfig:
+    """``analyze.forecast`` of the study (defaults without one), ``--intermediate`` over it."""
+    config = read_analyze_config(run_dir).forecast if run_dir is not None else ForecastConfig()
+    if intermediate is not None:
+        config = dataclasses.replace(config, intermediate=intermediate)
+        problem = forecast_problem(config)
+        if problem:
+            raise ResultsError(f"--intermediate: {problem[1]}")
+    check_setting(table, config.intermediate)
+    return config
+
+
 def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progress, scaling_points, backtest,
-                  ci_level, x) -> Analysis:
+                  ci_level, x, intermediate) -> Analysis:
     table = read_results(results)
     if run_dir is not None:
         check_table_matches_study(table, run_dir)
@@ -145,6 +162,7 @@ def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progre
     if tokenizer_warning:
         print(tokenizer_warning, file=sys.stderr, flush=True)
     holdout = choose_holdout(table, backtest)  # before any work: a bad --backtest fails fast
+    forecast_config = _forecast_config(table, run_dir, intermediate)
     items = [(t, m) for t in table.tasks() for m in table.metrics(t)]
     series = [table.series(task, metric) for task, metric in items]
     _check_fits_in_memory(table, series, n_bootstrap)
@@ -162,7 +180,7 @@ def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progre
         emergent = [key for key, a in metrics.items() if a.threshold.verdict == EMERGENT]
         stages.append(partial(run_backtest, table, holdout, emergent, scaling_points=scaling_points,
                               n_bootstrap=n_bootstrap, scaling_bootstrap=scaling_bootstrap, seed=seed,
-                              ci_level=ci_level))
+                              ci_level=ci_level, forecast=forecast_config))
     workers = max_workers() if len(table) * max(n_bootstrap, 1) >= PARALLEL_MIN_WORK else 1
     (scaling, scaling_error, scaling_note, alternative), *backtest_result = fork_map(_call, stages, workers)
 
@@ -172,8 +190,10 @@ def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progre
                 "n_bootstrap": n_bootstrap, "scaling_bootstrap": scaling_bootstrap, "seed": seed,
                 "ci_level": ci_level, "min_side": MIN_SIDE, "scaling_points": scaling_points,
                 "scaling_note": scaling_note, "x": x, "x_label": table.x_label, "x_warning": tokenizer_warning,
-                "backtest": holdout.spec if isinstance(holdout, Holdout) else "none"}
-    analysis = Analysis(table, metrics, mirage, reference, scaling, scaling_error, forecasts, settings, alternative)
+                "backtest": holdout.spec if isinstance(holdout, Holdout) else "none",
+                "forecast": dataclasses.asdict(forecast_config)}
+    analysis = Analysis(table, metrics, mirage, reference, scaling, scaling_error, forecasts, settings, alternative,
+                        noise=noise_table(table, forecast_config))
     if backtest_result:
         analysis.backtest = backtest_result[0]
     else:
@@ -245,7 +265,8 @@ def _alternative_law(table: Table, scaling_points: str, ci_level: float) -> dict
 def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = None, out: str | Path | None = None,
             n_bootstrap: int = 1000, seed: int = 0, forecast_sizes: list[float] | None = None,
             plots: bool = True, progress: bool | None = None, scaling_points: str = "decayed",
-            backtest: str | None = None, ci_level: float = 0.95, x: str | None = None) -> Analysis:
+            backtest: str | None = None, ci_level: float = 0.95, x: str | None = None,
+            intermediate: str | None = None) -> Analysis:
     """Analyze ``RUN_DIR/results.csv`` (or ``results``) and write report.json, report.md and plots/.
 
     Output goes to ``out`` (default: ``run_dir``, else the folder of ``results``).
@@ -260,7 +281,7 @@ def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = N
     trackers = analysis_trackers(run_dir)  # a tracker that is not installed stops us before the work
     analysis = run_analysis(results, run_dir, n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes,
                             progress=progress, scaling_points=scaling_points, backtest=backtest, ci_level=ci_level,
-                            x=x)
+                            x=x, intermediate=intermediate)
     # Imported here: matplotlib costs a second, and run_analysis must not need it.
     from losslens.analyze.report import write_report
 

@@ -4,10 +4,11 @@ As model ladders do (OLMo, Llama 3), the largest size is held out by default; ev
 refitted on the other runs and compared with what the held-out runs measured:
 
 * (a) the validation loss at each held-out checkpoint, from the scaling law L(N, D);
-* (b) each task metric at each held-out run's final checkpoint, two ways:
-  **two-stage** (N, D -> loss by the scaling law; loss -> metric by the BIC-preferred curve of
-  the metric against loss on the other runs) and **direct** (the same family of curves against
-  log10 compute instead of loss), the baseline a loss axis must beat;
+* (b) each task metric at each held-out run's final checkpoint, every way of
+  :mod:`losslens.analyze.forecast`: **two-stage** (N, D -> loss by the scaling law; loss -> metric
+  by the BIC-preferred curve of the metric against loss on the other runs), through the task's own
+  loss where the table has one, and **direct** (the same family of curves against log10 compute),
+  the baseline a loss axis must beat; one of them chosen per task by an inner backtest;
 * (c) for each emergent task x metric, the tokens at which the held-out run's loss crosses eta
   (eta and the law both refitted on the other runs).
 
@@ -25,13 +26,13 @@ import math
 
 import numpy as np
 
+from losslens.analyze.config import ForecastConfig
 from losslens.analyze.curves import Fit, fit_models, fit_one, oriented_data
 from losslens.analyze.intervals import around, percentile
 from losslens.analyze.scaling import FIXED_TOKENS, ScalingFit, fit_scaling_law, forecast
 from losslens.analyze.seeds import SeedLevel
 from losslens.analyze.startup import startup_eta
 from losslens.analyze.table import ResultsError, Table, count_label
-from losslens.contracts import metric_info
 from losslens.analyze.threshold import EMERGENT, find_threshold
 
 NONE, LARGEST_SIZE, LARGEST_BUDGET = "none", "largest-size", "largest-budget"
@@ -227,41 +228,6 @@ def predict_losses(law: ScalingFit, held: Table) -> dict:
     return {"rows": rows, "decayed": summary([r for r in rows if r["decayed"]]), "all": summary(rows)}
 
 
-def _final_rows(held: Table, task: str, metric: str) -> list[tuple[str, int]]:
-    s = held.series(task, metric)
-    last = {}
-    for i, r in enumerate(s.run.tolist()):
-        if r not in last or s.tokens[i] > s.tokens[last[r]]:
-            last[r] = i
-    return [(r, i) for r, i in last.items()]
-
-
-def predict_metric(law: ScalingFit | None, train: Table, held: Table, task: str, metric: str,
-                   n_bootstrap: int, ci_level: float, rng) -> list[dict]:
-    """(b) A metric at each held-out run's final checkpoint, two-stage and direct."""
-    s, h = train.series(task, metric), held.series(task, metric)
-    if len(s) < 3 or not len(h):
-        return []
-    shape = (s.chance, s.higher_is_better, metric_info(metric).bounds, n_bootstrap, rng,
-             SeedLevel.of(s.n_params, s.seed))
-    by_loss = fit_curve(s.loss, s.value, *shape)
-    by_compute = fit_curve(-np.log10(np.maximum(s.flops, 1.0)), s.value, *shape)
-    rows = []
-    for run, i in _final_rows(held, task, metric):
-        actual = float(h.value[i])
-        row = {"task": task, "metric": metric, "run": run, "tokens": int(h.tokens[i]), "actual": actual,
-               "two_stage": _two_stage(law, by_loss, float(h.n_params_nonembed[i]), float(h.tokens[i]),
-                                       actual, ci_level, rng)}
-        x = -math.log10(max(float(h.flops[i]), 1.0))
-        row["direct"] = {**_scored(by_compute.predict(x),
-                                   _interval(by_compute.samples(np.array([x]), rng), ci_level), actual),
-                         **_curve_info(by_compute), "axis": "log10 compute"}
-        a, b = row["two_stage"].get("abs_error"), row["direct"]["abs_error"]
-        row["closer"] = None if a is None else "two-stage" if a < b else "direct" if b < a else "tie"
-        rows.append(row)
-    return rows
-
-
 def _two_stage(law, curve: Curve, N: float, D: float, actual: float, ci_level: float, rng) -> dict:
     if law is None:
         return {"predicted": None, "note": "no scaling fit on the training runs"}
@@ -369,11 +335,16 @@ def _training_law(train: Table, held: Table, points: str, n_bootstrap: int, seed
 
 
 def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]], *, scaling_points: str,
-                 n_bootstrap: int, scaling_bootstrap: int, seed: int, ci_level: float) -> dict:
+                 n_bootstrap: int, scaling_bootstrap: int, seed: int, ci_level: float,
+                 forecast: ForecastConfig | None = None) -> dict:
     """Refit on the runs not held out and score every prediction (see the module docstring).
 
     ``emergent``: the task x metric pairs whose verdict on the whole table is emergent (for (c)).
+    ``forecast``: the intermediates and noise settings of (b) (default: ForecastConfig()).
     """
+    # Imported here: the forecast module builds on this one's curves and scoring.
+    from losslens.analyze.forecast import MetricForecaster, summarise
+
     train, held = subset(table, set(holdout.runs), keep=False), subset(table, set(holdout.runs))
     law, law_error, law_note = None, None, ""
     try:
@@ -382,8 +353,10 @@ def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]]
         law_error = str(e)
     rng = np.random.default_rng(seed)
     n_curve = min(n_bootstrap, CURVE_BOOTSTRAP_MAX)
+    forecaster = MetricForecaster(train, held, holdout.spec, law, forecast or ForecastConfig(),
+                                  scaling_bootstrap=scaling_bootstrap, n_curve=n_curve, seed=seed, ci_level=ci_level)
     metrics = [row for task in table.tasks() for metric in table.metrics(task)
-               for row in predict_metric(law, train, held, task, metric, n_curve, ci_level, rng)]
+               for row in forecaster.rows(task, metric, rng)]
     crossings = [row for i, (task, metric) in enumerate(emergent)
                  for row in predict_crossings(law, train, held, task, metric, n_bootstrap, ci_level, seed + i)]
     closer = [r["closer"] for r in metrics if r["closer"]]
@@ -393,7 +366,7 @@ def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]]
         "ci_level": ci_level, "curve_bootstrap": n_curve,
         "scaling": {**law.to_dict(), "note": law_note} if law is not None else {"error": law_error},
         "loss": predict_losses(law, held) if law is not None else None,
-        "metrics": metrics, "crossings": crossings,
+        "metrics": metrics, "crossings": crossings, "forecast": {**forecaster.describe(), **summarise(metrics)},
         "summary": {"two_stage": _summary(metrics, "two_stage"), "direct": _summary(metrics, "direct"),
                     "two_stage_closer": closer.count("two-stage"), "direct_closer": closer.count("direct"),
                     "by_metric": _summary_by_metric(metrics)},

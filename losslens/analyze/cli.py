@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--x", choices=X_AXES, default=None,
                         help="x-axis: validation loss (nats/token) or bits per byte, which compares runs with "
                              "different tokenizers (default: analyze.x of RUN_DIR/study.yaml, else loss)")
+    parser.add_argument("--intermediate", metavar="auto|loss|direct|METRIC",
+                        help="how the backtest forecasts task metrics: through the pretraining loss, a task's own "
+                             "loss-like METRIC (e.g. bpb, loglik_byte), directly against compute, or auto: per task, "
+                             "the way an inner backtest on the training runs prefers (default: "
+                             "analyze.forecast.intermediate of RUN_DIR/study.yaml, else auto)")
     parser.add_argument("--ci-level", type=flag(AnalyzeOptions, "ci_level"), default=0.95, metavar="P",
                         help="level of every interval (default 0.95)")
 
@@ -44,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     analysis = analyze(args.run_dir, results=args.results, out=args.out, n_bootstrap=args.bootstrap,
                        seed=args.seed, forecast_sizes=args.forecast_sizes, plots=not args.no_plots,
                        scaling_points=args.scaling_points, backtest=args.backtest, ci_level=args.ci_level,
-                       x=args.x)
+                       x=args.x, intermediate=args.intermediate)
     out = Path(analysis.settings["out"])
     verdicts = [a.threshold.verdict for a in analysis.metrics.values()]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
@@ -52,8 +57,14 @@ def main(args: argparse.Namespace) -> int:
     if analysis.backtest is not None:
         print(f"backtest ({', '.join(analysis.backtest['held_out']['runs'])} held out), per metric: "
               "mean abs error (inside the interval)")
+        forecast = analysis.backtest.get("forecast", {})
         for metric, sm in analysis.backtest["summary"]["by_metric"].items():
-            print(f"  {metric}: two-stage {error_and_inside(sm['two_stage'])}, direct {error_and_inside(sm['direct'])}")
+            line = f"  {metric}: two-stage {error_and_inside(sm['two_stage'])}, direct {error_and_inside(sm['direct'])}"
+            chosen = forecast.get("by_metric", {}).get(metric)
+            if chosen:
+                ways = ", ".join(f"{w} {'–' if v['mae'] is None else format(v['mae'], '.3g')}" for w, v in chosen["ways"].items())
+                line += f"; forecast ({forecast['intermediate']}) {error_and_inside(chosen['chosen'])}, by way: {ways}"
+            print(line)
     else:
         print(f"backtest: {analysis.backtest_note}")
     print(f"report: {out / REPORT_MD}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from losslens.analyze.forecast_report import render_intermediates, render_noise
 from losslens.analyze.table import count_label
 from losslens.analyze.curves import BIC_MARGIN, FLAT_FRACTION
 from losslens.fsio import atomic_write_json, atomic_write_text, files_together, jsonable
@@ -50,6 +51,7 @@ def build_report(analysis, plots: dict[str, list[Path]], out: Path) -> dict:
         "scaling_alternative": analysis.scaling_alternative,
         "forecasts": analysis.forecasts,
         "backtest": analysis.backtest if analysis.backtest is not None else {"skipped": analysis.backtest_note},
+        "noise": analysis.noise,
         "plots": {name: [str(p.relative_to(out)) for p in paths] for name, paths in plots.items()},
     })
 
@@ -69,6 +71,7 @@ def _level(report: dict) -> str:
 def render_markdown(report: dict) -> str:
     L = _md_verdicts(report) + _md_seeds(report) + _md_mirage(report) + _md_scaling(report) + _md_forecasts(report)
     L += render_backtest(report)
+    L += render_noise(report.get("noise", []), report["settings"]["forecast"]) if "forecast" in report["settings"] else []
     if report["plots"]:
         L += ["", "## Plots", ""]
         for name, paths in report["plots"].items():
@@ -281,7 +284,7 @@ def render_backtest(report: dict) -> list[str]:
     else:
         L += [f"Scaling law on the training runs: {sc['form']}, {sc['n_points']} points. {sc.get('note', '')}", ""]
         L += scaling_table(sc, lvl) + [""]
-    L += _md_backtest_loss(bt) + _md_backtest_metrics(bt, lvl) + _md_backtest_crossings(bt, lvl)
+    L += _md_backtest_loss(bt) + _md_backtest_metrics(bt, lvl) + render_intermediates(bt) + _md_backtest_crossings(bt, lvl)
     return L
 
 
