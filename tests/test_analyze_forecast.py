@@ -178,7 +178,8 @@ def test_cli_report_states_the_choice_the_settings_and_the_noise(tmp_path):
     path = make_study(tmp_path / "results.csv", driver="task")
     res = call_cli("analyze", "--results", str(path), "--no-plots", "--bootstrap", "20", "--out", str(tmp_path / "out"))
     assert res.returncode == 0, res.stderr
-    assert "acc: forecast (auto) mean abs error" in res.stdout
+    acc = next(l for l in res.stdout.splitlines() if l.strip().startswith("acc:"))
+    assert "; forecast (auto) " in acc and "by way: " in acc, acc
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     fc = report["backtest"]["forecast"]
     assert report["settings"]["forecast"] == {"intermediate": "auto", "skip_fraction": 0.1, "smooth_window": 5,
