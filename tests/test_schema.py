@@ -198,7 +198,8 @@ def test_an_adaptive_budget_below_the_coarse_ends_is_refused(tmp_path: Path):
     units = [SimpleNamespace(name="pretrain"), SimpleNamespace(name="t")]  # no evaluator: refused before any work
     for budget in (1, 1e-300):
         with pytest.raises(ConfigError, match=r"budget .*cannot hold the first and last checkpoint .*\(4 of"):
-            run_adaptive(runs, units, evaluator=None, settings=AdaptiveConfig(budget=budget), log=print)
+            run_adaptive(runs, units, evaluator=None, settings=AdaptiveConfig(budget=budget), log=print,
+                         judge=None)
 
 
 # ---------------------------------------------------------------- results tables

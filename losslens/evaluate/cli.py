@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from losslens.evaluate.harness import parse_names
+    from losslens.adaptive_judge import provisional_eta
     from losslens.evaluate.sweep import evaluate_study
 
     if args.threads:
@@ -73,5 +74,6 @@ def main(args: argparse.Namespace) -> int:
         adaptive=args.adaptive,
         eta_width=args.eta_width,
         budget=args.budget,
+        judge=provisional_eta,
     )
     return 0 if summary.table is not None else 1

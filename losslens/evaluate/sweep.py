@@ -51,7 +51,7 @@ from losslens.fsio import atomic_write_json, atomic_write_text
 from losslens.study_dir import check_unchanged_since_training
 
 if TYPE_CHECKING:
-    from losslens.evaluate.adaptive import AdaptiveReport
+    from losslens.evaluate.adaptive import AdaptiveReport, Judge
 
 REQUESTS_DIR = ".harness-requests"  # under RUN_DIR/evals: harness tasks' built requests, by fingerprint
 TABLE_LOCK = ".results.lock"
@@ -162,6 +162,7 @@ def evaluate_study(
     adaptive: Optional[bool] = None,
     eta_width: Optional[float] = None,
     budget: Optional[float] = None,
+    judge: Optional[Judge] = None,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
 ) -> SweepSummary:
     """Evaluate what is not yet evaluated in a study folder, then rebuild ``results.csv``.
@@ -171,7 +172,8 @@ def evaluate_study(
     (by default the process's rank under ``accelerate launch``, else all); ``force`` recomputes
     done units; ``order`` is how checkpoints are visited (:mod:`losslens.evaluate.order`).
     ``adaptive`` evaluates the tasks on part of the checkpoints only (:mod:`losslens.evaluate.adaptive`,
-    with ``eta_width`` and ``budget``; by default ``eval.adaptive``). Other arguments override the
+    with ``eta_width`` and ``budget``; by default ``eval.adaptive``), placing thresholds with ``judge``
+    (the face passes :func:`losslens.adaptive_judge.provisional_eta`). Other arguments override the
     study's ``eval:``.
     """
     study_dir = Path(study_dir)
@@ -194,10 +196,12 @@ def evaluate_study(
                          per_example=study.eval.per_example if per_example is None else per_example)
     evaluator = Evaluator(study_dir, options, force, lock_timeout, summary, log, EvalTracking(study, study_dir))
     if settings is not None:
-        from losslens.evaluate.adaptive import run_adaptive  # scipy, via analyze: only when asked for
+        from losslens.evaluate.adaptive import run_adaptive
 
+        if judge is None:
+            raise LossLensError("an adaptive sweep needs a threshold judge: pass judge= (losslens.adaptive_judge)")
         runs = {run.name: contracts.list_checkpoints(run) for run in contracts.list_runs(study_dir)}
-        summary.adaptive = run_adaptive(runs, units, evaluator, settings, log)
+        summary.adaptive = run_adaptive(runs, units, evaluator, settings, log, judge)
     else:
         _sweep_all(mine, units, evaluator, progress)
     summary.table, summary.rows = write_results_table(study_dir)
