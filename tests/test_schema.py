@@ -17,7 +17,8 @@ import yaml
 
 from losslens.analyze.table import read_results
 from losslens.cli import main
-from losslens.config import build_dataclass, load_study
+from losslens.config import load_study
+from losslens.records import build_dataclass
 from losslens.errors import ConfigError, ResultsError
 from losslens.schema import Length, Range, load_yaml, value_problem
 from tests.conftest import ROOT, write_results_csv, write_study

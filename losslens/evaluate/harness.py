@@ -55,7 +55,7 @@ from losslens import contracts
 from losslens.errors import DataError, LossLensError
 from losslens.evaluate.units import CheckpointContext
 from losslens.fsio import jsonable
-from losslens.metrics import normal_interval
+from losslens.metrics import metric_name, normal_interval
 
 INSTALL_HINT = "pip install 'losslens[lm-eval]'"
 # Nothing is downloaded at run time: datasets and models come from local files or caches.
@@ -314,11 +314,6 @@ class Harness:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def metric_name(metric: str, filt: str) -> str:
-    """lm-eval's ``acc,none`` -> ``acc``; ``exact_match,strict-match`` -> ``exact_match:strict-match``."""
-    return metric if filt == "none" else f"{metric}:{filt}"
 
 
 def _members(index: dict, name: str, seen: Optional[set] = None) -> Optional[list]:

@@ -36,7 +36,7 @@ from typing import Annotated, Any, Callable, NoReturn, Optional
 
 import numpy as np
 
-from losslens.config import build_dataclass, read_yaml_mapping
+from losslens.records import build_dataclass, read_yaml_mapping
 from losslens.contracts import PRETRAIN_TASK, RESULTS_SCHEMA
 from losslens.errors import ConfigError, DataError
 from losslens.evaluate.kinds import TASK_KINDS, kind_of
