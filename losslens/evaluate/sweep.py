@@ -77,11 +77,6 @@ def in_shard(ckpt: Path, shard: tuple[int, int]) -> bool:
     return zlib.crc32(f"{ckpt.parent.name}/{ckpt.name}".encode()) % n == i
 
 
-def checkpoint_hash(ckpt: Path) -> str:
-    """Identity of a checkpoint: its meta.json and its weights (:mod:`losslens.evaluate.weights`)."""
-    return checkpoint_fingerprint(ckpt)
-
-
 def result_path(study_dir: Path, ckpt: Path, task: str) -> Path:
     return study_dir / contracts.EVALS_DIR / ckpt.parent.name / ckpt.name / f"{task}.json"
 
@@ -270,7 +265,7 @@ class Evaluator:
         key = (ckpt, unit.name)
         if key not in self._results:
             if ckpt not in self._hashes:
-                self._hashes[ckpt] = checkpoint_hash(ckpt)
+                self._hashes[ckpt] = checkpoint_fingerprint(ckpt)
             found = _job(self.study_dir, ckpt, unit, self._hashes[ckpt], self.options).current(per_example=False)
             if found is None:
                 return None
@@ -307,7 +302,7 @@ def _job(study_dir: Path, ckpt: Path, unit: Unit, ckpt_hash: str, options: RunOp
 def _evaluate_checkpoint(study_dir: Path, ckpt: Path, units: list[Unit], options: RunOptions, force: bool,
                          lock_timeout: float, summary: SweepSummary, log: Callable[[str], None]) -> None:
     """Claim -> run -> write, for each unit of one checkpoint that is not done yet."""
-    ckpt_hash = checkpoint_hash(ckpt)
+    ckpt_hash = checkpoint_fingerprint(ckpt)
     context = CheckpointContext(ckpt, options)
     try:
         for unit in units:
@@ -383,7 +378,7 @@ def collect_rows(study_dir: Path) -> list[dict]:
     rows = []
     for run in contracts.list_runs(study_dir):
         for ckpt in contracts.list_checkpoints(run):
-            current = checkpoint_hash(ckpt)
+            current = checkpoint_fingerprint(ckpt)
             folder = study_dir / contracts.EVALS_DIR / run.name / ckpt.name
             results = [r for r in (_read_json(p) for p in sorted(folder.glob("*.json")))
                        if r is not None and r.get("checkpoint_hash") == current]
