@@ -182,5 +182,5 @@ def test_what_the_layering_allows():
 def test_the_reader_sees_lazy_and_type_only_imports():
     found = {(t, n, typing_only) for t, n, _, typing_only in imports("losslens.adaptive_judge")}
     assert ("losslens.analyze.threshold", ("find_threshold",), False) in found  # inside provisional_eta
-    found = {(t, typing_only) for t, _, _, typing_only in imports("losslens.evaluate.sweep")}
-    assert ("losslens.evaluate.adaptive", True) in found and ("losslens.fsio", False) in found
+    found = {(t, typing_only) for t, _, _, typing_only in imports("losslens.train.metrics_log")}
+    assert ("losslens.train.loop", True) in found and ("losslens.metrics", False) in found

@@ -13,7 +13,8 @@ natively where it can (:mod:`losslens.evaluate.harness_native`: lm-eval builds t
 computes its metrics, losslens' scorer answers, and losslens' continuous metrics are added), else in
 its own ``lm_eval.simple_evaluate`` call on the model wrapped in lm-eval's ``HFLM``, with one line
 saying so. Three modules: resolving names and fingerprints (:mod:`.harness_resolve`), running a unit
-(this one), its result JSON (:mod:`.harness_results`). ``harness:NAME`` in ``eval.tasks`` names a harness task too (:data:`PREFIX`).
+(this one), its result JSON (:mod:`.harness_results`). ``harness:NAME`` in ``eval.tasks`` names a
+harness task too (:data:`PREFIX`).
 
 Results become the sweep's JSON files with the columns of native tasks:
 

@@ -286,7 +286,7 @@ class Scorer:
         except torch.OutOfMemoryError:
             raise  # not a disagreement: the sweep's batch does not fit, and saying so is the caller's job
         except _CACHE_ERRORS as e:  # a model whose cache cannot be copied or grown this way
-            worst, why = float("inf"), f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            worst, why = float("inf"), f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
         else:
             why = f"{worst:.2g} nats"
         self.forward_passes = 0

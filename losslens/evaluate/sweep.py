@@ -31,13 +31,14 @@ import time
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 from tqdm.auto import tqdm
 
 from losslens import contracts
 from losslens.config import StudyConfig, load_study
 from losslens.errors import DataError, LossLensError
+from losslens.evaluate.adaptive import AdaptiveReport, Judge, run_adaptive
 from losslens.evaluate.claims import Claim
 from losslens.evaluate.harness import PREFIX as HARNESS_PREFIX, Harness, parse_names
 from losslens.evaluate.order import visiting_order
@@ -49,9 +50,6 @@ from losslens.evaluate.units import CheckpointContext, PretrainUnit, RunOptions,
 from losslens.evaluate.weights import check_study_checkpoints, checkpoint_fingerprint
 from losslens.fsio import atomic_write_json, atomic_write_text
 from losslens.study_dir import check_unchanged_since_training
-
-if TYPE_CHECKING:
-    from losslens.evaluate.adaptive import AdaptiveReport, Judge
 
 REQUESTS_DIR = ".harness-requests"  # under RUN_DIR/evals: harness tasks' built requests, by fingerprint
 TABLE_LOCK = ".results.lock"
@@ -175,7 +173,7 @@ def evaluate_study(
     study = load_study(study_dir / contracts.STUDY_FILE)
     check_unchanged_since_training(study, study_dir, strict=False)  # e.g. model.context edited after training
     world = int(os.environ.get("WORLD_SIZE", 1))
-    settings = _adaptive_settings(study, adaptive, eta_width, budget, shard, world)
+    settings = _adaptive_settings(study, adaptive, eta_width, budget, shard, world, judge)
     if shard is None:
         shard = (int(os.environ.get("RANK", 0)), world) if world > 1 else (0, 1)
     units = plan_units(study, study_dir, tasks=tasks, max_examples=max_examples, lm_eval=lm_eval,
@@ -191,10 +189,6 @@ def evaluate_study(
                          per_example=study.eval.per_example if per_example is None else per_example)
     evaluator = Evaluator(study_dir, options, force, lock_timeout, summary, log, EvalTracking(study, study_dir))
     if settings is not None:
-        from losslens.evaluate.adaptive import run_adaptive
-
-        if judge is None:
-            raise LossLensError("an adaptive sweep needs a threshold judge: pass judge= (losslens.adaptive_judge)")
         runs = {run.name: contracts.list_checkpoints(run) for run in contracts.list_runs(study_dir)}
         summary.adaptive = run_adaptive(runs, units, evaluator, settings, log, judge)
     else:
@@ -226,7 +220,7 @@ def _log_summary(summary: SweepSummary, log: Callable[[str], None]) -> None:
 
 
 def _adaptive_settings(study: StudyConfig, adaptive: Optional[bool], eta_width: Optional[float],
-                       budget: Optional[float], shard: Optional[tuple[int, int]], world: int):
+                       budget: Optional[float], shard: Optional[tuple[int, int]], world: int, judge: Optional[Judge]):
     """``eval.adaptive`` with the arguments over it, or None for a full sweep."""
     settings = replace(study.eval.adaptive, **{k: v for k, v in (("eta_width", eta_width),
                                                                             ("budget", budget)) if v is not None})
@@ -239,6 +233,8 @@ def _adaptive_settings(study: StudyConfig, adaptive: Optional[bool], eta_width: 
     if (shard is not None and shard[1] > 1) or world > 1:
         raise LossLensError("--adaptive: one evaluator chooses the checkpoints from the results so far; "
                             "run it without --shard and without accelerate launch")
+    if judge is None:
+        raise LossLensError("an adaptive sweep needs a threshold judge: pass judge= (losslens.adaptive_judge)")
     return settings
 
 
