@@ -378,3 +378,12 @@ def test_a_manifest_context_beyond_the_models_positions(tmp_path: Path, capsys):
 def test_the_errors_are_listed_in_docs():
     text = (ROOT / "docs" / "errors.md").read_text()
     assert "tests/test_schema.py" in text and "tests/test_fuzz.py" in text
+
+
+def test_adaptive_budget_too_small_through_the_command_line(trained_tiny_copy: Path, capsys):
+    before = sorted(p.relative_to(trained_tiny_copy) for p in trained_tiny_copy.rglob("*"))
+    for budget in ("1", "1e-300"):
+        _exit_2(capsys, ["evaluate", str(trained_tiny_copy), "--adaptive", "--budget", budget],
+                f"--budget / eval.adaptive.budget {budget if budget == '1' else '1e-300'}:",
+                "cannot hold the first and last checkpoint of every run for each task")
+    assert sorted(p.relative_to(trained_tiny_copy) for p in trained_tiny_copy.rglob("*")) == before
