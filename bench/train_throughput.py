@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from losslens.config import study_from_dict
 from losslens.train.loop import train_run
-from losslens.train.model import build_model, flops_per_token, parameter_counts
+from losslens.counts import flops_per_token
+from losslens.train.model import build_model, parameter_counts
 from losslens.train.plan import plan_runs
 from losslens.train.runtime import build_optimizer, make_accelerator
 from losslens.train.schedule import learning_rate

@@ -64,20 +64,6 @@ def _positive(text: str, parse, what: str):
     return value
 
 
-def budget(text: str) -> float:
-    """A budget of units: a whole count (``40``) or a fraction of the full sweep below 1 (``0.4``)."""
-    from losslens.evaluate.config import budget_problem
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count of units or a fraction below 1, got {text!r}") from None
-    problem = budget_problem(value)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return value
-
-
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
 
 

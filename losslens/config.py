@@ -11,54 +11,34 @@ The dataclasses themselves live beside the stage they configure (``losslens.trai
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
-import math
 import os
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any, Union
 
 import yaml
 
 from losslens.analyze.config import AnalyzeConfig, forecast_problem
-from losslens.counts import format_count  # also imported from here (train.plan, tests)
+from losslens.counts import format_count
 from losslens.errors import ConfigError
 from losslens.evaluate.config import EvalConfig, adaptive_problem
 from losslens.paths import local_path
-from losslens.schema import PositiveInt, SeedInt, load_yaml, value_problem
+from losslens.records import build_dataclass, convert, read_yaml_mapping
+from losslens.schema import PositiveInt, SeedInt, load_yaml
 from losslens.train.config import (
     CheckpointConfig,
+    MAX_VOCAB,
+    MIN_BPE_VOCAB,
     DataConfig,
     ModelConfig,
     ScheduleConfig,
     Seed,
     TrainConfig,
 )
-
-_SUFFIXES = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
-_COUNT_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)\s*([KMBGT]?)\s*$", re.IGNORECASE)
-
-
-def parse_count(value: Any) -> int:
-    """An integer count, also written ``4M``, ``500K``, ``1.5B`` or ``2e6``. Raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not a count")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        m = _COUNT_RE.match(value)
-        if m:
-            number = float(m.group(1)) * _SUFFIXES.get(m.group(2).upper(), 1)
-            if number.is_integer():
-                return int(number)
-    raise ValueError(f"expected an integer (e.g. 2048, 4M, 1.5B), got {value!r}")
 
 
 @dataclass
@@ -119,147 +99,6 @@ class StudyConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-# ---------------------------------------------------------------- generic dataclass builder
-
-
-def _type_name(tp: Any) -> str:
-    origin = get_origin(tp)
-    if origin is Annotated:
-        return _type_name(get_args(tp)[0])
-    if origin is Literal:
-        return " | ".join(repr(a) for a in get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in get_args(tp))
-    if origin is list:
-        return f"list of {_type_name(get_args(tp)[0])}"
-    if origin is dict:
-        return f"mapping of {_type_name(get_args(tp)[1])}"
-    if dataclasses.is_dataclass(tp):
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _mismatch(tp: Any, value: Any, where: str, file: str, why: str = "") -> ConfigError:
-    return ConfigError(f"{file}: {where}: {why or f'expected {_type_name(tp)}, got {value!r}'}")
-
-
-class _OutOfRange(ConfigError):
-    """A value of the right type outside its declared range: said as is, also inside a union."""
-
-
-def _convert(tp: Any, value: Any, where: str, file: str) -> Any:
-    """``value`` from the YAML checked against, and converted to, the field type ``tp`` (and its declared
-    range: ``losslens.schema``)."""
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if origin is Annotated:
-        base = get_args(tp)[0]
-        # a number is checked against its declared range first: "at most 4,294,967,295", not "beyond 64 bits"
-        converted = (_convert_scalar(base, value, where, file, bounded=False) if base in (int, float)
-                     else _convert(base, value, where, file))
-        problem = value_problem(tp, converted)
-        if problem:
-            raise _OutOfRange(f"{file}: {where}{problem[0]}: {problem[1]}")
-        return converted
-    if origin in (typing.Union, types.UnionType):
-        return _convert_union(tp, value, where, file)
-    if origin is Literal:
-        if value not in get_args(tp):
-            raise _mismatch(tp, value, where, file,
-                            f"expected one of {', '.join(repr(a) for a in get_args(tp))}, got {value!r}")
-        return value
-    if origin in (list, dict) or tp is dict or dataclasses.is_dataclass(tp):
-        return _convert_collection(tp, value, where, file)
-    return _convert_scalar(tp, value, where, file)
-
-
-def _convert_union(tp: Any, value: Any, where: str, file: str) -> Any:
-    """``value`` as the first member of the union that accepts it (None where the union allows it)."""
-    args = get_args(tp)
-    if value is None and type(None) in args:
-        return None
-    mapping_error = None
-    for arg in args:
-        if arg is type(None):
-            continue
-        try:
-            return _convert(arg, value, where, file)
-        except _OutOfRange:
-            raise
-        except ConfigError as e:
-            if isinstance(value, dict) and dataclasses.is_dataclass(arg):
-                mapping_error = e  # e.g. an unknown key: says more than "expected int | mapping"
-    if mapping_error is not None:
-        raise mapping_error
-    raise _mismatch(tp, value, where, file)
-
-
-def _convert_collection(tp: Any, value: Any, where: str, file: str) -> Any:
-    """A list, a mapping of one item type, a nested dataclass, or free-form options (``dict``)."""
-    origin = get_origin(tp)
-    if not isinstance(value, (list, tuple) if origin is list else dict):
-        raise _mismatch(tp, value, where, file)
-    if tp is dict:  # free-form options (e.g. a generator's), checked by their consumer
-        return value
-    if origin is list:
-        (item,) = get_args(tp)
-        return [_convert(item, v, f"{where}[{i}]", file) for i, v in enumerate(value)]
-    if origin is dict:
-        _, item = get_args(tp)
-        return {str(k): _convert(item, v, f"{where}.{k}", file) for k, v in value.items()}
-    return build_dataclass(tp, value, where, file)
-
-
-def _convert_scalar(tp: Any, value: Any, where: str, file: str, bounded: bool = True) -> Any:
-    """A bool, a count (``int``: 2048, 4M, 1.5B), a float or a string; no silent casts between them."""
-    if tp not in (bool, int, float, str):
-        raise TypeError(f"unsupported config type {tp!r} at {where}")
-    if tp is int:
-        try:
-            count = parse_count(value)
-        except ValueError as e:
-            raise _mismatch(tp, value, where, file, str(e)) from None
-        problem = value_problem(int, count) if bounded else None  # beyond 64 bits, whatever the field
-        if problem:
-            raise _OutOfRange(f"{file}: {where}: {problem[1]}")
-        return count
-    if tp is float:
-        if not isinstance(value, bool) and isinstance(value, (int, float, str)):
-            try:
-                number = float(value)
-            except (ValueError, OverflowError):
-                pass
-            else:
-                if not math.isfinite(number):  # no setting means anything at nan or infinity
-                    raise _OutOfRange(f"{file}: {where}: must be a finite number, got {value!r}")
-                return number
-    elif isinstance(value, tp):  # bool or str
-        return value
-    raise _mismatch(tp, value, where, file)
-
-
-def build_dataclass(cls: type, data: dict, where: str, file: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, checking keys and types; ``where`` is the dotted path."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(fields)})"
-            raise ConfigError(f"{file}: {path}: unknown key{hint}")
-        kwargs[key] = _convert(hints[key], value, path, file)
-    missing = [
-        name for name, f in fields.items()
-        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"{file}: {where + '.' if where else ''}{missing[0]}: required key is missing")
-    return cls(**kwargs)
-
-
 # ---------------------------------------------------------------- loading
 
 
@@ -285,22 +124,6 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
     return parsed
 
 
-def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
-    """A YAML file whose top level is a mapping; errors name the file (and line, for syntax errors and keys
-    given twice: ``losslens.schema.load_yaml``, the one YAML loader)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: {what} not found")
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # an editor's byte-order mark is not part of the YAML
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file") from None
-    raw = load_yaml(text, path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    return raw
-
-
 _SEED_KEYS = {"seed": "seeds", "seeds": "seed"}  # each spelling -> the other
 
 
@@ -312,7 +135,7 @@ def _seed_alias(raw: dict, file: str) -> dict:
         raise ConfigError(f"{file}: seed: give seed (one seed) or seeds (a list), not both")
     if isinstance(raw["seed"], list):
         raise ConfigError(f"{file}: seed: one seed is an integer; write several as seeds: {raw['seed']}")
-    seed = _convert(SeedInt, raw["seed"], "seed", file)
+    seed = convert(SeedInt, raw["seed"], "seed", file)
     return {("seeds" if k == "seed" else k): v for k, v in (raw | {"seed": [seed]}).items()}
 
 
@@ -367,11 +190,6 @@ def resolve_paths(study: StudyConfig, base: Path) -> None:
     if study.eval.lm_eval_include:
         study.eval.lm_eval_include = absolute(study.eval.lm_eval_include)
 
-
-# A BPE starts from the 256 byte symbols plus end-of-text and <unk>; beyond 2^20 tokens the embedding
-# dwarfs any model this tool trains, and the Rust trainer allocates per requested token up front.
-MIN_BPE_VOCAB = 258
-MAX_VOCAB = 2**20
 
 
 def _validate_eval(e: EvalConfig, fail) -> None:

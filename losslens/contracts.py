@@ -54,7 +54,7 @@ CHECKPOINT_META_KEYS = (
     "tokens",  # training tokens seen
     "n_params",  # all parameters
     "n_params_nonembed",  # without the input embedding and the output (unembedding) matrix
-    "flops",  # training FLOPs so far: tokens x losslens.train.model.flops_per_token
+    "flops",  # training FLOPs so far: tokens x losslens.counts.flops_per_token
     "train_loss",  # mean train loss over the last logging window
     "val_loss",  # validation loss (nats/token) measured at save time
     "val_loss_stderr",

@@ -1,4 +1,4 @@
-"""Token and parameter counts as short text: exact for names, rounded for display.
+"""Token and parameter counts as short text (exact for names, rounded for display); training FLOPs per token.
 
 ``format_count`` names runs (``m_4M``, ``m_1.5M``), so it never rounds: a count it cannot write exactly
 with a suffix it writes in full. ``count_label`` labels tables, legends and ticks, where two significant
@@ -24,3 +24,14 @@ def count_label(n: float) -> str:
             v = n / scale
             return f"{v:.0f}{suffix}" if v >= 100 else f"{v:.2g}{suffix}"
     return f"{n:.0f}" if abs(n) >= 10 else f"{n:.2g}"
+
+
+def flops_per_token(n_params_nonembed: int, width: int, depth: int, context: int, vocab_size: int) -> float:
+    """Training FLOPs per token: 6 * N + 12 * depth * width * context (PaLM, appendix B).
+
+    ``N`` counts every matrix multiplied per token: the non-embedding parameters plus the output
+    projection (``width * vocab``); the input embedding is a lookup. The second term is the attention
+    scores and weighted sum (QK^T and AV, forward and backward) without causal-mask savings.
+    """
+    n_matmul = n_params_nonembed + width * vocab_size
+    return 6.0 * n_matmul + 12.0 * depth * width * context

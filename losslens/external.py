@@ -36,9 +36,11 @@ import numpy as np
 import yaml
 
 from losslens import contracts
-from losslens.config import build_dataclass, read_yaml_mapping, study_from_dict
+from losslens.config import study_from_dict
+from losslens.counts import flops_per_token
 from losslens.errors import CheckpointError, ConfigError, DataError
 from losslens.paths import local_path
+from losslens.records import build_dataclass, read_yaml_mapping
 from losslens.evaluate.config import EvalConfig
 from losslens.fsio import atomic_directory, atomic_write_json, atomic_write_text
 from losslens.outputs import refuse_overwriting_inputs
@@ -200,8 +202,6 @@ def _write_validation(manifest: Manifest, first_ckpt: Path, data_dir: Path) -> N
 
 def _checkpoint_meta(manifest: Manifest, entry: ExternalCheckpoint, src: Path, cfg: dict) -> dict:
     """``meta.json`` of an external checkpoint: the manifest's numbers, else counted from its files."""
-    from losslens.train.model import flops_per_token
-
     width, depth, heads = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
     counted = _safetensors_counts(src)
     nonembed = entry.n_params_nonembed or counted[1]

@@ -38,15 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from losslens.config import build_dataclass, read_yaml_mapping
+from losslens.records import build_dataclass, read_yaml_mapping
 from losslens.analyze.table import parse_results
 from losslens.contracts import RESULTS_COLUMNS, RESULTS_SCHEMA, X_LABEL_COLUMN, metric_info
 from losslens.errors import ConfigError, DataError, ResultsError
-from losslens.evaluate.harness import metric_name
 from losslens.fsio import atomic_write_text
 from losslens.import_wide import WideSpec, check_wide_spec, read_wide_file
 from losslens.outputs import refuse_overwriting_inputs
-from losslens.metrics import normal_interval
+from losslens.metrics import metric_name, normal_interval
 from losslens.schema import NonNegativeInt, PositiveInt
 
 CONFIDENCE = 0.95  # the harness reports a standard error; the table holds this normal interval around the value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from typing import Any, Callable
 
 
 def lazy_attributes(package: str, where: dict[str, str]) -> Callable[[str], object]:
@@ -15,3 +15,10 @@ def lazy_attributes(package: str, where: dict[str, str]) -> Callable[[str], obje
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+def load_entry(entry: str) -> Any:
+    """The object a registry entry ``"package.module:name"`` names, imported now: plug-ins (the demo's
+    corpus and tasks, a third party's) are registered by name, so the stage that calls them imports none."""
+    module, name = entry.split(":")
+    return getattr(importlib.import_module(module), name)

@@ -404,3 +404,8 @@ register(Metric("edit_distance", "token edit distance, greedy output vs referenc
                 lambda o: float(token_edit_distance(o.prediction_ids, o.reference_ids)), bounds=NON_NEGATIVE))
 register(Metric("edit_distance_norm", "token edit distance / reference length", False, False, _GEN,
                 lambda o: normalized_edit_distance(o.prediction_ids, o.reference_ids), bounds=NON_NEGATIVE))
+
+
+def metric_name(metric: str, filt: str) -> str:
+    """lm-eval's ``acc,none`` -> ``acc``; ``exact_match,strict-match`` -> ``exact_match:strict-match``."""
+    return metric if filt == "none" else f"{metric}:{filt}"

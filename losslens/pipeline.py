@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_study(study_path: str | Path, overrides: list[str] | None = None, *, bootstrap: int = 1000,
               plots: bool = True) -> dict:
     """Train, evaluate and analyze; returns the study folder, report paths and wall time per stage."""
+    from losslens.adaptive_judge import provisional_eta
     from losslens.analyze import analyze
     from losslens.evaluate import evaluate_study
     from losslens.train import train_study
@@ -51,7 +52,7 @@ def run_study(study_path: str | Path, overrides: list[str] | None = None, *, boo
     # A multi-process launch trains together; evaluation and analysis then run on the main process.
     if int(os.environ.get("RANK", "0")) != 0:
         return {"out": out, "timings": timings}
-    stage("evaluate", lambda: evaluate_study(out))
+    stage("evaluate", lambda: evaluate_study(out, judge=provisional_eta))
     analysis = stage("analyze", lambda: analyze(out, n_bootstrap=bootstrap, plots=plots, x=study.analyze.x))
     return {"out": out, "analysis": analysis, "timings": timings,
             "report": out / "report.md", "plots": out / "plots"}

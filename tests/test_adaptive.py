@@ -12,7 +12,8 @@ import torch
 from losslens import contracts
 from losslens.analyze.threshold import EMERGENT, INSUFFICIENT
 from losslens.evaluate.adaptive import (ETA, MOVES, Eta, Point, budget_units, coarse_positions, gaps_to_refine,
-                                        positions_text, provisional_eta, run_adaptive)
+                                        positions_text, run_adaptive)
+from losslens.adaptive_judge import provisional_eta
 from losslens.evaluate.config import AdaptiveConfig
 from losslens.evaluate.sweep import evaluate_study
 from tests.conftest import call_cli
@@ -67,7 +68,7 @@ class Synthetic:
 
         runs = {run: list(c) for run, c in self.ckpts.items()}
         config = AdaptiveConfig(n_bootstrap=200, **settings)
-        return run_adaptive(runs, [Named("pretrain"), Named("acc_task")], self, config, lambda msg: None)
+        return run_adaptive(runs, [Named("pretrain"), Named("acc_task")], self, config, lambda msg: None, provisional_eta)
 
 
 def _points(values: list[float], positions: list[int], half_width: float = 0.03) -> dict[str, list[Point]]:
@@ -191,7 +192,7 @@ def _rows(study):
 def test_adaptive_sweep_writes_a_normal_table_that_a_full_sweep_completes(tmp_path):
     study = make_study(tmp_path, runs={"xs_64K": [1024 * (i + 1) for i in range(9)]})
     lines: list[str] = []
-    summary = evaluate_study(study, adaptive=True, progress=False, log=lines.append)
+    summary = evaluate_study(study, adaptive=True, judge=provisional_eta, progress=False, log=lines.append)
     report = summary.adaptive
     assert report.total == 9 * 3 and report.units < report.total
     rows = _rows(study)
@@ -205,7 +206,7 @@ def test_adaptive_sweep_writes_a_normal_table_that_a_full_sweep_completes(tmp_pa
                    for line in lines)
     assert summary.evaluated == len(report.with_loss) + report.units
 
-    again = evaluate_study(study, adaptive=True, progress=False, log=lambda msg: None)
+    again = evaluate_study(study, adaptive=True, judge=provisional_eta, progress=False, log=lambda msg: None)
     assert again.evaluated == 0 and again.adaptive.units == report.units  # the same choice, nothing recomputed
     full = evaluate_study(study, progress=False, log=lambda msg: None)
     assert full.evaluated == report.total - report.units + 9 - len(report.with_loss)
@@ -215,7 +216,7 @@ def test_adaptive_sweep_writes_a_normal_table_that_a_full_sweep_completes(tmp_pa
 
 def test_analyze_reads_an_adaptive_table(tmp_path):
     study = make_study(tmp_path, runs={"xs_64K": [1024 * (i + 1) for i in range(9)]})
-    evaluate_study(study, adaptive=True, budget=0.5, progress=False, log=lambda msg: None)
+    evaluate_study(study, adaptive=True, judge=provisional_eta, budget=0.5, progress=False, log=lambda msg: None)
     result = call_cli("analyze", str(study), "--bootstrap", "20", "--no-plots")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (study / "report.json").is_file()
@@ -252,7 +253,7 @@ def test_the_study_config_turns_it_on(tmp_path):
     study = make_study(tmp_path, runs={"xs_64K": [1024 * (i + 1) for i in range(5)]})
     cfg = study / contracts.STUDY_FILE
     cfg.write_text(cfg.read_text() + "  adaptive: {enabled: true, budget: 6}\n")
-    summary = evaluate_study(study, progress=False, log=lambda msg: None)
+    summary = evaluate_study(study, judge=provisional_eta, progress=False, log=lambda msg: None)
     units = summary.adaptive.units
     assert units == 6  # the coarse pass cut to each task's first and last checkpoint
     visited = len(summary.adaptive.with_loss)

@@ -65,7 +65,7 @@ def test_count_labels():
 def test_a_table_from_another_study_is_refused(tmp_path):
     import json
 
-    from losslens.analyze.table import check_table_matches_study
+    from losslens.analyze.study_folder import check_table_matches_study
     from losslens.contracts import META_FILE, checkpoint_dirname
 
     study = tmp_path / "study"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from losslens.config import format_count, load_study, parse_count
+from losslens.config import load_study
+from losslens.counts import format_count
+from losslens.records import parse_count
 from losslens.errors import ConfigError
 from tests.conftest import TINY, write_study
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from losslens.analyze import curves
-from losslens.analyze.backtest import fit_curve
+from losslens.analyze.prediction import fit_curve
 from losslens.analyze.curves import CURVES, SMOOTH, CurveModel, fit_models
 from losslens.analyze.threshold import find_threshold
 from losslens.metrics import FRACTION, NON_POSITIVE

@@ -23,7 +23,8 @@ import yaml
 
 from losslens import contracts
 from losslens.evaluate.claims import HOST
-from losslens.evaluate.harness import harness_task_yaml, metric_name, parse_names
+from losslens.evaluate.harness import harness_task_yaml, parse_names
+from losslens.metrics import metric_name
 from losslens.evaluate.runner import TaskSettings, evaluate_task
 from losslens.evaluate.scoring import Scorer
 from losslens.evaluate.tasks import load_task

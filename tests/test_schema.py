@@ -17,7 +17,8 @@ import yaml
 
 from losslens.analyze.table import read_results
 from losslens.cli import main
-from losslens.config import build_dataclass, load_study
+from losslens.config import load_study
+from losslens.records import build_dataclass
 from losslens.errors import ConfigError, ResultsError
 from losslens.schema import Length, Range, load_yaml, value_problem
 from tests.conftest import ROOT, write_results_csv, write_study
@@ -198,7 +199,8 @@ def test_an_adaptive_budget_below_the_coarse_ends_is_refused(tmp_path: Path):
     units = [SimpleNamespace(name="pretrain"), SimpleNamespace(name="t")]  # no evaluator: refused before any work
     for budget in (1, 1e-300):
         with pytest.raises(ConfigError, match=r"budget .*cannot hold the first and last checkpoint .*\(4 of"):
-            run_adaptive(runs, units, evaluator=None, settings=AdaptiveConfig(budget=budget), log=print)
+            run_adaptive(runs, units, evaluator=None, settings=AdaptiveConfig(budget=budget), log=print,
+                         judge=None)
 
 
 # ---------------------------------------------------------------- results tables

@@ -55,3 +55,25 @@ def test_a_prefix_never_takes_a_row_s_last_context_token():
     rows = [_Row(ctx, [(1,)], ctx), _Row(ctx + (9,), [(1,)], ctx + (9,))]
     (prefix, members), = _prefix_groups(rows, MIN_SHARED_PREFIX)[0]
     assert len(prefix) == len(ctx) - 1 and len(members) == 2
+
+
+def _raise(error: BaseException):
+    def fail(*args, **kwargs):
+        raise error
+    return fail
+
+
+def test_a_cache_that_cannot_be_shared_falls_back_with_a_warning():
+    tok = char_tokenizer()
+    scorer = Scorer(tiny_model(len(tok), seed=2, context=256), tok, batch_size=4)
+    scorer._score_group = _raise(TypeError("cache has no crop()"))  # as a model with an odd cache raises
+    with pytest.warns(UserWarning, match=r"TypeError: cache has no crop\(\).*encoding every context whole"):
+        assert scorer._sharing_agrees() is False
+
+
+def test_out_of_memory_in_the_prefix_check_surfaces():
+    tok = char_tokenizer()
+    scorer = Scorer(tiny_model(len(tok), seed=2, context=256), tok, batch_size=4)
+    scorer._score_group = _raise(torch.OutOfMemoryError("CUDA out of memory"))
+    with pytest.raises(torch.OutOfMemoryError):
+        scorer._sharing_agrees()

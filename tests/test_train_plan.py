@@ -7,7 +7,8 @@ import torch
 
 from losslens.config import load_study
 from losslens.train.mfu import mfu, peak_flops_per_device
-from losslens.train.model import build_model, flops_per_token, parameter_counts
+from losslens.counts import flops_per_token
+from losslens.train.model import build_model, parameter_counts
 from losslens.train.plan import plan_runs
 from losslens.train.schedule import learning_rate, lr_factor
 from tests.conftest import TINY

@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Optional
 
 from losslens.contracts import MAX_PARAMS, STUDY_FILE
 from losslens.errors import ConfigError
+from losslens.records import build_dataclass, read_yaml_mapping
 from losslens.schema import PROBABILITY, Bootstrap, Range, SeedInt, check_fields
 
 
@@ -68,8 +69,6 @@ class AnalyzeOptions:
 
 def read_analyze_config(run_dir: str | Path) -> AnalyzeConfig:
     """The ``analyze`` section of ``RUN_DIR/study.yaml``; the defaults where there is no such file or section."""
-    from losslens.config import build_dataclass, read_yaml_mapping  # losslens.config imports this module
-
     path = Path(run_dir) / STUDY_FILE
     if not path.is_file():
         return AnalyzeConfig()

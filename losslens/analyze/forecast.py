@@ -29,8 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from losslens.analyze.backtest import (LARGEST_BUDGET, Curve, _curve_info, _interval, _scored, _two_stage, fit_curve,
-                                       subset)
+from losslens.analyze.prediction import LARGEST_BUDGET, Curve, curve_info, fit_curve, interval, scored, subset, two_stage
 from losslens.analyze.config import AUTO, DIRECT_WAY, LOSS_WAY, ForecastConfig
 from losslens.analyze.scaling import ScalingFit, fit_scaling_law
 from losslens.analyze.seeds import SeedLevel
@@ -153,11 +152,11 @@ class Way:
 
     def scored(self, N: float, D: float, flops: float, actual: float, ci_level: float, rng) -> dict:
         if self.law is not None:
-            out = _two_stage(self.law, self.curve, N, D, actual, ci_level, rng)
+            out = two_stage(self.law, self.curve, N, D, actual, ci_level, rng)
             return {**out, "intermediate": self.name}
         x = self.x_at(N, D, flops)
-        ci = _interval(self.curve.samples(np.array([x]), rng), ci_level)
-        return {**_scored(self.curve.predict(x), ci, actual), **_curve_info(self.curve), "axis": "log10 compute",
+        ci = interval(self.curve.samples(np.array([x]), rng), ci_level)
+        return {**scored(self.curve.predict(x), ci, actual), **curve_info(self.curve), "axis": "log10 compute",
                 "intermediate": DIRECT_WAY}
 
 

@@ -15,7 +15,8 @@ from tqdm import tqdm
 from losslens.analyze.alignment import alignment_r2
 from losslens.analyze.parallel import fork_map, max_workers
 from losslens.analyze.startup import startup_eta
-from losslens.analyze.table import Series, load_examples
+from losslens.analyze.study_folder import load_examples
+from losslens.analyze.table import Series
 from losslens.analyze.threshold import EMERGENT, ThresholdResult, find_threshold
 
 # points x bootstrap resamples, summed over pairs, below which a worker pool costs more than it saves

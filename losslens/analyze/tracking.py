@@ -22,7 +22,7 @@ BACKTEST_COLUMNS = ["task", "metric", "run", "actual", *(f"{way}_{c}" for way in
 def analysis_trackers(run_dir: Optional[Path]) -> Optional[tuple[list[str], Where]]:
     """The trackers ``RUN_DIR/study.yaml`` names and where the analysis goes in them; None where there is
     no study.yaml or it names none. Stops (exit 2) when one is not installed."""
-    from losslens.config import build_dataclass, read_yaml_mapping  # losslens.config imports analyze.config
+    from losslens.records import build_dataclass, read_yaml_mapping
     from losslens.train.config import TrainConfig
 
     study_file = None if run_dir is None else Path(run_dir) / STUDY_FILE

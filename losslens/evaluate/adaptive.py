@@ -15,7 +15,9 @@ is evaluated everywhere. The tasks are evaluated in rounds:
    * the metric **moves** across the gap: the two confidence intervals (``ci_low``..``ci_high``) do
      not overlap, or
    * the gap's losses reach into the **provisional threshold's** interval: η and its bootstrap
-     interval from :func:`losslens.analyze.threshold.find_threshold` on the task's points so far.
+     interval from the threshold judge on the task's points so far (analyze's threshold, passed in
+     from above as a callable: :func:`losslens.adaptive_judge.provisional_eta`; evaluation never
+     imports analysis).
 3. A task is **done** when its verdict is emergent and η's interval is narrower than ``eta_width``
    nats, or when no gap qualifies. The sweep stops when every task is done or the ``budget`` of
    task units (checkpoint x task, the coarse pass included) is spent; gaps around η go first,
@@ -34,13 +36,16 @@ from pathlib import Path
 from typing import Callable, Optional, Protocol
 
 from losslens import contracts
-from losslens.analyze.threshold import EMERGENT, find_threshold
 from losslens.evaluate.config import AdaptiveConfig
 from losslens.errors import ConfigError
 from losslens.evaluate.order import bisection_order, coarse_to_fine
 from losslens.evaluate.units import Unit
 
 ETA, MOVES = "eta", "moves"  # why a gap is refined
+
+# The threshold judge: (run -> points so far, chance, higher is better, bootstrap draws) -> provisional η,
+# None where it places none. Given by the caller (the face), so evaluation needs no analysis import.
+Judge = Callable[[dict[str, list["Point"]], Optional[float], bool, int], Optional["Eta"]]
 
 
 # ---------------------------------------------------------------- selection (pure)
@@ -84,6 +89,7 @@ class Eta:
     ci_low: float
     ci_high: float
     verdict: str
+    emergent: bool = False  # the judge's verdict is "emergent": η may converge
 
     @property
     def width(self) -> float:
@@ -121,20 +127,8 @@ def gaps_to_refine(runs: dict[str, list[Point]], eta: Optional[Eta]) -> list[Gap
     return sorted(gaps, key=lambda g: (g.reason != ETA, -(g.hi - g.lo), g.run, g.lo))
 
 
-def provisional_eta(runs: dict[str, list[Point]], chance: Optional[float], higher_is_better: bool,
-                    n_bootstrap: int = 1000, seed: int = 0) -> Optional[Eta]:
-    """analyze's threshold on the points so far (all runs pooled), or None when the shape is not emergent."""
-    points = [p for ps in runs.values() for p in ps]
-    res = find_threshold([p.loss for p in points], [p.value for p in points], chance,
-                         higher_is_better=higher_is_better, n_bootstrap=n_bootstrap, seed=seed)
-    if not math.isfinite(res.loss):
-        return None
-    lo, hi = (res.ci_low, res.ci_high) if math.isfinite(res.ci_low) and math.isfinite(res.ci_high) else (res.loss,) * 2
-    return Eta(res.loss, lo, hi, res.verdict)
-
-
 def converged(eta: Optional[Eta], eta_width: float) -> bool:
-    return eta is not None and eta.verdict == EMERGENT and eta.width < eta_width
+    return eta is not None and eta.emergent and eta.width < eta_width
 
 
 def budget_units(budget: Optional[float], total: int) -> int:
@@ -180,8 +174,9 @@ class AdaptiveReport:
 
 
 def run_adaptive(runs: dict[str, list[Path]], units: list[Unit], evaluator: Evaluator, settings: AdaptiveConfig,
-                 log: Callable[[str], None]) -> AdaptiveReport:
-    """The adaptive sweep over ``runs`` (name -> checkpoints by tokens); ``units[0]`` is the pretraining loss."""
+                 log: Callable[[str], None], judge: Judge) -> AdaptiveReport:
+    """The adaptive sweep over ``runs`` (name -> checkpoints by tokens); ``units[0]`` is the pretraining loss;
+    ``judge`` places the provisional threshold (:data:`Judge`)."""
     pretrain, tasks = units[0], units[1:]
     report = AdaptiveReport(total=sum(map(len, runs.values())) * len(tasks))
     limit = budget_units(settings.budget, report.total)
@@ -195,7 +190,7 @@ def run_adaptive(runs: dict[str, list[Path]], units: list[Unit], evaluator: Eval
             report.with_loss.add(ckpt)
             evaluator.run(ckpt, [pretrain] + tasks)
     while True:
-        picks = _plan_round(runs, pretrain, report, evaluator, settings, limit)
+        picks = _plan_round(runs, pretrain, report, evaluator, settings, limit, judge)
         if not picks:
             break
         report.rounds += 1
@@ -232,7 +227,7 @@ def _coarse_pass(runs: dict[str, list[Path]], per_task: int, coarse: int) -> dic
 
 
 def _plan_round(runs, pretrain: Unit, report: AdaptiveReport, evaluator: Evaluator, settings: AdaptiveConfig,
-                limit: int) -> dict[Path, list[Unit]]:
+                limit: int, judge: Judge) -> dict[Path, list[Unit]]:
     """Checkpoint -> task units to evaluate next, within the budget; {} when the sweep is over."""
     left = limit - sum(s.units() for s in report.tasks.values())
     wanted: list[tuple[TaskState, Gap]] = []
@@ -240,7 +235,7 @@ def _plan_round(runs, pretrain: Unit, report: AdaptiveReport, evaluator: Evaluat
         if state.stopped:
             continue
         points, chance, higher = _points(runs, pretrain, state, evaluator)
-        state.eta = provisional_eta(points, chance, higher, settings.n_bootstrap) if points else None
+        state.eta = judge(points, chance, higher, settings.n_bootstrap) if points else None
         gaps = [] if converged(state.eta, settings.eta_width) else gaps_to_refine(points, state.eta)
         if not gaps:
             state.stopped = "η converged" if converged(state.eta, settings.eta_width) else "settled"

@@ -5,10 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from losslens.argtypes import budget, device, flag, of_type, positive_float, shard
-from losslens.evaluate.config import AdaptiveConfig, EvalConfig
+from losslens.argtypes import device, flag, of_type, positive_float, shard
+from losslens.evaluate.config import AdaptiveConfig, EvalConfig, budget_problem
 from losslens.schema import Threads
 from losslens.evaluate.order import ORDERS
+
+
+def budget(text: str) -> float:
+    """A budget of units: a whole count (``40``) or a fraction of the full sweep below 1 (``0.4``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count of units or a fraction below 1, got {text!r}") from None
+    problem = budget_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from losslens.evaluate.harness import parse_names
+    from losslens.adaptive_judge import provisional_eta
     from losslens.evaluate.sweep import evaluate_study
 
     if args.threads:
@@ -73,5 +86,6 @@ def main(args: argparse.Namespace) -> int:
         adaptive=args.adaptive,
         eta_width=args.eta_width,
         budget=args.budget,
+        judge=provisional_eta,
     )
     return 0 if summary.table is not None else 1

@@ -12,7 +12,9 @@ Each unit runs on the model the sweep loaded for the checkpoint (shared with the
 natively where it can (:mod:`losslens.evaluate.harness_native`: lm-eval builds the requests once and
 computes its metrics, losslens' scorer answers, and losslens' continuous metrics are added), else in
 its own ``lm_eval.simple_evaluate`` call on the model wrapped in lm-eval's ``HFLM``, with one line
-saying so. ``harness:NAME`` in ``eval.tasks`` names a harness task too (:data:`PREFIX`).
+saying so. Three modules: resolving names and fingerprints (:mod:`.harness_resolve`), running a unit
+(this one), its result JSON (:mod:`.harness_results`). ``harness:NAME`` in ``eval.tasks`` names a
+harness task too (:data:`PREFIX`).
 
 Results become the sweep's JSON files with the columns of native tasks:
 
@@ -38,30 +40,23 @@ sampler, so few-shot prompts would differ from losslens'.
 from __future__ import annotations
 
 import contextlib
-import glob
-import hashlib
-import json
-import math
-import numbers
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import yaml
 
-from losslens import contracts
 from losslens.errors import DataError, LossLensError
+from losslens.evaluate import harness_resolve as resolve
+from losslens.evaluate.harness_results import unit_result
 from losslens.evaluate.units import CheckpointContext
 from losslens.fsio import jsonable
-from losslens.metrics import normal_interval
 
 INSTALL_HINT = "pip install 'losslens[lm-eval]'"
 # Nothing is downloaded at run time: datasets and models come from local files or caches.
 OFFLINE_ENV = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-KIND = "lm-eval"  # the "kind" of a harness unit's JSON file
-SCORER = "losslens-2"  # how harness units are answered (losslens' scorer, continuous metrics): in fingerprints
 PREFIX = "harness:"  # an eval.tasks entry "harness:NAME" is the harness task NAME
 
 
@@ -143,58 +138,11 @@ class Harness:
         self._native: dict[str, tuple[Optional[dict], Optional[str]]] = {}  # unit -> (prepared tasks, why not)
         if include is not None and not include.is_dir():
             raise DataError(f"--lm-eval-include {include}: no such directory")
-        self.manager = self._task_manager(names)
+        self.manager = resolve.task_manager(names, include, self.version, log)
         index = self.manager.task_index
-        self.tasks = [self._task(index, unit, settings) for name in names for unit in self._units(index, name)]
-        _check_disjoint(self.tasks)
-
-    # A TaskManager indexes YAML files when it is made: the include folder alone takes a moment,
-    # lm-eval's ~14,000 built-in files some 15 s, so they are indexed only for names not found locally.
-    def _task_manager(self, names: list[str]):
-        from lm_eval.tasks import TaskManager
-
-        local_index: dict = {}
-        if self.include is not None:
-            local = TaskManager(include_path=str(self.include), include_defaults=False)
-            if all(_members(local.task_index, n) is not None for n in names):
-                return local
-            local_index = local.task_index
-        # Cheap first: a name that no built-in YAML file mentions cannot be a built-in task.
-        for name in _not_in_builtin_yaml([n for n in names if n not in local_index]):
-            raise self._unknown(name)
-        self.log(f"lm-eval: indexing lm-eval {self.version}'s built-in tasks (takes some seconds)")
-        manager = TaskManager(include_path=str(self.include) if self.include else None)
-        for name in names:
-            if name not in manager.task_index:
-                raise self._unknown(name)
-            if _members(manager.task_index, name) is None:
-                where = f" nor in {self.include}" if self.include else ""
-                raise DataError(f"--lm-eval: {name}: lists a task that is not built into lm-eval {self.version}{where}")
-        return manager
-
-    def _unknown(self, name: str) -> DataError:
-        where = f"in {self.include} nor " if self.include else ""
-        hint = "" if self.include else " (give --lm-eval-include DIR for task YAMLs of your own)"
-        return DataError(f"--lm-eval: unknown task {name!r}: not a task, group or tag {where}"
-                         f"of lm-eval {self.version}{hint}")
-
-    def _units(self, index: dict, name: str) -> list[str]:
-        """A task, or a group with aggregate metrics, is one unit; a tag, or a group without them, one per task."""
-        entry = index[name]
-        if entry.kind.name == "TAG" or (entry.kind.name == "GROUP" and not entry.cfg.get("aggregate_metric_list")):
-            return sorted({e.name for e in _members(index, name) or [] if e.kind.name in ("TASK", "PY_TASK")})
-        return [name]
-
-    def _task(self, index: dict, name: str, settings: dict) -> HarnessTask:
-        if "/" in name or name.startswith("."):  # it names a file under RUN_DIR/evals/
-            raise DataError(f"--lm-eval: {name!r}: task names with '/' or a leading '.' cannot be results files")
-        members = _members(index, name) or []
-        leaves = tuple(e.name for e in members if e.kind.name in ("TASK", "PY_TASK"))
-        h = hashlib.sha256(json.dumps({"lm_eval": self.version, "settings": settings, "scorer": SCORER},
-                                      sort_keys=True).encode())
-        for entry in sorted(members, key=lambda e: e.name):
-            _hash_entry(h, entry)
-        return HarnessTask(name, leaves, h.hexdigest()[:16], self)
+        self.tasks = [HarnessTask(unit, *resolve.fingerprint(index, unit, self.version, settings), self)
+                      for name in names for unit in resolve.units(index, name)]
+        resolve.check_disjoint(self.tasks)
 
     # ------------------------------------------------------------ running
 
@@ -219,7 +167,8 @@ class Harness:
                     out, extra = self._simple_evaluate(context, self._load(task), task), ({}, {})
             except Exception as e:
                 raise LossLensError(f"lm-eval on {context.ckpt}: {task.name}: {_first_line(e)}") from e
-        return jsonable(self._result(out, task, self.settings["confidence"], options.per_example, extra))
+        return jsonable(unit_result(out, task, self.version, self.settings["confidence"], options.per_example,
+                                    extra, self._noted, self.log))
 
     def _load(self, task: HarnessTask) -> dict:
         try:  # the dataset first, so that a missing one reads as a data error
@@ -265,189 +214,6 @@ class Harness:
         from lm_eval.models.huggingface import HFLM
 
         return HFLM(pretrained=context.model, tokenizer=context.tokenizer, batch_size=context.options.batch_size)
-
-    def _result(self, out: dict, task: HarnessTask, confidence: float, per_example: bool,
-                extra: tuple[dict, dict]) -> dict:
-        """The unit's JSON: lm-eval's metrics (see the module docstring), and losslens' continuous ones (``extra``)."""
-        raw = out["results"][task.name]
-        samples = [(leaf, s) for leaf in task.leaves for s in out["samples"].get(leaf, [])]
-        configs = {leaf: out["configs"].get(leaf) or {} for leaf in task.leaves}
-        multiple_choice = all(c.get("output_type") == "multiple_choice" for c in configs.values())
-        chance = _chance(samples) if multiple_choice else None
-        their_better = out.get("higher_is_better", {}).get(task.name, {})
-        metrics = {}
-        for key, value in raw.items():
-            metric, _, filt = key.partition(",")
-            if not filt or metric.endswith("_stderr") or not _finite(value):
-                continue  # "alias", "sample_len", stderr entries, "N/A"
-            name = metric_name(metric, filt)
-            stderr = raw.get(f"{metric}_stderr,{filt}")
-            stderr = float(stderr) if _finite(stderr) else None
-            info = contracts.metric_info(name)
-            low, high = normal_interval(float(value), stderr, confidence) if stderr is not None else (None, None)
-            metrics[name] = {
-                "value": float(value), "ci_low": low, "ci_high": high,
-                "n": int(raw.get("sample_count", {}).get(key) or raw.get("sample_len") or 0) or None,
-                "chance": chance if metric.startswith("acc") else None,
-                "stderr": stderr, "higher_is_better": their_better.get(metric),
-                "discontinuous": info.discontinuous,
-            }
-            disagree = their_better.get(metric) is not None and their_better[metric] != info.higher_is_better
-            if disagree and (task.name, name) not in self._noted:
-                self._noted.add((task.name, name))
-                self.log(f"lm-eval: note: {task.name}/{name}: lm-eval says higher is "
-                         f"{'better' if their_better[metric] else 'worse'}; losslens analyze reads it the other way")
-        continuous, per_doc = extra
-        result = {
-            "task": task.name, "kind": KIND, "n_examples": len({(leaf, s["doc_id"]) for leaf, s in samples}),
-            "scorer": "losslens" if continuous else "lm_eval.simple_evaluate",
-            "metrics": dict(sorted((metrics | continuous).items())),
-            "lm_eval": {
-                "version": self.version, "tasks": list(task.leaves),
-                "n_shot": {leaf: out.get("n-shot", {}).get(leaf) for leaf in task.leaves},
-                "results": raw, "configs": configs,
-            },
-        }
-        if per_example:
-            result["examples"] = [_record(leaf, s) | per_doc.get((leaf, s.get("doc_id")), {}) for leaf, s in samples]
-        return result
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def metric_name(metric: str, filt: str) -> str:
-    """lm-eval's ``acc,none`` -> ``acc``; ``exact_match,strict-match`` -> ``exact_match:strict-match``."""
-    return metric if filt == "none" else f"{metric}:{filt}"
-
-
-def _members(index: dict, name: str, seen: Optional[set] = None) -> Optional[list]:
-    """The index entries behind ``name``: itself and, for a group or tag, its members, recursively.
-
-    None when the name or one of its members is not in the index.
-    """
-    seen = set() if seen is None else seen
-    entry = index.get(name)
-    if entry is None:
-        return None
-    if name in seen:
-        return []
-    seen.add(name)
-    out = [entry]
-    if entry.kind.name == "TAG":
-        children = sorted(entry.tags)
-    elif entry.kind.name == "GROUP":
-        children = list(_group_children(entry.cfg or {}, index))
-    else:
-        children = []
-    for child in children:
-        found = _members(index, child, seen)
-        if found is None:
-            return None
-        out += found
-    return out
-
-
-def _group_children(cfg: dict, index: dict) -> Iterator[str]:
-    """Names a group config refers to. Inline task configs are part of the group's own config."""
-    items = cfg.get("task", [])
-    for item in items if isinstance(items, list) else [items]:
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, dict) and "group" in item:
-            yield from _group_children(item, index)
-        elif isinstance(item, dict) and item.get("task") in index:  # a registered task with overrides
-            yield item["task"]
-
-
-def _check_disjoint(tasks: list[HarnessTask]) -> None:
-    # lm-eval refuses a task requested twice (alone and in a group, or in two groups).
-    owner: dict[str, str] = {}
-    for t in tasks:
-        for leaf in t.leaves:
-            if leaf in owner and owner[leaf] != t.name:
-                raise DataError(f"--lm-eval: task {leaf!r} is in both {owner[leaf]!r} and {t.name!r}: name one of them")
-            owner[leaf] = t.name
-
-
-def _not_in_builtin_yaml(names: list[str]) -> list[str]:
-    """The names that appear in none of lm-eval's built-in task YAML files (one pass over them)."""
-    import lm_eval.tasks
-
-    left = {n: n.encode() for n in names}
-    for path in Path(lm_eval.tasks.__file__).parent.rglob("*.yaml"):
-        if not left:
-            break
-        text = path.read_bytes()
-        left = {n: b for n, b in left.items() if b not in text}
-    return list(left)
-
-
-def _hash_entry(h, entry) -> None:
-    """A task's identity: its YAML config with includes resolved, helper modules beside it, local data files."""
-    text = json.dumps(entry.cfg, sort_keys=True, default=str)
-    if entry.yaml_path is not None:
-        folder = Path(entry.yaml_path).parent
-        text = text.replace(str(folder), "<task dir>")  # !function references: the same task wherever it lives
-        for helper in sorted(folder.glob("*.py")):
-            h.update(helper.name.encode() + helper.read_bytes())
-    h.update(entry.name.encode() + text.encode())
-    for path in _data_files(entry.cfg or {}):
-        h.update(path.name.encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-
-
-def _data_files(cfg: dict) -> list[Path]:
-    """Local files a task reads: ``dataset_kwargs.data_files`` (paths or globs) and a local ``dataset_path``.
-
-    Relative paths are taken from the working directory, as the ``datasets`` library does.
-    """
-    kwargs = cfg.get("dataset_kwargs") or {}
-    specs = kwargs.get("data_files") or []
-    if isinstance(specs, dict):
-        specs = list(specs.values())
-    specs = [specs] if isinstance(specs, str) else list(specs)
-    flat = [s for spec in specs for s in ([spec] if isinstance(spec, str) else list(spec))]
-    found: list[Path] = []
-    for spec in flat:
-        found += [Path(p) for p in sorted(glob.glob(os.path.expanduser(spec), recursive=True))]
-    dataset_path = cfg.get("dataset_path")
-    if isinstance(dataset_path, str) and Path(dataset_path).expanduser().exists():
-        local = Path(dataset_path).expanduser()
-        found += [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
-    return [p for p in found if p.is_file()]
-
-
-def _chance(samples: list[tuple[str, dict]]) -> Optional[float]:
-    """Mean of 1/k over the documents of multiple-choice (task, sample) pairs, k the number of choices."""
-    inv = {}
-    for leaf, s in samples:
-        k = len(s.get("arguments") or [])
-        if "acc_mutual_info" in s.get("metrics", []):
-            k //= 2  # lm-eval adds an unconditional request per choice
-        if k:
-            inv[(leaf, s.get("doc_id"))] = 1.0 / k
-    return sum(inv.values()) / len(inv) if inv else None
-
-
-def _record(leaf: str, s: dict) -> dict:
-    """A per-example record: the document's id, the answer, and each metric under its results.csv name."""
-    rec: dict[str, Any] = {"task": leaf, "doc_id": s.get("doc_id"), "filter": s.get("filter"),
-                           "target": s.get("target")}
-    resps = s.get("filtered_resps") or []
-    if resps and all(isinstance(r, (list, tuple)) and r and _finite(r[0]) for r in resps):
-        rec["logliks"] = [float(r[0]) for r in resps]
-    elif resps:
-        rec["prediction"] = resps[0]
-    for metric in s.get("metrics", []):
-        rec[metric_name(metric, s.get("filter", "none"))] = s.get(metric)
-    return rec
-
-
-def _finite(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
 def _first_line(e: BaseException) -> str:

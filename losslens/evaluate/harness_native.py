@@ -162,7 +162,7 @@ def evaluate_native(loaded: dict, lm: LanguageModel, settings: dict, progress: b
 
     scorer = ScorerLM(lm, progress)
     out = evaluate(lm=scorer, task_dict=loaded, limit=settings["limit"],
-                                     bootstrap_iters=settings["bootstrap"], log_samples=True)
+                   bootstrap_iters=settings["bootstrap"], log_samples=True)
     return out, scorer
 
 

@@ -61,6 +61,11 @@ def model_max_length(model, tokenizer=None) -> int:
 MIN_SHARED_PREFIX = 32  # tokens: shorter common prefixes are not worth a separate encoding
 
 
+# What a model whose KV cache cannot be deep-copied, grown or reordered raises in the prefix check; any
+# other error (out of memory above all) is a real failure and surfaces.
+_CACHE_ERRORS = (AttributeError, TypeError, ValueError, IndexError, NotImplementedError, RuntimeError)
+
+
 @dataclass
 class _Row:
     """One forward-pass row: a context and the continuations that share it."""
@@ -278,8 +283,10 @@ class Scorer:
                 whole = {k: v for r in rows for k, v in self._score_rows([r]).items()}
                 shared = self._score_group(prefix, rows)
             worst = max(abs(shared[k].loglik - whole[k].loglik) for k in whole)
-        except Exception as e:  # a model whose cache cannot be copied or grown this way
-            worst, why = float("inf"), f"{type(e).__name__}"
+        except torch.OutOfMemoryError:
+            raise  # not a disagreement: the sweep's batch does not fit, and saying so is the caller's job
+        except _CACHE_ERRORS as e:  # a model whose cache cannot be copied or grown this way
+            worst, why = float("inf"), f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
         else:
             why = f"{worst:.2g} nats"
         self.forward_passes = 0

@@ -31,13 +31,14 @@ import time
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 from tqdm.auto import tqdm
 
 from losslens import contracts
 from losslens.config import StudyConfig, load_study
 from losslens.errors import DataError, LossLensError
+from losslens.evaluate.adaptive import AdaptiveReport, Judge, run_adaptive
 from losslens.evaluate.claims import Claim
 from losslens.evaluate.harness import PREFIX as HARNESS_PREFIX, Harness, parse_names
 from losslens.evaluate.order import visiting_order
@@ -49,9 +50,6 @@ from losslens.evaluate.units import CheckpointContext, PretrainUnit, RunOptions,
 from losslens.evaluate.weights import check_study_checkpoints, checkpoint_fingerprint
 from losslens.fsio import atomic_write_json, atomic_write_text
 from losslens.study_dir import check_unchanged_since_training
-
-if TYPE_CHECKING:
-    from losslens.evaluate.adaptive import AdaptiveReport
 
 REQUESTS_DIR = ".harness-requests"  # under RUN_DIR/evals: harness tasks' built requests, by fingerprint
 TABLE_LOCK = ".results.lock"
@@ -75,11 +73,6 @@ def in_shard(ckpt: Path, shard: tuple[int, int]) -> bool:
     """A checkpoint's shard is a hash of its run and name: stable when checkpoints are added or removed."""
     i, n = shard
     return zlib.crc32(f"{ckpt.parent.name}/{ckpt.name}".encode()) % n == i
-
-
-def checkpoint_hash(ckpt: Path) -> str:
-    """Identity of a checkpoint: its meta.json and its weights (:mod:`losslens.evaluate.weights`)."""
-    return checkpoint_fingerprint(ckpt)
 
 
 def result_path(study_dir: Path, ckpt: Path, task: str) -> Path:
@@ -162,6 +155,7 @@ def evaluate_study(
     adaptive: Optional[bool] = None,
     eta_width: Optional[float] = None,
     budget: Optional[float] = None,
+    judge: Optional[Judge] = None,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
 ) -> SweepSummary:
     """Evaluate what is not yet evaluated in a study folder, then rebuild ``results.csv``.
@@ -171,14 +165,15 @@ def evaluate_study(
     (by default the process's rank under ``accelerate launch``, else all); ``force`` recomputes
     done units; ``order`` is how checkpoints are visited (:mod:`losslens.evaluate.order`).
     ``adaptive`` evaluates the tasks on part of the checkpoints only (:mod:`losslens.evaluate.adaptive`,
-    with ``eta_width`` and ``budget``; by default ``eval.adaptive``). Other arguments override the
+    with ``eta_width`` and ``budget``; by default ``eval.adaptive``), placing thresholds with ``judge``
+    (the face passes :func:`losslens.adaptive_judge.provisional_eta`). Other arguments override the
     study's ``eval:``.
     """
     study_dir = Path(study_dir)
     study = load_study(study_dir / contracts.STUDY_FILE)
     check_unchanged_since_training(study, study_dir, strict=False)  # e.g. model.context edited after training
     world = int(os.environ.get("WORLD_SIZE", 1))
-    settings = _adaptive_settings(study, adaptive, eta_width, budget, shard, world)
+    settings = _adaptive_settings(study, adaptive, eta_width, budget, shard, world, judge)
     if shard is None:
         shard = (int(os.environ.get("RANK", 0)), world) if world > 1 else (0, 1)
     units = plan_units(study, study_dir, tasks=tasks, max_examples=max_examples, lm_eval=lm_eval,
@@ -194,10 +189,8 @@ def evaluate_study(
                          per_example=study.eval.per_example if per_example is None else per_example)
     evaluator = Evaluator(study_dir, options, force, lock_timeout, summary, log, EvalTracking(study, study_dir))
     if settings is not None:
-        from losslens.evaluate.adaptive import run_adaptive  # scipy, via analyze: only when asked for
-
         runs = {run.name: contracts.list_checkpoints(run) for run in contracts.list_runs(study_dir)}
-        summary.adaptive = run_adaptive(runs, units, evaluator, settings, log)
+        summary.adaptive = run_adaptive(runs, units, evaluator, settings, log, judge)
     else:
         _sweep_all(mine, units, evaluator, progress)
     summary.table, summary.rows = write_results_table(study_dir)
@@ -227,7 +220,7 @@ def _log_summary(summary: SweepSummary, log: Callable[[str], None]) -> None:
 
 
 def _adaptive_settings(study: StudyConfig, adaptive: Optional[bool], eta_width: Optional[float],
-                       budget: Optional[float], shard: Optional[tuple[int, int]], world: int):
+                       budget: Optional[float], shard: Optional[tuple[int, int]], world: int, judge: Optional[Judge]):
     """``eval.adaptive`` with the arguments over it, or None for a full sweep."""
     settings = replace(study.eval.adaptive, **{k: v for k, v in (("eta_width", eta_width),
                                                                             ("budget", budget)) if v is not None})
@@ -240,6 +233,8 @@ def _adaptive_settings(study: StudyConfig, adaptive: Optional[bool], eta_width: 
     if (shard is not None and shard[1] > 1) or world > 1:
         raise LossLensError("--adaptive: one evaluator chooses the checkpoints from the results so far; "
                             "run it without --shard and without accelerate launch")
+    if judge is None:
+        raise LossLensError("an adaptive sweep needs a threshold judge: pass judge= (losslens.adaptive_judge)")
     return settings
 
 
@@ -266,7 +261,7 @@ class Evaluator:
         key = (ckpt, unit.name)
         if key not in self._results:
             if ckpt not in self._hashes:
-                self._hashes[ckpt] = checkpoint_hash(ckpt)
+                self._hashes[ckpt] = checkpoint_fingerprint(ckpt)
             found = _job(self.study_dir, ckpt, unit, self._hashes[ckpt], self.options).current(per_example=False)
             if found is None:
                 return None
@@ -303,7 +298,7 @@ def _job(study_dir: Path, ckpt: Path, unit: Unit, ckpt_hash: str, options: RunOp
 def _evaluate_checkpoint(study_dir: Path, ckpt: Path, units: list[Unit], options: RunOptions, force: bool,
                          lock_timeout: float, summary: SweepSummary, log: Callable[[str], None]) -> None:
     """Claim -> run -> write, for each unit of one checkpoint that is not done yet."""
-    ckpt_hash = checkpoint_hash(ckpt)
+    ckpt_hash = checkpoint_fingerprint(ckpt)
     context = CheckpointContext(ckpt, options)
     try:
         for unit in units:
@@ -379,7 +374,7 @@ def collect_rows(study_dir: Path) -> list[dict]:
     rows = []
     for run in contracts.list_runs(study_dir):
         for ckpt in contracts.list_checkpoints(run):
-            current = checkpoint_hash(ckpt)
+            current = checkpoint_fingerprint(ckpt)
             folder = study_dir / contracts.EVALS_DIR / run.name / ckpt.name
             results = [r for r in (_read_json(p) for p in sorted(folder.glob("*.json")))
                        if r is not None and r.get("checkpoint_hash") == current]

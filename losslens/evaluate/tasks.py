@@ -36,12 +36,13 @@ from typing import Annotated, Any, Callable, NoReturn, Optional
 
 import numpy as np
 
-from losslens.config import build_dataclass, read_yaml_mapping
 from losslens.contracts import PRETRAIN_TASK, RESULTS_SCHEMA
 from losslens.errors import ConfigError, DataError
 from losslens.evaluate.kinds import TASK_KINDS, kind_of
+from losslens.lazy import load_entry
 from losslens.metrics import chance_levels, kind_metrics
 from losslens.paths import local_path  # also imported from here by evaluate.sweep
+from losslens.records import build_dataclass, read_yaml_mapping
 from losslens.schema import NonNegativeInt, PositiveInt
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -257,14 +258,10 @@ def _finish(task: Task, files: list[Path]) -> None:
 # ---------------------------------------------------------------- registry
 
 
-def _demo_task(name: str, study_dir: Path, study) -> Path:
-    from losslens.demo.tasks import materialize  # lazily: the demo corpus module is optional here
-
-    return Path(materialize(name, study_dir, study))
-
-
-# PREFIX:NAME task entries: the function makes (or finds) the task file and returns its path.
-TASK_SOURCES: dict[str, Callable[[str, Path, object], Path]] = {"demo": _demo_task}
+# PREFIX:NAME task entries -> a function (name, study_dir, study) that makes (or finds) the task file and
+# returns its path, given as "module:function" (imported on first use, as a data.source generator is:
+# losslens.train.corpus.GENERATORS) or as the function itself. The demo registers here as any suite would.
+TASK_SOURCES: dict[str, str | Callable[[str, Path, object], Path]] = {"demo": "losslens.demo.tasks:materialize"}
 _SPEC_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*):(.+)$")
 
 
@@ -273,7 +270,9 @@ def resolve_task(spec: str, study_dir: Path, study=None) -> Task:
     (:func:`losslens.paths.local_path`: as given, else in the study folder)."""
     m = _SPEC_RE.match(spec)
     if m and m.group(1) in TASK_SOURCES:
-        return load_task(TASK_SOURCES[m.group(1)](m.group(2), Path(study_dir), study))
+        source = TASK_SOURCES[m.group(1)]
+        source = load_entry(source) if isinstance(source, str) else source
+        return load_task(Path(source(m.group(2), Path(study_dir), study)))
     path = local_path(spec, study_dir)
     if not path.exists():
         known = ", ".join(f"{p}:NAME" for p in TASK_SOURCES)

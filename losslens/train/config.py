@@ -92,10 +92,16 @@ class ModelConfig:
         return dict(sorted(sizes.items(), key=lambda kv: (kv[1].width * kv[1].width * kv[1].depth, kv[0])))
 
 
+# A BPE starts from the 256 byte symbols plus end-of-text and <unk>; beyond 2^20 tokens the embedding
+# dwarfs any model this tool trains, and the Rust trainer allocates per requested token up front.
+MIN_BPE_VOCAB = 258
+MAX_VOCAB = 2**20
+
+
 @dataclass
 class TokenizerConfig:
     kind: Literal["bpe", "byte", "char", "pretrained"] = "bpe"
-    vocab_size: PositiveInt = 8192  # for "bpe": the merges stop here (bounds: losslens.config.MAX_VOCAB)
+    vocab_size: PositiveInt = 8192  # for "bpe": the merges stop here (bounds: MIN_BPE_VOCAB, MAX_VOCAB)
     path: Optional[str] = None  # for "pretrained": a local HF tokenizer directory
 
 

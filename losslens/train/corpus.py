@@ -7,12 +7,12 @@ in memory, so a corpus larger than memory works.
 from __future__ import annotations
 
 import glob
-import importlib
 import json
 from pathlib import Path
 from typing import Callable, Iterator
 
 from losslens.errors import DataError
+from losslens.lazy import load_entry
 from losslens.train.config import DataConfig
 
 # source name -> "module:function" with signature (options: dict, seed: int) -> Iterator[str]
@@ -104,8 +104,7 @@ def _iter_parquet(path: Path, field: str) -> Iterator[str]:
 def _generator(name: str) -> Callable[[dict, int], Iterator[str]]:
     if name not in GENERATORS:
         raise DataError(f"data.source: unknown source {name!r} (known: files, {', '.join(GENERATORS)})")
-    module, func = GENERATORS[name].split(":")
-    return getattr(importlib.import_module(module), func)
+    return load_entry(GENERATORS[name])
 
 
 def iter_documents(cfg: DataConfig, seed: int) -> Iterator[str]:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from losslens import contracts
 from losslens.config import StudyConfig
+from losslens.counts import flops_per_token
 from losslens.errors import CheckpointError, Preempted, TrainingDiverged
 from losslens.shards import open_shard
 from losslens.train import checkpoint as ckpt_io
@@ -30,7 +31,7 @@ from losslens.train.data import TokenStream, load_tokenizer
 from losslens.train.kernels import apply_liger, use_liger
 from losslens.train.metrics_log import LossWindow, MetricsLog
 from losslens.train.mfu import device_peak_flops, mfu
-from losslens.train.model import build_model, flops_per_token, parameter_counts
+from losslens.train.model import build_model, parameter_counts
 from losslens.train.plan import RunPlan
 from losslens.train.runtime import build_optimizer
 from losslens.train.schedule import learning_rate

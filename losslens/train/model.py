@@ -51,14 +51,3 @@ def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     out = model.get_output_embeddings().weight
     embedding = embed.numel() + (0 if out is embed else out.numel())
     return total, total - embedding
-
-
-def flops_per_token(n_params_nonembed: int, width: int, depth: int, context: int, vocab_size: int) -> float:
-    """Training FLOPs per token: 6 * N + 12 * depth * width * context (PaLM, appendix B).
-
-    ``N`` counts every matrix multiplied per token: the non-embedding parameters plus the output
-    projection (``width * vocab``); the input embedding is a lookup. The second term is the attention
-    scores and weighted sum (QK^T and AV, forward and backward) without causal-mask savings.
-    """
-    n_matmul = n_params_nonembed + width * vocab_size
-    return 6.0 * n_matmul + 12.0 * depth * width * context

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from losslens.config import StudyConfig, format_count
+from losslens.config import StudyConfig
+from losslens.counts import format_count
 from losslens.errors import ConfigError
 from losslens.train.config import MAX_CHECKPOINTS, ModelSize, Seed
 

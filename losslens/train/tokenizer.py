@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from losslens.errors import DataError
-from losslens.train.config import TokenizerConfig
+from losslens.train.config import MAX_VOCAB, MIN_BPE_VOCAB, TokenizerConfig
 
 EOS = "<|endoftext|>"
 UNK = "<unk>"
@@ -51,8 +51,6 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 
 def train_bpe(documents: Iterator[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on a stream of documents (the trainer keeps word counts, not the text)."""
-    from losslens.config import MAX_VOCAB, MIN_BPE_VOCAB
-
     if not MIN_BPE_VOCAB <= vocab_size <= MAX_VOCAB:  # the Rust trainer aborts the process on a huge one
         raise DataError(f"data.tokenizer.vocab_size: must be {MIN_BPE_VOCAB} to {MAX_VOCAB:,}, got {vocab_size:,}")
     tok = Tokenizer(models.BPE())
