@@ -10,7 +10,7 @@ Also prints achieved FLOP/s against this machine's measured matmul FLOP/s (a CPU
 The last line is the headline: ``ratio losslens/bare: R`` (tokens/s; 1.0 = no overhead).
 
 With ``--trackers tensorboard,mlflow`` it compares losslens with those experiment trackers on against
-off instead, A/B/A/B on the same study: tokens/s over each whole run (wall clock from start to the
+off instead, A/B/B/A/A/B... on the same study: tokens/s over each whole run (wall clock from start to the
 final checkpoint, so the trackers' logging, which happens outside the log windows, is counted, as is
 opening and closing the tracker run), after one untimed run that creates the trackers' stores. The last
 line is then ``ratio trackers-on/off: R``.
@@ -86,8 +86,11 @@ def compare_trackers(raw: dict, trackers: list[str], rounds: int) -> None:
     data_dir = prepare_study_dir(off, accelerator)
     run_tokens_per_s(on, accelerator, data_dir)  # untimed: creates the stores (MLflow's database) and warms up
     ratios = []
-    for r in range(rounds):
-        a, b = run_tokens_per_s(off, accelerator, data_dir), run_tokens_per_s(on, accelerator, data_dir)
+    for r in range(rounds):  # A B, then B A: the second run of a pair ran faster here, whichever it was
+        if r % 2 == 0:
+            a, b = run_tokens_per_s(off, accelerator, data_dir), run_tokens_per_s(on, accelerator, data_dir)
+        else:
+            b, a = run_tokens_per_s(on, accelerator, data_dir), run_tokens_per_s(off, accelerator, data_dir)
         ratios.append(b / a)
         print(f"round {r}: trackers off {a:,.0f} tok/s, on ({','.join(trackers)}) {b:,.0f} tok/s, "
               f"on/off {ratios[-1]:.3f}", flush=True)

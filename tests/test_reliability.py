@@ -89,9 +89,7 @@ def test_binary_results_table(tmp_path: Path, capsys):
 def test_analyze_a_folder_of_garbage(tmp_path: Path, capsys):
     for name in (contracts.RESULTS_FILE, contracts.STUDY_FILE, "notes.bin"):
         (tmp_path / name).write_bytes(os.urandom(2048))
-    line = _exit_2(capsys, ["analyze", str(tmp_path)])
-    # the first garbage file read is named: the study's config (its trackers) or the results table
-    assert contracts.RESULTS_FILE in line or contracts.STUDY_FILE in line, line
+    _exit_2(capsys, ["analyze", str(tmp_path)], contracts.RESULTS_FILE)
 
 
 @pytest.mark.parametrize("command", ["train", "run", "analyze"])

@@ -278,13 +278,13 @@ def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = N
         raise ResultsError(f"{run_dir}: run directory not found")
     out = Path(out) if out is not None else Path(run_dir) if run_dir is not None else results.parent
     refuse_overwriting_inputs([out / name for name in ("report.json", "report.md", "plots")], [results], "--out")
-    trackers = analysis_trackers(run_dir)  # a tracker that is not installed stops us before the work
     analysis = run_analysis(results, run_dir, n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes,
                             progress=progress, scaling_points=scaling_points, backtest=backtest, ci_level=ci_level,
                             x=x, intermediate=intermediate)
     # Imported here: matplotlib costs a second, and run_analysis must not need it.
     from losslens.analyze.report import write_report
 
+    trackers = analysis_trackers(run_dir)  # after the table (its problems come first), before any output
     analysis.settings["out"] = str(out)
     log_analysis(write_report(analysis, out, plots=plots), out, trackers)
     return analysis
