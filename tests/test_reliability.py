@@ -16,23 +16,8 @@ import pytest
 from losslens import contracts
 from losslens.cli import main
 from losslens.errors import ConfigError, DataError
+from tests.cli_checks import exit_2
 from tests.conftest import write_study
-
-
-def _exit_2(capsys, argv: list[str], *fragments: str) -> str:
-    """Run ``losslens ARGV``; it must exit 2 with one ``error:`` line holding every fragment."""
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse refuses a flag while parsing
-        code = e.code
-    err = capsys.readouterr().err
-    lines = [l for l in err.strip().splitlines() if l.strip()]
-    assert code == 2, err[-2000:]
-    assert lines and lines[-1].startswith("error: ") and "Traceback" not in err, err[-2000:]
-    assert sum(l.startswith("error: ") for l in lines) == 1, err[-2000:]
-    for fragment in fragments:
-        assert fragment in lines[-1], lines[-1]
-    return lines[-1]
 
 
 # ---------------------------------------------------------------- corpus and tokenizer (1-4)
@@ -40,7 +25,7 @@ def _exit_2(capsys, argv: list[str], *fragments: str) -> str:
 
 def test_huge_bpe_vocabulary_is_refused_up_front(tmp_path: Path, capsys):
     cfg = write_study(tmp_path, data__tokenizer={"kind": "bpe", "vocab_size": 1_000_000_000})
-    _exit_2(capsys, ["train", str(cfg)], "data.tokenizer.vocab_size", "1,000,000,000")
+    exit_2(capsys, ["train", str(cfg)], "data.tokenizer.vocab_size", "1,000,000,000")
     assert not (tmp_path / "study").exists()
     from losslens.train.tokenizer import train_bpe
 
@@ -50,7 +35,7 @@ def test_huge_bpe_vocabulary_is_refused_up_front(tmp_path: Path, capsys):
 
 def _train_on(tmp_path: Path, corpus: Path, capsys, *fragments: str) -> None:
     cfg = write_study(tmp_path, data__paths=[str(corpus)])
-    _exit_2(capsys, ["train", str(cfg)], str(corpus), *fragments)
+    exit_2(capsys, ["train", str(cfg)], str(corpus), *fragments)
     assert not (tmp_path / "study" / contracts.DATA_DIR).exists()  # no shards half-written
 
 
@@ -81,15 +66,15 @@ def test_parquet_text_column_of_integers(tmp_path: Path, capsys):
 def test_binary_results_table(tmp_path: Path, capsys):
     table = tmp_path / "binary.csv"
     table.write_bytes(bytes(range(256)) * 4)
-    _exit_2(capsys, ["analyze", "--results", str(table)], "binary.csv: not a UTF-8 CSV file")
+    exit_2(capsys, ["analyze", "--results", str(table)], "binary.csv: not a UTF-8 CSV file")
     table.write_bytes(b"run,task\n\0\0\0\n")
-    _exit_2(capsys, ["analyze", "--results", str(table)], "binary.csv: not a CSV file (holds NUL bytes)")
+    exit_2(capsys, ["analyze", "--results", str(table)], "binary.csv: not a CSV file (holds NUL bytes)")
 
 
 def test_analyze_a_folder_of_garbage(tmp_path: Path, capsys):
     for name in (contracts.RESULTS_FILE, contracts.STUDY_FILE, "notes.bin"):
         (tmp_path / name).write_bytes(os.urandom(2048))
-    _exit_2(capsys, ["analyze", str(tmp_path)], contracts.RESULTS_FILE)
+    exit_2(capsys, ["analyze", str(tmp_path)], contracts.RESULTS_FILE)
 
 
 @pytest.mark.parametrize("command", ["train", "run", "analyze"])
@@ -98,7 +83,7 @@ def test_out_that_is_a_regular_file(tmp_path: Path, capsys, command: str):
     out = tmp_path / "a-file"
     out.write_text("keep me\n")
     first = str(cfg) if command != "analyze" else str(tmp_path)
-    _exit_2(capsys, [command, first, "--out", str(out)], "argument --out", "a-file is a file, not a folder")
+    exit_2(capsys, [command, first, "--out", str(out)], "argument --out", "a-file is a file, not a folder")
     assert out.read_text() == "keep me\n"
 
 
@@ -106,7 +91,7 @@ def test_out_dir_in_the_config_that_is_a_regular_file(tmp_path: Path, capsys):
     out = tmp_path / "a-file"
     out.write_text("keep me\n")
     cfg = write_study(tmp_path, out_dir=str(out))
-    _exit_2(capsys, ["train", str(cfg)], "out_dir", "is a file, not a folder")
+    exit_2(capsys, ["train", str(cfg)], "out_dir", "is a file, not a folder")
     assert out.read_text() == "keep me\n"
 
 
@@ -135,7 +120,7 @@ def _can_create_in(folder: Path) -> bool:
 def test_analyze_out_that_is_not_writable(tmp_path: Path, capsys):
     table = _analyzable_folder(tmp_path) / contracts.RESULTS_FILE
     out = _unwritable_folder(tmp_path) / "report"
-    _exit_2(capsys, ["analyze", "--results", str(table), "--out", str(out)], "argument --out", "cannot write in")
+    exit_2(capsys, ["analyze", "--results", str(table), "--out", str(out)], "argument --out", "cannot write in")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a read-only folder")
@@ -143,7 +128,7 @@ def test_analyze_a_study_folder_that_is_not_writable(tmp_path: Path, capsys):
     run_dir = _analyzable_folder(tmp_path)
     run_dir.chmod(0o555)
     try:
-        _exit_2(capsys, ["analyze", str(run_dir)], str(run_dir), "cannot write in", "give --out DIR")
+        exit_2(capsys, ["analyze", str(run_dir)], str(run_dir), "cannot write in", "give --out DIR")
     finally:
         run_dir.chmod(0o755)
 
@@ -152,7 +137,7 @@ def test_a_file_that_cannot_be_written_is_one_line(tmp_path: Path, capsys):
     """The safety net for write failures past the flags: a report path taken by a folder."""
     run_dir = _analyzable_folder(tmp_path)
     (run_dir / "report.json").mkdir()  # the report cannot replace a folder
-    _exit_2(capsys, ["analyze", str(run_dir), "--bootstrap", "0", "--no-plots"], "report.json")
+    exit_2(capsys, ["analyze", str(run_dir), "--bootstrap", "0", "--no-plots"], "report.json")
 
 
 def _analyzable_folder(tmp_path: Path) -> Path:
@@ -185,7 +170,7 @@ def _analyzable_folder(tmp_path: Path) -> Path:
     (["--device", "tpu"], "argument --device: unknown device 'tpu'"),
 ])
 def test_bad_evaluate_flags(tmp_path: Path, capsys, flags: list[str], fragment: str):
-    _exit_2(capsys, ["evaluate", str(tmp_path), *flags], fragment)
+    exit_2(capsys, ["evaluate", str(tmp_path), *flags], fragment)
 
 
 def test_cuda_device_without_cuda(tmp_path: Path, capsys):
@@ -193,7 +178,7 @@ def test_cuda_device_without_cuda(tmp_path: Path, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    _exit_2(capsys, ["evaluate", str(tmp_path), "--device", "cuda"], "argument --device: cuda: no CUDA device")
+    exit_2(capsys, ["evaluate", str(tmp_path), "--device", "cuda"], "argument --device: cuda: no CUDA device")
 
 
 @pytest.mark.parametrize("field, value", [
@@ -233,7 +218,7 @@ def _ckpts(study: Path) -> list[Path]:
 def _refused_and_table_kept(study: Path, capsys, *fragments: str) -> None:
     table = study / contracts.RESULTS_FILE
     before = table.read_bytes()
-    _exit_2(capsys, ["evaluate", str(study), "--no-progress"], *fragments)
+    exit_2(capsys, ["evaluate", str(study), "--no-progress"], *fragments)
     assert table.read_bytes() == before
 
 
@@ -359,7 +344,7 @@ def test_shard_from_a_slurm_array(monkeypatch, env: dict, expected: tuple):
 def test_bad_shards(tmp_path: Path, monkeypatch, capsys, argv: list[str], fragment: str):
     for k in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT"):
         monkeypatch.delenv(k, raising=False)
-    _exit_2(capsys, ["evaluate", str(tmp_path), *argv], fragment)
+    exit_2(capsys, ["evaluate", str(tmp_path), *argv], fragment)
 
 
 def test_strided_slurm_array_is_refused(monkeypatch, capsys, tmp_path: Path):
@@ -367,7 +352,7 @@ def test_strided_slurm_array_is_refused(monkeypatch, capsys, tmp_path: Path):
            "SLURM_ARRAY_TASK_MAX": "12"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    _exit_2(capsys, ["evaluate", str(tmp_path), "--shard", "slurm"], "not a contiguous range")
+    exit_2(capsys, ["evaluate", str(tmp_path), "--shard", "slurm"], "not a contiguous range")
 
 
 # ---------------------------------------------------------------- a shared CPU (22)
@@ -429,7 +414,7 @@ def _edit_table(tmp_path: Path, edits: dict[tuple[int, str], str]) -> Path:
 def test_results_table_values_that_make_no_sense(tmp_path: Path, capsys, line, column, value, fragment):
     table = _edit_table(tmp_path, {(line, column): value})
     before = table.read_bytes()
-    _exit_2(capsys, ["analyze", str(table.parent), "--no-plots"], str(table) + fragment)
+    exit_2(capsys, ["analyze", str(table.parent), "--no-plots"], str(table) + fragment)
     assert table.read_bytes() == before and not (table.parent / "report.json").exists()
 
 
@@ -460,7 +445,7 @@ def test_task_files_that_cannot_mean_what_they_say(tmp_path: Path, capsys, line:
         '{"prompt": "1+1=", "reference": "2", "stop": ["\\n"]}'
     task.write_text(good + "\n" + line + "\n")
     study = make_study(tmp_path, runs={"xs_64K": [1024]}, tasks=[])
-    _exit_2(capsys, ["evaluate", str(study), "--tasks", str(task), "--no-progress"], f"{task}:2: {fragment}")
+    exit_2(capsys, ["evaluate", str(study), "--tasks", str(task), "--no-progress"], f"{task}:2: {fragment}")
     assert not (study / contracts.RESULTS_FILE).exists()
 
 

@@ -21,24 +21,10 @@ from losslens.config import load_study
 from losslens.records import build_dataclass
 from losslens.errors import ConfigError, ResultsError
 from losslens.schema import Length, Range, load_yaml, value_problem
+from tests.cli_checks import exit_2
 from tests.conftest import ROOT, write_results_csv, write_study
 
 FIXTURE = ROOT / "tests" / "data" / "lm_eval_04"
-
-
-def _exit_2(capsys, argv: list[str], *fragments: str) -> str:
-    """Run ``losslens ARGV`` in this process: exit 2 with one ``error:`` line holding every fragment."""
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse refuses a flag while parsing
-        code = e.code
-    err = capsys.readouterr().err
-    lines = [l for l in err.strip().splitlines() if l.strip()]
-    assert code == 2 and lines and lines[-1].startswith("error: ") and "Traceback" not in err, err[-2000:]
-    assert sum(l.startswith("error: ") for l in lines) == 1, err[-2000:]
-    for fragment in fragments:
-        assert fragment in lines[-1], lines[-1]
-    return lines[-1]
 
 
 # ---------------------------------------------------------------- the mechanism
@@ -125,7 +111,7 @@ def test_config_fields_out_of_their_range(override, message):
 
 def test_too_many_checkpoints_a_run(tmp_path: Path, capsys):
     cfg = write_study(tmp_path)
-    _exit_2(capsys, ["train", str(cfg), "--list", "budgets=[1e12]", "checkpoints.every=512"],
+    exit_2(capsys, ["train", str(cfg), "--list", "budgets=[1e12]", "checkpoints.every=512"],
             "checkpoints.every: 512 tokens gives 1,953,125,000 checkpoints in a run of 1,953,125,000 steps; "
             "at most 100,000")
 
@@ -133,7 +119,7 @@ def test_too_many_checkpoints_a_run(tmp_path: Path, capsys):
 def test_a_study_config_with_a_key_twice_is_refused_before_anything_is_written(tmp_path: Path, capsys):
     cfg = write_study(tmp_path)
     cfg.write_text(cfg.read_text() + "name: twice\n")
-    _exit_2(capsys, ["train", str(cfg)], "study.yaml: line", "key 'name' given twice")
+    exit_2(capsys, ["train", str(cfg)], "study.yaml: line", "key 'name' given twice")
     assert not (tmp_path / "study").exists()
 
 
@@ -163,13 +149,13 @@ def test_a_task_file_and_a_mapping_with_a_key_twice(tmp_path: Path):
     (["--ci-level", "1"], "argument --ci-level: must be in (0, 1), got 1"),
 ])
 def test_analyze_flags_out_of_range(tmp_path: Path, capsys, flags, message):
-    _exit_2(capsys, ["analyze", str(tmp_path), *flags], message)
+    exit_2(capsys, ["analyze", str(tmp_path), *flags], message)
 
 
 def test_evaluate_flags_share_their_config_fields_ranges(tmp_path: Path, capsys):
-    _exit_2(capsys, ["evaluate", str(tmp_path), "--threads", "100000"], "argument --threads: must be at most 1024")
-    _exit_2(capsys, ["evaluate", str(tmp_path), "--batch-size", "1e3"], "argument --batch-size: expected an integer")
-    _exit_2(capsys, ["evaluate", str(tmp_path), "--eta-width", "inf"], "argument --eta-width: must be a finite number")
+    exit_2(capsys, ["evaluate", str(tmp_path), "--threads", "100000"], "argument --threads: must be at most 1024")
+    exit_2(capsys, ["evaluate", str(tmp_path), "--batch-size", "1e3"], "argument --batch-size: expected an integer")
+    exit_2(capsys, ["evaluate", str(tmp_path), "--eta-width", "inf"], "argument --eta-width: must be a finite number")
 
 
 def test_the_python_api_checks_the_same_ranges(tmp_path: Path):
@@ -185,7 +171,7 @@ def test_backtest_naming_a_run_twice(tmp_path: Path, capsys):
     rows = [{**_ROW, "run": f"r{k}", "n_params": 10**6 * (k + 1), "n_params_nonembed": 10**5 * (k + 1),
              "tokens": t, "step": t // 100, "loss": 4 - k * 0.1 - t / 10**5} for k in range(4) for t in (1000, 5000)]
     table = write_results_csv(tmp_path / "results.csv", rows)
-    _exit_2(capsys, ["analyze", "--results", str(table), "--out", str(tmp_path / "out"), "--bootstrap", "0",
+    exit_2(capsys, ["analyze", "--results", str(table), "--out", str(tmp_path / "out"), "--bootstrap", "0",
                      "--no-plots", "--backtest", "r3,r3"], "--backtest r3,r3: run 'r3' is named twice")
 
 
@@ -310,7 +296,7 @@ def _mapping(tmp_path: Path, edit) -> Path:
 ])
 def test_import_mappings_out_of_range_write_nothing(tmp_path: Path, capsys, edit, message):
     mapping = _mapping(tmp_path, edit)
-    _exit_2(capsys, ["import-results", str(mapping), "--out", str(tmp_path / "out.csv")], message)
+    exit_2(capsys, ["import-results", str(mapping), "--out", str(tmp_path / "out.csv")], message)
     assert not (tmp_path / "out.csv").exists()
 
 
@@ -322,7 +308,7 @@ def test_an_x_axis_that_is_not_a_number_is_named_as_such(tmp_path: Path, capsys,
     mapping = _mapping(tmp_path, lambda m: None)
     f = mapping.parent / "small_step1000.json"
     f.write_text(f.read_text().replace('"perplexity,none": 400.0', f'"perplexity,none": {value}'))
-    _exit_2(capsys, ["import-results", str(mapping), "--out", str(tmp_path / "out.csv")], "small_step1000.json", message)
+    exit_2(capsys, ["import-results", str(mapping), "--out", str(tmp_path / "out.csv")], "small_step1000.json", message)
 
 
 def test_results_that_are_not_numbers_are_counted_aloud(tmp_path: Path, capsys):
@@ -338,7 +324,7 @@ def test_import_results_validates_what_it_would_write(tmp_path: Path, capsys):
     mapping = _mapping(tmp_path, lambda m: None)
     f = mapping.parent / "small_step1000.json"  # an accuracy of 30 (a percentage): analyze would refuse it
     f.write_text(f.read_text().replace('"acc,none": 0.3,', '"acc,none": 30,'))
-    _exit_2(capsys, ["import-results", str(mapping), "--out", str(tmp_path / "out.csv")],
+    exit_2(capsys, ["import-results", str(mapping), "--out", str(tmp_path / "out.csv")],
             "mapping.yaml: not written, analyze would refuse the table", "metric 'acc' lies in [0, 1], got 30")
     assert not (tmp_path / "out.csv").exists()
 
@@ -360,7 +346,7 @@ def _manifest(tmp_path: Path, **changes) -> Path:
      "checkpoints[0].n_params_nonembed: 6 is more than n_params 5"),
 ])
 def test_manifests_out_of_range(tmp_path: Path, capsys, changes, message):
-    _exit_2(capsys, ["import", str(_manifest(tmp_path, **changes)), "--out", str(tmp_path / "out")], message)
+    exit_2(capsys, ["import", str(_manifest(tmp_path, **changes)), "--out", str(tmp_path / "out")], message)
     assert not (tmp_path / "out").exists()
 
 
@@ -370,7 +356,7 @@ def test_a_manifest_context_beyond_the_models_positions(tmp_path: Path, capsys):
     (ck / "config.json").write_text(json.dumps({"max_position_embeddings": 2048}))
     (tmp_path / "v.txt").write_text("some text\n")
     manifest = _manifest(tmp_path, context=4096, checkpoints=[{"run": "a", "path": "ck", "tokens": 10**6}])
-    _exit_2(capsys, ["import", str(manifest), "--out", str(tmp_path / "out")],
+    exit_2(capsys, ["import", str(manifest), "--out", str(tmp_path / "out")],
             "context: 4096 tokens is more than", "max_position_embeddings 2048")
     assert not (tmp_path / "out").exists()
 
@@ -383,7 +369,7 @@ def test_the_errors_are_listed_in_docs():
 def test_adaptive_budget_too_small_through_the_command_line(trained_tiny_copy: Path, capsys):
     before = sorted(p.relative_to(trained_tiny_copy) for p in trained_tiny_copy.rglob("*"))
     for budget in ("1", "1e-300"):
-        _exit_2(capsys, ["evaluate", str(trained_tiny_copy), "--adaptive", "--budget", budget],
+        exit_2(capsys, ["evaluate", str(trained_tiny_copy), "--adaptive", "--budget", budget],
                 f"--budget / eval.adaptive.budget {budget if budget == '1' else '1e-300'}:",
                 "cannot hold the first and last checkpoint of every run for each task")
     assert sorted(p.relative_to(trained_tiny_copy) for p in trained_tiny_copy.rglob("*")) == before
