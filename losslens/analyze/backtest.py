@@ -139,7 +139,7 @@ def predict_losses(law: ScalingFit, held: Table) -> dict:
     decayed = decayed_mask(ck)
     N, D, L = ck["n_params_nonembed"][pos], ck["tokens"][pos], ck["loss"][pos]
     pred = law.predict(N, D)
-    lo, hi = law.predictinterval(N, D)
+    lo, hi = law.predict_interval(N, D)
     rows = [{"run": str(r), "tokens": int(d), "decayed": bool(dec), "actual": float(a),
              **scored(float(p), [float(x), float(y)], float(a))}
             for r, d, dec, a, p, x, y in zip(ck["run"][pos], D, decayed[pos], L, pred, lo, hi)]

@@ -103,7 +103,7 @@ def two_stage(law, curve: Curve, N: float, D: float, actual: float, ci_level: fl
     samples = [curve.samples(law.predict_samples(N, D)[:, 0], rng)] if len(law.boot) else []
     how = "bootstrap"
     if law.not_identified:
-        lo, hi = law.predictinterval(N, D)
+        lo, hi = law.predict_interval(N, D)
         samples += [curve.samples(np.array([v]), rng) for v in (lo[0], hi[0]) if math.isfinite(v)]
         how += f" widened to the scaling law's profile region ({', '.join(law.not_identified)} not identified)"
     ci = [math.nan, math.nan]
