@@ -6,7 +6,7 @@ study on those shards through ``losslens.train`` and reads tokens/s and MFU from
 log window, which holds compilation, is skipped). Configurations are ``SIZE:KERNELS:MODE`` with SIZE in
 ``SIZES``, KERNELS ``none|liger`` and MODE ``eager|compile``; ``+bare`` times a bare step of the same
 model afterwards (plain PyTorch: autocast, the same micro-batches and accumulation, fused AdamW, clipping)
-and ``+mbN`` sets the micro-batch, ``+profile`` prints the 15 kernels that take the most GPU time in one bare step. Liger patches
+``+mbN`` sets the micro-batch, ``+lrX`` the peak learning rate, ``+profile`` prints the 15 kernels that take the most GPU time in one bare step. Liger patches
 transformers for the whole process, so list the ``none`` configurations first.
 
     python bench/gpu_bench.py --out /tmp/gpu 125m:none:eager+bare+profile 125m:none:compile+bare ...
@@ -65,7 +65,8 @@ def write_corpus(path: Path, docs: int) -> None:
     path.write_text("\n\n".join(" ".join(rng.choice(words, size=200)) for _ in range(docs)))
 
 
-def make_study(args, out: Path, size: str, kernels: str, compile_: bool, steps: int, micro_batch: int | None = None):
+def make_study(args, out: Path, size: str, kernels: str, compile_: bool, steps: int, micro_batch: int | None = None,
+               lr: float | None = None):
     width, depth, heads, ffn = SIZES[size]
     return study_from_dict({
         "name": "gpu", "out_dir": str(out), "seed": 0,
@@ -74,7 +75,7 @@ def make_study(args, out: Path, size: str, kernels: str, compile_: bool, steps: 
                  "val_tokens": 65536},
         "budgets": [steps * args.global_batch * args.context],
         "train": {"global_batch": args.global_batch, "micro_batch": micro_batch or args.micro_batch,
-                  "log_every": args.log_every, "schedule": {"kind": "cosine", "warmup": args.warmup},
+                  "log_every": args.log_every, "optimizer": {"lr": lr or args.lr}, "schedule": {"kind": "cosine", "warmup": args.warmup},
                   "compile": compile_, "precision": args.precision, "kernels": kernels},
         "checkpoints": {"count": 1, "log_spaced": False, "val_tokens": 8192},
     })
@@ -140,7 +141,8 @@ def run_config(args, spec: str, accelerator, data_dir: Path) -> tuple[float, flo
     out = args.out / name.replace(":", "_")
     shutil.rmtree(out, ignore_errors=True)  # a study left by an earlier try would resume, not train
     micro = next((int(e[2:]) for e in extras if e.startswith("mb")), None)
-    study = make_study(args, out, size, kernels, mode == "compile", args.steps, micro)
+    lr = next((float(e[2:]) for e in extras if e.startswith("lr")), None)  # MFU does not depend on it; stability does
+    study = make_study(args, out, size, kernels, mode == "compile", args.steps, micro, lr)
     plan = plan_runs(study)[0]
     started = time.perf_counter()
     train_run(study, plan, accelerator, data_dir)
@@ -151,8 +153,9 @@ def run_config(args, spec: str, accelerator, data_dir: Path) -> tuple[float, flo
     mfu = statistics.median(r["mfu"] if r["mfu"] is not None else float("nan") for r in steady)  # None: no peak known (CPU)
     peak = peak_gib()
     meta = json.loads(sorted((out / plan.name).glob("ckpt-*"))[-1].joinpath("meta.json").read_text())
-    line = (f"config {name}: {meta['n_params'] / 1e6:.0f}M params ({meta['n_params_nonembed'] / 1e6:.0f}M non-emb), "
-            f"ctx {args.context}, batch {args.global_batch}x{study.train.micro_batch}, {args.precision}; "
+    line = (f"config {spec}: {meta['n_params'] / 1e6:.0f}M params ({meta['n_params_nonembed'] / 1e6:.0f}M non-emb), "
+            f"ctx {args.context}, batch {args.global_batch}x{study.train.micro_batch}, {args.precision}, "
+            f"lr {study.train.optimizer.lr:g}; "
             f"losslens {tok_s:,.0f} tok/s, MFU {mfu:.3f}, peak {peak:.1f} GiB, wall {wall:.0f} s, "
             f"loss {log[0]['loss']:.3f} -> {log[-1]['loss']:.3f}")
     ratio = None
@@ -178,6 +181,7 @@ def main() -> None:
     p.add_argument("--global-batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--log-every", type=int, default=5)
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (+lrX sets one configuration's)")
     p.add_argument("--warmup", type=float, default=0.25, help="warmup fraction (no warmup diverges at 350M)")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     p.add_argument("--curve", type=int, help="train one model for this many steps and print its loss curve instead")
