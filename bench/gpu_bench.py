@@ -202,10 +202,13 @@ def main() -> None:
     if args.curve:
         study = make_study(args, args.out / f"curve_{args.precision}", args.curve_size, "none", False, args.curve)
         plan = plan_runs(study)[0]
-        train_run(study, plan, accelerator, data_dir)
-        for line in (study.output_dir / plan.name / "train_log.jsonl").read_text().splitlines():
-            r = json.loads(line)
-            print(f"curve {args.precision} step {r['step']} loss {r['loss']:.5f} tok/s {r['tokens_per_s']:,.0f}")
+        try:
+            train_run(study, plan, accelerator, data_dir)
+        finally:  # a diverged curve still prints the steps before it
+            for line in (study.output_dir / plan.name / "train_log.jsonl").read_text().splitlines():
+                r = json.loads(line)
+                print(f"curve {args.precision} step {r['step']} loss {r['loss']:.5f} tok/s {r['tokens_per_s']:,.0f} "
+                      f"grad_norm {r.get('grad_norm')}")
         return
 
     ratio = None
