@@ -60,6 +60,19 @@ def test_parameter_counts_and_flops():
     assert flops_per_token(nonembed, 48, 2, 32, 40) == 6 * (nonembed + 48 * 40) + 12 * 2 * 48 * 32
 
 
+def test_end_of_text_embedding_is_an_ordinary_trainable_row():
+    # As the embedding's padding row it was fixed at zero: a window starting with it kept an all-zero
+    # residual whose norm gradients overflowed at ~350M (NaN by step 8 on an H200, bench/RESULTS.md).
+    study = load_study(TINY)
+    size = study.model.resolved_sizes()["xs"]
+    model = build_model(size, study.model, vocab_size=40, eos_id=3, seed=0)
+    assert model.model.embed_tokens.padding_idx is None
+    assert model.model.embed_tokens.weight[3].norm() > 0
+    ids = torch.tensor([[3, 5, 7, 3, 9, 11]])
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert model.model.embed_tokens.weight.grad[3].norm() > 0
+
+
 def test_peak_flops_table():
     assert peak_flops_per_device("NVIDIA H100 80GB HBM3", torch.bfloat16) == 989e12
     assert peak_flops_per_device("NVIDIA H100 PCIe", torch.bfloat16) == 756e12

@@ -25,7 +25,9 @@ def hf_config(size: ModelSize, model_cfg: ModelConfig, vocab_size: int, eos_id: 
         tie_word_embeddings=model_cfg.tie_embeddings,
         bos_token_id=eos_id,
         eos_token_id=eos_id,
-        pad_token_id=eos_id,
+        # No pad_token_id: it would make end-of-text the embedding's padding_idx, a row fixed at zero that
+        # never learns; a window that starts with it then carries an all-zero residual whose RMSNorm
+        # gradient (1/sqrt(eps) per norm) overflows at ~350M (NaN gradients by step 8 on an H200).
         attn_implementation=model_cfg.attention,
         use_cache=False,
     )
