@@ -27,6 +27,7 @@ def test_auto_is_off_without_cuda_and_none_is_always_off():
     assert kernels.use_liger("auto", torch.device("cpu")) is False
     assert kernels.use_liger("none", torch.device("cuda")) is False
     assert kernels.use_liger("auto", torch.device("cuda")) is kernels.liger_available()
+    assert kernels.use_liger("auto", torch.device("cuda"), compiled=True) is False  # failed under compile on an H200
 
 
 def test_liger_without_cuda_or_package_is_a_one_line_error():

@@ -146,7 +146,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False
-    kernels: Literal["auto", "liger", "none"] = "auto"  # fused Liger kernels; auto: on with CUDA + losslens[gpu]
+    kernels: Literal["auto", "liger", "none"] = "auto"  # fused Liger kernels; auto: on with CUDA + losslens[gpu], off when compiled
     log_every: PositiveInt = 10  # steps; the only host syncs of the loop happen here
     # Experiment trackers, through accelerate's (losslens.tracking); not in the config hash.
     trackers: list[Literal[TRACKERS]] = field(default_factory=list)  # type: ignore[valid-type]

@@ -23,13 +23,18 @@ def liger_available() -> bool:
     return importlib.util.find_spec(LIGER_MODULE) is not None
 
 
-def use_liger(setting: str, device: torch.device, source: str = "train.kernels") -> bool:
-    """Resolve ``auto|liger|none`` for this process; ``liger`` without CUDA or the package is an error."""
+def use_liger(setting: str, device: torch.device, compiled: bool = False, source: str = "train.kernels") -> bool:
+    """Resolve ``auto|liger|none`` for this process; ``liger`` without CUDA or the package is an error.
+
+    ``auto`` leaves Liger out of compiled models: under torch.compile its fused linear cross-entropy
+    failed in Dynamo's fake-tensor pass on an H200 (torch 2.11, triton 3.6, liger-kernel 0.8.5;
+    bench/RESULTS.md), and Inductor already fuses the elementwise work that Liger's kernels replace.
+    """
     if setting == "none":
         return False
     on_cuda = device.type == "cuda"
     if setting == "auto":
-        return on_cuda and liger_available()
+        return on_cuda and not compiled and liger_available()
     if not on_cuda:
         raise ConfigError(f"{source}: liger needs a CUDA device, and this process runs on {device.type} "
                           "(set train.kernels: auto or none)")

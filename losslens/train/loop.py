@@ -141,7 +141,7 @@ def set_up(study: StudyConfig, plan: RunPlan, accelerator: Accelerator, data_dir
     vocab = data_meta["vocab_size"]
     model = build_model(plan.size, study.model, vocab, data_meta["eos_id"], seed=plan.seed.init)
     n_params, n_nonembed = parameter_counts(model)
-    fused_loss = use_liger(t.kernels, device, source=f"{study.source}: train.kernels")
+    fused_loss = use_liger(t.kernels, device, compiled=t.compile, source=f"{study.source}: train.kernels")
     if fused_loss:
         apply_liger(model)
     model.to(device)

@@ -79,7 +79,8 @@ def train_study(study: StudyConfig, runs: Optional[Sequence[str]] = None) -> lis
     """Train every run of ``study`` (or only ``runs``), resuming any that were interrupted."""
     plans = check_study(study, runs)
     accelerator = make_accelerator(study)
-    use_liger(study.train.kernels, accelerator.device, source=f"{study.source}: train.kernels")  # fail before tokenizing
+    use_liger(study.train.kernels, accelerator.device, compiled=study.train.compile,
+              source=f"{study.source}: train.kernels")  # fail before tokenizing
     check_installed(study.train.tracker_names(), study.source)
     data_dir = prepare_study_dir(study, accelerator)
     done = {p.name: trained_summary(study, p) for p in plans}
