@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from losslens import contracts  # noqa: E402
 from losslens.analyze.analysis import run_analysis  # noqa: E402
+from losslens.analyze.config import analyze_config  # noqa: E402
 from losslens.evaluate.adaptive import headline_metric  # noqa: E402
 
 # what a copy leaves out: results of earlier sweeps and analyses, and optimizer states (not evaluated)
@@ -67,7 +68,8 @@ def task_units(study: Path) -> int:
 
 def thresholds(study: Path, tasks: list[str], n_bootstrap: int) -> dict[str, tuple[str, object]]:
     """task -> (headline metric, its ThresholdResult) from the study's results.csv."""
-    analysis = run_analysis(study / contracts.RESULTS_FILE, study, n_bootstrap=n_bootstrap, progress=False)
+    analysis = run_analysis(study / contracts.RESULTS_FILE, study, analyze_config(study, {"bootstrap": n_bootstrap}),
+                            progress=False)
     out = {}
     for task in tasks:
         metrics = {m: None for (t, m) in analysis.metrics if t == task}
