@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT))
 
 from losslens import contracts  # noqa: E402
 from losslens.analyze.analysis import run_analysis  # noqa: E402
-from losslens.analyze.config import analyze_config  # noqa: E402
 from losslens.evaluate.adaptive import headline_metric  # noqa: E402
 
 # what a copy leaves out: results of earlier sweeps and analyses, and optimizer states (not evaluated)
@@ -68,7 +67,7 @@ def task_units(study: Path) -> int:
 
 def thresholds(study: Path, tasks: list[str], n_bootstrap: int) -> dict[str, tuple[str, object]]:
     """task -> (headline metric, its ThresholdResult) from the study's results.csv."""
-    analysis = run_analysis(study / contracts.RESULTS_FILE, study, analyze_config(study, {"bootstrap": n_bootstrap}),
+    analysis = run_analysis(study / contracts.RESULTS_FILE, study, overrides={"bootstrap": n_bootstrap},
                             progress=False)
     out = {}
     for task in tasks:

@@ -22,7 +22,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from losslens.analyze.analysis import run_analysis  # noqa: E402
-from losslens.analyze.config import analyze_config  # noqa: E402
 
 
 def fmt(v, spec=".3f") -> str:
@@ -36,8 +35,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write report.json, report.md and plots/ here")
     args = ap.parse_args()
     start = time.perf_counter()
-    analysis = run_analysis(args.run_dir / "results.csv", args.run_dir,
-                            analyze_config(args.run_dir, {"bootstrap": args.bootstrap}), progress=False)
+    analysis = run_analysis(args.run_dir / "results.csv", args.run_dir, overrides={"bootstrap": args.bootstrap},
+                            progress=False)
     t = analysis.table
     if args.out is not None:
         from losslens.analyze.report import write_report

@@ -17,7 +17,6 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from losslens.analyze.analysis import run_analysis
-from losslens.analyze.config import analyze_config
 from losslens.analyze.plots import STYLE, Styles, draw_metric
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +42,8 @@ def main() -> None:
     p.add_argument("--bootstrap", type=int, default=1000)
     args = p.parse_args()
 
-    analysis = run_analysis(args.run_dir / "results.csv", args.run_dir,
-                            analyze_config(args.run_dir, {"bootstrap": args.bootstrap}), progress=False)
+    analysis = run_analysis(args.run_dir / "results.csv", args.run_dir, overrides={"bootstrap": args.bootstrap},
+                            progress=False)
     styles = Styles(analysis.table)
     with rc_context(STYLE):
         rows = -(-len(PANELS) // COLUMNS)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from losslens.analyze.analysis import run_analysis
-from losslens.analyze.config import AnalyzeConfig, analyze_config
+from losslens.analyze.config import AnalyzeConfig
 from losslens.analyze.table import BPB_X_LABEL, ResultsError, read_results, with_x_axis
 from losslens.config import load_study
 from losslens.contracts import DEFAULT_X_LABEL, RESULTS_COLUMNS, TOKENIZER_COLUMN, checkpoint_dirname
@@ -151,7 +151,7 @@ def test_runs_with_different_tokenizers_warn_naming_bpb(tmp_path):
 
 def test_one_tokenizer_gives_no_warning(tmp_path):
     run_dir = _study_dir(tmp_path, lambda run: "bpe-4k")
-    analysis = run_analysis(run_dir / "results.csv", run_dir, analyze_config(run_dir, {"bootstrap": 0}), progress=False)
+    analysis = run_analysis(run_dir / "results.csv", run_dir, overrides={"bootstrap": 0}, progress=False)
     assert analysis.settings["x_warning"] is None
 
 
@@ -172,9 +172,8 @@ def test_the_study_config_chooses_the_axis(tmp_path):
     run_dir = make_table(tmp_path / "study" / "results.csv").parent
     (run_dir / "study.yaml").write_text("name: s\nanalyze:\n  x: bpb\n")
     options = {"bootstrap": 0, "plots": False}
-    assert analyze(run_dir, analyze_config(run_dir, options), progress=False).table.x_label == BPB_X_LABEL
-    over = analyze_config(run_dir, options | {"x": "loss"})
-    assert analyze(run_dir, over, progress=False).table.x_label == DEFAULT_X_LABEL
+    assert analyze(run_dir, overrides=options, progress=False).table.x_label == BPB_X_LABEL
+    assert analyze(run_dir, overrides=options | {"x": "loss"}, progress=False).table.x_label == DEFAULT_X_LABEL
     (run_dir / "study.yaml").write_text("name: s\nanalyze:\n  x: nats\n")
     r = call_cli("analyze", str(run_dir), "--bootstrap", "0", "--no-plots")
     assert r.returncode == 2 and "study.yaml: analyze.x" in r.stderr and r.stderr.strip().count("\n") == 0

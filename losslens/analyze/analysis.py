@@ -12,11 +12,12 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from losslens.analyze.backtest import Holdout, choose_holdout, fit_law, run_backtest
-from losslens.analyze.config import AnalyzeConfig, analyze_config
+from losslens.analyze.config import AnalyzeConfig, analyze_config, with_overrides
 from losslens.analyze.forecast import check_setting, noise_table
 from losslens.analyze.pairs import PARALLEL_MIN_WORK, analyze_pairs
 from losslens.analyze.parallel import fork_map, max_workers
@@ -56,6 +57,7 @@ class Analysis:
     backtest: dict | None = None
     backtest_note: str | None = None  # why there is no backtest
     noise: list[dict] = field(default_factory=list)  # per task x metric: noise floor, signal-to-noise
+    config: AnalyzeConfig = field(default_factory=AnalyzeConfig)  # the options it was made with
 
 
 def _mirage(task: str, verdicts: dict[str, tuple[bool, str]]) -> dict:
@@ -113,24 +115,26 @@ def _check_fits_in_memory(table: Table, series: list[Series], n_bootstrap: int) 
 
 
 def run_analysis(results: str | Path, run_dir: str | Path | None = None, config: AnalyzeConfig | None = None, *,
-                 progress: bool | None = None) -> Analysis:
-    """Analyze a results table with the options of ``config``; ``run_dir`` (if given) is searched for
-    per-example records.
+                 overrides: dict[str, Any] | None = None, progress: bool | None = None) -> Analysis:
+    """Analyze a results table; ``run_dir`` (if given) is searched for per-example records.
 
-    ``config``: every option (:class:`losslens.analyze.config.AnalyzeConfig`: bootstrap, seed, interval
-    level, x-axis, scaling points, backtest, forecast sizes and intermediate); None: the ``analyze`` section
-    of ``RUN_DIR/study.yaml``, else the defaults.
+    The options are ``config`` (:class:`losslens.analyze.config.AnalyzeConfig`: bootstrap, seed, interval
+    level, x-axis, scaling points, backtest, forecast sizes and intermediate; None: the ``analyze`` section
+    of ``RUN_DIR/study.yaml``, else the defaults) with ``overrides`` over it, e.g. ``{"bootstrap": 200}``
+    (:func:`losslens.analyze.config.with_overrides`: what the flags of ``losslens analyze`` give).
     """
-    config = analyze_config(run_dir) if config is None else config
-    config.check()
+    overrides = overrides or {}
+    with_overrides(config or AnalyzeConfig(), overrides)  # a bad value is refused before any work
     with _one_blas_thread():
-        return _run_analysis(results, run_dir, config, progress)
+        return _run_analysis(results, run_dir, config, overrides, progress)
 
 
-def _run_analysis(results, run_dir, config: AnalyzeConfig, progress: bool | None) -> Analysis:
+def _run_analysis(results, run_dir, config: AnalyzeConfig | None, overrides: dict, progress: bool | None) -> Analysis:
     table = read_results(results)
     if run_dir is not None:
         check_table_matches_study(table, run_dir)
+    # The study's options after the table: its problems come first.
+    config = with_overrides(analyze_config(run_dir) if config is None else config, overrides)
     table = with_x_axis(table, config.x)
     tokenizer_warning = mixed_tokenizers_warning(table, run_dir) if config.x == "loss" else None
     if tokenizer_warning:
@@ -159,7 +163,7 @@ def _run_analysis(results, run_dir, config: AnalyzeConfig, progress: bool | None
                 "backtest": holdout.spec if isinstance(holdout, Holdout) else "none",
                 "forecast": dataclasses.asdict(config.forecast)}
     analysis = Analysis(table, metrics, mirage, reference, scaling, scaling_error, forecasts, settings, alternative,
-                        noise=noise_table(table, config.forecast))
+                        noise=noise_table(table, config.forecast), config=config)
     if backtest_result:
         analysis.backtest = backtest_result[0]
     else:
@@ -240,11 +244,11 @@ def _alternative_law(table: Table, scaling_points: str, ci_level: float) -> dict
 
 
 def analyze(run_dir: str | Path | None = None, config: AnalyzeConfig | None = None, *,
-            results: str | Path | None = None, out: str | Path | None = None,
-            progress: bool | None = None) -> Analysis:
-    """Analyze ``RUN_DIR/results.csv`` (or ``results``) with the options of ``config`` (None: the study's
-    ``analyze`` section, see :func:`run_analysis`) and write report.json, report.md and plots/ (unless
-    ``config.plots`` is off). Output goes to ``out`` (default: ``run_dir``, else the folder of ``results``).
+            overrides: dict[str, Any] | None = None, results: str | Path | None = None,
+            out: str | Path | None = None, progress: bool | None = None) -> Analysis:
+    """Analyze ``RUN_DIR/results.csv`` (or ``results``) with the options of ``config`` and ``overrides``
+    (see :func:`run_analysis`) and write report.json, report.md and plots/ (unless the options' ``plots`` is
+    off). Output goes to ``out`` (default: ``run_dir``, else the folder of ``results``).
     """
     if run_dir is None and results is None:
         raise ResultsError("analyze needs a run directory or a results table")
@@ -253,12 +257,11 @@ def analyze(run_dir: str | Path | None = None, config: AnalyzeConfig | None = No
         raise ResultsError(f"{run_dir}: run directory not found")
     out = Path(out) if out is not None else Path(run_dir) if run_dir is not None else results.parent
     refuse_overwriting_inputs([out / name for name in ("report.json", "report.md", "plots")], [results], "--out")
-    config = analyze_config(run_dir) if config is None else config
-    analysis = run_analysis(results, run_dir, config, progress=progress)
+    analysis = run_analysis(results, run_dir, config, overrides=overrides, progress=progress)
     # Imported here: matplotlib costs a second, and run_analysis must not need it.
     from losslens.analyze.report import write_report
 
     trackers = analysis_trackers(run_dir)  # after the table (its problems come first), before any output
     analysis.settings["out"] = str(out)
-    log_analysis(write_report(analysis, out, plots=config.plots), out, trackers)
+    log_analysis(write_report(analysis, out, plots=analysis.config.plots), out, trackers)
     return analysis

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from losslens.analyze.config import X_AXES, AnalyzeConfig, analyze_config
+from losslens.analyze.config import X_AXES, AnalyzeConfig
 from losslens.errors import ResultsError
 from losslens.argtypes import flag, output_dir, unwritable_folder
 
@@ -53,8 +53,9 @@ def main(args: argparse.Namespace) -> int:
         raise ResultsError("give a RUN_DIR or --results PATH")
     if args.out is None and args.run_dir is not None and args.run_dir.is_dir() and unwritable_folder(args.run_dir):
         raise ResultsError(f"{unwritable_folder(args.run_dir)}: the report goes there; give --out DIR")
-    config = analyze_config(args.run_dir, {k: getattr(args, k) for k in OPTION_FLAGS})
-    analysis = analyze(args.run_dir, config, results=args.results, out=args.out)
+    # The study's analyze section is read after the table (whose problems come first), the flags over it.
+    overrides = {k: getattr(args, k) for k in OPTION_FLAGS}
+    analysis = analyze(args.run_dir, overrides=overrides, results=args.results, out=args.out)
     out = Path(analysis.settings["out"])
     verdicts = [a.threshold.verdict for a in analysis.metrics.values()]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
@@ -73,6 +74,6 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(f"backtest: {analysis.backtest_note}")
     print(f"report: {out / REPORT_MD}")
-    if config.plots:
+    if analysis.config.plots:
         print(f"plots:  {out / PLOTS_DIR}/")
     return 0
