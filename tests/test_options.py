@@ -111,6 +111,8 @@ def test_the_evaluate_python_api_checks_its_options_first(tmp_path: Path, option
 
 
 def test_an_analyze_record_made_in_python_is_checked():
+    with pytest.raises(ConfigError, match=r"^analyze option 'n_bootstrap': unknown \(did you mean 'bootstrap'\?\)$"):
+        analyze_config(None, {"n_bootstrap": 100})
     with pytest.raises(ConfigError, match=r"^--scaling-points: expected one of decayed, all, got 'some'$"):
         AnalyzeConfig(scaling_points="some").check()
     with pytest.raises(ConfigError, match=r"^--intermediate: expected auto, loss, direct or a metric name"):

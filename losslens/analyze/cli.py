@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=flag(AnalyzeConfig, "seed"), help="bootstrap seed (default 0)")
     parser.add_argument("--forecast-sizes", type=flag(AnalyzeConfig, "forecast_sizes"), metavar="N1,N2",
                         help="untrained non-embedding sizes to forecast (default: 10x and 100x the largest)")
-    parser.add_argument("--no-plots", dest="plots", action="store_false", default=None, help="skip the figures")
+    parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=None,
+                        help="draw the figures, or not (--no-plots) (default: analyze.plots of RUN_DIR/study.yaml, "
+                             "else yes)")
     parser.add_argument("--scaling-points", metavar="decayed|all",
                         help="checkpoints the scaling law is fitted to: each run's final, fully decayed one "
                              "(default) or all, stable-phase ones included")

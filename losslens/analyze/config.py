@@ -5,6 +5,7 @@ with the flags of ``losslens analyze`` as overrides of its fields."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,12 @@ def with_overrides(config: AnalyzeConfig, overrides: dict[str, Any]) -> AnalyzeC
     name reaches into ``forecast``); a value of None leaves its field as it is. The result is checked
     (:meth:`AnalyzeConfig.check`)."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    known = [f.name for f in dataclasses.fields(AnalyzeConfig)] + [
+        f"forecast.{f.name}" for f in dataclasses.fields(ForecastConfig)]
+    for key in given:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+            raise ConfigError(f"analyze option {key!r}: unknown" + (f" (did you mean {close[0]!r}?)" if close else ""))
     forecast = {k.split(".", 1)[1]: v for k, v in given.items() if k.startswith("forecast.")}
     top = {k: v for k, v in given.items() if not k.startswith("forecast.")}
     config = dataclasses.replace(config, **top, forecast=dataclasses.replace(config.forecast, **forecast))
