@@ -67,7 +67,8 @@ def task_units(study: Path) -> int:
 
 def thresholds(study: Path, tasks: list[str], n_bootstrap: int) -> dict[str, tuple[str, object]]:
     """task -> (headline metric, its ThresholdResult) from the study's results.csv."""
-    analysis = run_analysis(study / contracts.RESULTS_FILE, study, n_bootstrap=n_bootstrap, progress=False)
+    analysis = run_analysis(study / contracts.RESULTS_FILE, study, overrides={"bootstrap": n_bootstrap},
+                            progress=False)
     out = {}
     for task in tasks:
         metrics = {m: None for (t, m) in analysis.metrics if t == task}

@@ -62,6 +62,7 @@ def timed_analyze(code: Path, table: Path, out: Path, bootstrap: int) -> tuple[f
 def stage_seconds(table: Path, bootstrap: int) -> dict[str, float]:
     """CPU seconds of each stage of this checkout's analysis, run in this process one after the other."""
     from losslens.analyze import analysis
+    from losslens.analyze.config import AnalyzeConfig
 
     cpu: dict[str, float] = {}
 
@@ -81,7 +82,7 @@ def stage_seconds(table: Path, bootstrap: int) -> dict[str, float]:
     os.environ["LOSSLENS_ANALYZE_WORKERS"] = "1"  # every stage in this process, where process_time sees it
     try:
         start = time.process_time()
-        analysis.run_analysis(table, n_bootstrap=bootstrap, progress=False)
+        analysis.run_analysis(table, config=AnalyzeConfig(bootstrap=bootstrap), progress=False)
         cpu["total"] = time.process_time() - start
     finally:
         if before is None:

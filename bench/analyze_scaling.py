@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from losslens.analyze.analysis import run_analysis  # noqa: E402
+from losslens.analyze.config import AnalyzeConfig  # noqa: E402
 from losslens.contracts import RESULTS_COLUMNS  # noqa: E402
 
 SMALL = (6, 50, 20)  # sizes, checkpoints per run, tasks (x 2 metrics each)
@@ -81,7 +82,7 @@ def timed(path: Path, n_bootstrap: int, profile: bool) -> tuple[float, float]:
     start, cpu = time.perf_counter(), cpu_seconds()
     if prof:
         prof.enable()
-    run_analysis(path, n_bootstrap=n_bootstrap, progress=False)
+    run_analysis(path, config=AnalyzeConfig(bootstrap=n_bootstrap), progress=False)
     if prof:
         prof.disable()
     elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu

@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from losslens.analyze.analysis import run_analysis  # noqa: E402
+from losslens.analyze.config import AnalyzeConfig  # noqa: E402
 from losslens.analyze.intervals import percentile  # noqa: E402
 from losslens.analyze.threshold import find_threshold  # noqa: E402
 from losslens.contracts import RESULTS_COLUMNS, SEED_COLUMN  # noqa: E402
@@ -102,7 +103,7 @@ def backtest_coverage(n: int, rng, seeds: int, tau: float) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(n):
             path = write_csv(Path(tmp) / f"r{i}.csv", backtest_rows(rng, seeds, tau))
-            bt = run_analysis(path, n_bootstrap=100, seed=i, progress=False).backtest
+            bt = run_analysis(path, config=AnalyzeConfig(bootstrap=100, seed=i), progress=False).backtest
             for row in bt["metrics"]:
                 for way in inside:
                     if row[way].get("inside") is not None:

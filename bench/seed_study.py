@@ -35,7 +35,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write report.json, report.md and plots/ here")
     args = ap.parse_args()
     start = time.perf_counter()
-    analysis = run_analysis(args.run_dir / "results.csv", args.run_dir, n_bootstrap=args.bootstrap, progress=False)
+    analysis = run_analysis(args.run_dir / "results.csv", args.run_dir, overrides={"bootstrap": args.bootstrap},
+                            progress=False)
     t = analysis.table
     if args.out is not None:
         from losslens.analyze.report import write_report

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from losslens.analyze.config import AnalyzeOptions
+from losslens.analyze.config import AnalyzeConfig
 from losslens.argtypes import flag, output_dir
 from losslens.config import load_study
 from losslens.threads import use_free_cores
@@ -22,14 +22,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", help="study config (YAML), e.g. configs/demo.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--out", type=output_dir, help="study folder (default: the config's out_dir, or checkpoints/<name>)")
-    p.add_argument("--bootstrap", type=flag(AnalyzeOptions, "bootstrap"), default=1000, metavar="N",
-                   help="bootstrap resamples in analyze")
+    p.add_argument("--bootstrap", type=flag(AnalyzeConfig, "bootstrap"), metavar="N",
+                   help="bootstrap resamples in analyze (default: analyze.bootstrap, 1000)")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
 
 
-def run_study(study_path: str | Path, overrides: list[str] | None = None, *, bootstrap: int = 1000,
-              plots: bool = True) -> dict:
-    """Train, evaluate and analyze; returns the study folder, report paths and wall time per stage."""
+def run_study(study_path: str | Path, overrides: list[str] | None = None,
+              analyze_overrides: dict | None = None) -> dict:
+    """Train, evaluate and analyze (with the study's ``analyze`` options, ``analyze_overrides`` over them, e.g.
+    ``{"bootstrap": 200}``: for this analysis only, not written to the study folder's study.yaml); returns the
+    study folder, report paths and wall time per stage."""
     from losslens.adaptive_judge import provisional_eta
     from losslens.analyze import analyze
     from losslens.evaluate import evaluate_study
@@ -53,9 +55,9 @@ def run_study(study_path: str | Path, overrides: list[str] | None = None, *, boo
     if int(os.environ.get("RANK", "0")) != 0:
         return {"out": out, "timings": timings}
     stage("evaluate", lambda: evaluate_study(out, judge=provisional_eta))
-    analysis = stage("analyze", lambda: analyze(out, n_bootstrap=bootstrap, plots=plots, x=study.analyze.x))
-    return {"out": out, "analysis": analysis, "timings": timings,
-            "report": out / "report.md", "plots": out / "plots"}
+    analysis = stage("analyze", lambda: analyze(out, study.analyze, overrides=analyze_overrides))
+    return {"out": out, "analysis": analysis, "timings": timings, "report": out / "report.md",
+            "plots": out / "plots" if analysis.config.plots else None}
 
 
 def _check_task_files(study) -> None:
@@ -69,12 +71,12 @@ def _check_task_files(study) -> None:
 
 def main(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
-    result = run_study(args.study, overrides, bootstrap=args.bootstrap, plots=not args.no_plots)
+    result = run_study(args.study, overrides, {"bootstrap": args.bootstrap, "plots": False if args.no_plots else None})
     if "report" not in result:
         return 0
     times = ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items())
     print(f"done in {sum(result['timings'].values()):.0f} s ({times})")
     print(f"report: {result['report']}")
-    if not args.no_plots:
+    if result["plots"] is not None:
         print(f"plots:  {result['plots']}/")
     return 0

@@ -42,7 +42,8 @@ def main() -> None:
     p.add_argument("--bootstrap", type=int, default=1000)
     args = p.parse_args()
 
-    analysis = run_analysis(args.run_dir / "results.csv", args.run_dir, n_bootstrap=args.bootstrap, progress=False)
+    analysis = run_analysis(args.run_dir / "results.csv", args.run_dir, overrides={"bootstrap": args.bootstrap},
+                            progress=False)
     styles = Styles(analysis.table)
     with rc_context(STYLE):
         rows = -(-len(PANELS) // COLUMNS)

@@ -14,7 +14,7 @@ from losslens.analyze.threshold import EMERGENT, INSUFFICIENT
 from losslens.evaluate.adaptive import (ETA, MOVES, Eta, Point, budget_units, coarse_positions, gaps_to_refine,
                                         positions_text, run_adaptive)
 from losslens.adaptive_judge import provisional_eta
-from losslens.evaluate.config import AdaptiveConfig
+from losslens.evaluate.config import AdaptiveConfig, EvaluateOptions
 from losslens.evaluate.sweep import evaluate_study
 from tests.conftest import call_cli
 from tests.eval_fixtures import make_study
@@ -192,7 +192,8 @@ def _rows(study):
 def test_adaptive_sweep_writes_a_normal_table_that_a_full_sweep_completes(tmp_path):
     study = make_study(tmp_path, runs={"xs_64K": [1024 * (i + 1) for i in range(9)]})
     lines: list[str] = []
-    summary = evaluate_study(study, adaptive=True, judge=provisional_eta, progress=False, log=lines.append)
+    summary = evaluate_study(study, EvaluateOptions(adaptive=True, progress=False), judge=provisional_eta,
+                             log=lines.append)
     report = summary.adaptive
     assert report.total == 9 * 3 and report.units < report.total
     rows = _rows(study)
@@ -206,9 +207,10 @@ def test_adaptive_sweep_writes_a_normal_table_that_a_full_sweep_completes(tmp_pa
                    for line in lines)
     assert summary.evaluated == len(report.with_loss) + report.units
 
-    again = evaluate_study(study, adaptive=True, judge=provisional_eta, progress=False, log=lambda msg: None)
+    again = evaluate_study(study, EvaluateOptions(adaptive=True, progress=False), judge=provisional_eta,
+                           log=lambda msg: None)
     assert again.evaluated == 0 and again.adaptive.units == report.units  # the same choice, nothing recomputed
-    full = evaluate_study(study, progress=False, log=lambda msg: None)
+    full = evaluate_study(study, EvaluateOptions(progress=False), log=lambda msg: None)
     assert full.evaluated == report.total - report.units + 9 - len(report.with_loss)
     assert full.up_to_date == len(report.with_loss) + report.units
     assert len(_rows(study)) > len(rows)
@@ -216,7 +218,8 @@ def test_adaptive_sweep_writes_a_normal_table_that_a_full_sweep_completes(tmp_pa
 
 def test_analyze_reads_an_adaptive_table(tmp_path):
     study = make_study(tmp_path, runs={"xs_64K": [1024 * (i + 1) for i in range(9)]})
-    evaluate_study(study, adaptive=True, judge=provisional_eta, budget=0.5, progress=False, log=lambda msg: None)
+    evaluate_study(study, EvaluateOptions(adaptive=True, budget=0.5, progress=False), judge=provisional_eta,
+                   log=lambda msg: None)
     result = call_cli("analyze", str(study), "--bootstrap", "20", "--no-plots")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (study / "report.json").is_file()
@@ -253,10 +256,10 @@ def test_the_study_config_turns_it_on(tmp_path):
     study = make_study(tmp_path, runs={"xs_64K": [1024 * (i + 1) for i in range(5)]})
     cfg = study / contracts.STUDY_FILE
     cfg.write_text(cfg.read_text() + "  adaptive: {enabled: true, budget: 6}\n")
-    summary = evaluate_study(study, judge=provisional_eta, progress=False, log=lambda msg: None)
+    summary = evaluate_study(study, EvaluateOptions(progress=False), judge=provisional_eta, log=lambda msg: None)
     units = summary.adaptive.units
     assert units == 6  # the coarse pass cut to each task's first and last checkpoint
     visited = len(summary.adaptive.with_loss)
     assert visited == 2 and summary.evaluated == visited + units  # the loss only where the tasks went: first, last
-    full = evaluate_study(study, adaptive=False, progress=False, log=lambda msg: None)
+    full = evaluate_study(study, EvaluateOptions(adaptive=False, progress=False), log=lambda msg: None)
     assert full.adaptive is None and full.evaluated == 5 * (1 + 3) - units - visited  # loss + 3 tasks each

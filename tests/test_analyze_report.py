@@ -86,9 +86,10 @@ def analyzed(tmp_path_factory):
     50 bootstrap replicates, not the default 1000: every check below holds at 50 as at 200, and each
     replicate refits the scaling law."""
     from losslens.analyze import analyze
+    from losslens.analyze.config import AnalyzeConfig
 
     run_dir = make_study(tmp_path_factory.mktemp("analyze") / "study")
-    analysis = analyze(run_dir, n_bootstrap=50, seed=0, progress=False, plots=False)
+    analysis = analyze(run_dir, AnalyzeConfig(bootstrap=50, seed=0, plots=False), progress=False)
     return run_dir, analysis, json.loads((run_dir / "report.json").read_text())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from losslens.analyze.analysis import run_analysis
+from losslens.analyze.config import AnalyzeConfig
 from losslens.analyze.table import BPB_X_LABEL, ResultsError, read_results, with_x_axis
 from losslens.config import load_study
 from losslens.contracts import DEFAULT_X_LABEL, RESULTS_COLUMNS, TOKENIZER_COLUMN, checkpoint_dirname
@@ -67,8 +69,9 @@ def test_bpb_moves_eta_by_the_tokenizers_bytes_per_token(tmp_path):
     # Every checkpoint in the law: its 48 points identify E, which 6 final ones do not (then the fit's
     # optimum along E's flat profile depends on where its search starts, in either unit). Both analyses
     # draw the same 20 bootstrap resamples: enough to see that the intervals move with the unit.
-    opts = dict(n_bootstrap=20, seed=0, progress=False, backtest="largest-size", scaling_points="all")
-    in_loss, in_bpb = run_analysis(path, **opts), run_analysis(path, x="bpb", **opts)
+    config = AnalyzeConfig(bootstrap=20, seed=0, backtest="largest-size", scaling_points="all")
+    in_loss = run_analysis(path, config=config, progress=False)
+    in_bpb = run_analysis(path, config=dataclasses.replace(config, x="bpb"), progress=False)
     scale = math.log(2) * BYTES_PER_TOKEN  # nats per token over bits per byte
     th_loss = in_loss.metrics["arith", "exact_match"].threshold
     th_bpb = in_bpb.metrics["arith", "exact_match"].threshold
@@ -148,13 +151,13 @@ def test_runs_with_different_tokenizers_warn_naming_bpb(tmp_path):
 
 def test_one_tokenizer_gives_no_warning(tmp_path):
     run_dir = _study_dir(tmp_path, lambda run: "bpe-4k")
-    analysis = run_analysis(run_dir / "results.csv", run_dir, n_bootstrap=0, progress=False)
+    analysis = run_analysis(run_dir / "results.csv", run_dir, overrides={"bootstrap": 0}, progress=False)
     assert analysis.settings["x_warning"] is None
 
 
 def test_a_tables_tokenizer_column_tells_them_apart(tmp_path):
     path = make_table(tmp_path / "results.csv", tokenizer=lambda run: "gpt2" if "3200K" in run else "llama")
-    analysis = run_analysis(path, n_bootstrap=0, progress=False)
+    analysis = run_analysis(path, config=AnalyzeConfig(bootstrap=0), progress=False)
     assert "2 different tokenizers" in analysis.settings["x_warning"] and "bpb" in analysis.settings["x_warning"]
 
 
@@ -168,8 +171,9 @@ def test_the_study_config_chooses_the_axis(tmp_path):
         load_study(tiny, ["analyze.x=bits"])
     run_dir = make_table(tmp_path / "study" / "results.csv").parent
     (run_dir / "study.yaml").write_text("name: s\nanalyze:\n  x: bpb\n")
-    assert analyze(run_dir, n_bootstrap=0, plots=False, progress=False).table.x_label == BPB_X_LABEL
-    assert analyze(run_dir, n_bootstrap=0, plots=False, progress=False, x="loss").table.x_label == DEFAULT_X_LABEL
+    options = {"bootstrap": 0, "plots": False}
+    assert analyze(run_dir, overrides=options, progress=False).table.x_label == BPB_X_LABEL
+    assert analyze(run_dir, overrides=options | {"x": "loss"}, progress=False).table.x_label == DEFAULT_X_LABEL
     (run_dir / "study.yaml").write_text("name: s\nanalyze:\n  x: nats\n")
     r = call_cli("analyze", str(run_dir), "--bootstrap", "0", "--no-plots")
     assert r.returncode == 2 and "study.yaml: analyze.x" in r.stderr and r.stderr.strip().count("\n") == 0

@@ -7,6 +7,7 @@ import torch
 
 from losslens import contracts
 from losslens.evaluate.order import bisection_order, coarse_to_fine
+from losslens.evaluate.config import EvaluateOptions
 from losslens.evaluate.sweep import evaluate_study
 from tests.eval_fixtures import make_study, save_checkpoint
 
@@ -42,7 +43,7 @@ def test_sweep_visits_checkpoints_coarse_to_fine(tmp_path):
         for tokens in (2048, 3072, 4096):
             save_checkpoint(study, run, tokens, seed=seed)
     lines: list[str] = []
-    summary = evaluate_study(study, order="coarse-to-fine", progress=False, log=lines.append)
+    summary = evaluate_study(study, EvaluateOptions(order="coarse-to-fine", progress=False), log=lines.append)
     visited = [line.split()[1] for line in lines if line.startswith("evaluated ")]
     ends = {f"{run}/{contracts.checkpoint_dirname(t)}" for run in ("xs_64K", "s_64K") for t in (1024, 4096)}
     assert set(visited[:4]) == ends and len(visited) == summary.evaluated == 8

@@ -18,6 +18,7 @@ import torch
 from losslens import contracts, metrics
 from losslens.evaluate import sweep
 from losslens.evaluate.claims import Claim
+from losslens.evaluate.config import EvaluateOptions
 from losslens.metrics import GENERATIVE, MULTIPLE_CHOICE, kind_metrics
 from losslens.valloss import validation_loss
 from tests.conftest import ROOT, call_cli, run_cli
@@ -35,7 +36,7 @@ def _read_csv(path: Path) -> list[dict]:
 
 def _quiet(study_dir, **kw):
     logs: list[str] = []
-    summary = sweep.evaluate_study(study_dir, progress=False, log=logs.append, **kw)
+    summary = sweep.evaluate_study(study_dir, EvaluateOptions(progress=False, **kw), log=logs.append)
     return summary, logs
 
 

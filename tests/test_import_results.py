@@ -63,9 +63,10 @@ def test_pythia_files_import_with_steps_from_model_args(pythia_table):
 @needs_pythia
 def test_pythia_import_analyzes_and_plots_say_the_x_axis(pythia_table, tmp_path):
     from losslens.analyze.analysis import run_analysis
+    from losslens.analyze.config import AnalyzeConfig
     from losslens.analyze.plots import Styles, task_figure
 
-    analysis = run_analysis(pythia_table[1].path, n_bootstrap=20, progress=False)
+    analysis = run_analysis(pythia_table[1].path, config=AnalyzeConfig(bootstrap=20), progress=False)
     assert analysis.table.x_label == analysis.settings["x_label"] == "LAMBADA (OpenAI) ln perplexity"
     fig = task_figure(analysis, "sciq", Styles(analysis.table))
     assert "LAMBADA (OpenAI) ln perplexity" in fig.axes[0].get_xlabel()

@@ -23,6 +23,7 @@ import yaml
 from losslens import contracts
 from losslens.evaluate import sweep
 from losslens.evaluate.claims import HOST, Claim
+from losslens.evaluate.config import EvaluateOptions
 from tests.conftest import call_cli, write_study
 from tests.eval_fixtures import MC_ROWS, make_study, save_checkpoint, write_jsonl
 
@@ -58,7 +59,7 @@ def _several_tasks(tmp_path: Path, n_tasks: int = 4) -> Path:
 def _sweep(study_dir: Path) -> dict[str, int]:
     """Evaluate; which units were computed (by name) and how many were up to date."""
     logs: list[str] = []
-    summary = sweep.evaluate_study(study_dir, progress=False, log=logs.append)
+    summary = sweep.evaluate_study(study_dir, EvaluateOptions(progress=False), log=logs.append)
     computed = [p.stem for p in summary.results]
     return {"computed": sorted(computed), "up_to_date": summary.up_to_date}
 
@@ -201,7 +202,7 @@ def test_an_empty_lock_does_not_drop_the_unit_from_results(tmp_path: Path):
     folder = study_dir / contracts.EVALS_DIR / "xs_64K" / contracts.checkpoint_dirname(1024)
     folder.mkdir(parents=True)
     (folder / f".{contracts.PRETRAIN_TASK}.lock").write_text("")
-    summary = sweep.evaluate_study(study_dir, progress=False, log=lambda m: None)
+    summary = sweep.evaluate_study(study_dir, EvaluateOptions(progress=False), log=lambda m: None)
     assert summary.busy == 0 and summary.evaluated == 1 and summary.rows == 2
 
 

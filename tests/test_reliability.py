@@ -251,6 +251,7 @@ def test_broken_weights_are_reported_not_up_to_date(evaluated: Path, capsys, dam
 
 def test_changed_weights_are_evaluated_again(evaluated: Path, capsys):
     from losslens.evaluate import evaluate_study
+    from losslens.evaluate.config import EvaluateOptions
     from tests.eval_fixtures import save_checkpoint
 
     first, second = _ckpts(evaluated)
@@ -259,7 +260,7 @@ def test_changed_weights_are_evaluated_again(evaluated: Path, capsys):
     shutil.rmtree(first)
     save_checkpoint(evaluated, "xs_64K", 1024, seed=99)  # other weights, same shapes
     (first / contracts.META_FILE).write_bytes(meta)  # and the very same meta.json
-    summary = evaluate_study(evaluated, progress=False, log=lambda _: None)
+    summary = evaluate_study(evaluated, EvaluateOptions(progress=False), log=lambda _: None)
     assert summary.evaluated == 2 and summary.up_to_date == 2  # pretrain + task of the changed one only
     after = (evaluated / contracts.RESULTS_FILE).read_text()
     old_rows = {l for l in before.splitlines() if l.startswith("xs_64K,") and ",1024," in l}

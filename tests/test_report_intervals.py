@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from losslens.analyze.analysis import analyze
+from losslens.analyze.config import AnalyzeConfig
 from losslens.import_results import import_results
 from tests.conftest import write_results_csv
 from tests.test_import_results import PYTHIA, PYTHIA_MAPPING, needs_pythia
@@ -96,7 +97,7 @@ def assert_every_estimate_inside(report: dict, expect: set[str]):
 
 def test_synthetic_study_report_holds_every_estimate_in_its_interval(tmp_path):
     path = write_results_csv(tmp_path / "results.csv", study_rows(np.random.default_rng(0)))
-    analyze(results=path, n_bootstrap=40, plots=False, progress=False)
+    analyze(config=AnalyzeConfig(bootstrap=40, plots=False), results=path, progress=False)
     report = json.loads((tmp_path / "report.json").read_text())
     found = assert_every_estimate_inside(report, {"ci_low", "eta_ci", "tokens_ci", "flops_ci", "ci", "alpha"})
     assert len(found) > 40
@@ -107,7 +108,7 @@ def test_synthetic_study_report_holds_every_estimate_in_its_interval(tmp_path):
 def test_pythia_report_holds_every_estimate_in_its_interval(tmp_path):
     results = tmp_path / "results.csv"
     import_results(PYTHIA_MAPPING, results, root=PYTHIA)
-    analyze(results=results, n_bootstrap=20, plots=False, progress=False)
+    analyze(config=AnalyzeConfig(bootstrap=20, plots=False), results=results, progress=False)
     report = json.loads((tmp_path / "report.json").read_text())
     assert_every_estimate_inside(report, {"ci_low", "ci"})
 

@@ -160,11 +160,12 @@ def test_evaluate_flags_share_their_config_fields_ranges(tmp_path: Path, capsys)
 
 def test_the_python_api_checks_the_same_ranges(tmp_path: Path):
     from losslens.analyze.analysis import run_analysis
+    from losslens.analyze.config import AnalyzeConfig
 
     with pytest.raises(ConfigError, match=r"^--ci-level: must be in \(0, 1\), got 1.5$"):
-        run_analysis(tmp_path / "results.csv", ci_level=1.5)
+        run_analysis(tmp_path / "results.csv", config=AnalyzeConfig(ci_level=1.5))
     with pytest.raises(ConfigError, match=r"^--forecast-sizes\[1\]: must be positive"):
-        run_analysis(tmp_path / "results.csv", forecast_sizes=[1e9, -5])
+        run_analysis(tmp_path / "results.csv", config=AnalyzeConfig(forecast_sizes=[1e9, -5]))
 
 
 def test_backtest_naming_a_run_twice(tmp_path: Path, capsys):
@@ -260,21 +261,24 @@ def _one_series(path: Path, n: int) -> Path:
 def test_a_million_points_in_one_series_end_in_a_clear_error(tmp_path: Path):
     """Read in about 40 s (2-core CPU, shared), then refused before any bootstrap array is made."""
     from losslens.analyze.analysis import run_analysis
+    from losslens.analyze.config import AnalyzeConfig
 
     with pytest.raises(ResultsError, match=r"task 't' metric 'acc' has 1,000,000 points; analyze takes at most"):
-        run_analysis(_one_series(tmp_path / "results.csv", 1_000_000), n_bootstrap=0, progress=False)
+        run_analysis(_one_series(tmp_path / "results.csv", 1_000_000), config=AnalyzeConfig(bootstrap=0),
+                     progress=False)
 
 
 def test_points_beyond_the_memory_limits_are_refused_before_any_fit(tmp_path: Path, monkeypatch):
     from losslens.analyze import analysis
+    from losslens.analyze.config import AnalyzeConfig
 
     table = _one_series(tmp_path / "results.csv", 300)
     monkeypatch.setattr(analysis, "MAX_POINTS", 200)
     with pytest.raises(ResultsError, match=r"has 300 points; analyze takes at most 200 per task x metric"):
-        analysis.run_analysis(table, n_bootstrap=0, progress=False)
+        analysis.run_analysis(table, config=AnalyzeConfig(bootstrap=0), progress=False)
     monkeypatch.setattr(analysis, "MAX_POINTS", 1000)
     with pytest.raises(ResultsError, match=r"points x --bootstrap at most 25,000,000 \(here 30,000,000\)"):
-        analysis.run_analysis(table, n_bootstrap=100_000, progress=False)
+        analysis.run_analysis(table, config=AnalyzeConfig(bootstrap=100_000), progress=False)
 
 
 # ---------------------------------------------------------------- import-results and manifests

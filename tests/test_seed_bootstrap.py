@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from losslens.analyze.analysis import analyze, run_analysis
+from losslens.analyze.config import AnalyzeConfig
 from losslens.analyze.plots import Styles, analysis_styles, task_figure
 from losslens.analyze.report import write_report
 from losslens.analyze.scaling import fit_scaling_law
@@ -126,7 +127,8 @@ def test_table_without_seed_column_analyzes_as_before(tmp_path):
     s = bare.series("t", "acc")
     before = find_threshold(s.loss, s.value, s.chance, n_bootstrap=50, seed=0)  # no seed arguments at all
     for table in (bare.path, labelled.path):
-        th = run_analysis(table, n_bootstrap=50, progress=False, backtest="none").metrics[("t", "acc")].threshold
+        analysis = run_analysis(table, config=AnalyzeConfig(bootstrap=50, backtest="none"), progress=False)
+        th = analysis.metrics[("t", "acc")].threshold
         assert th.verdict == before.verdict == EMERGENT
         assert (th.loss, th.ci_low, th.ci_high) == (before.loss, before.ci_low, before.ci_high)
         np.testing.assert_array_equal(th.bootstrap, before.bootstrap)
@@ -136,7 +138,7 @@ def test_table_without_seed_column_analyzes_as_before(tmp_path):
 def seeded_analysis(tmp_path_factory):
     path = write_table(tmp_path_factory.mktemp("seeded") / "results.csv",
                        synthetic_rows(np.random.default_rng(3), tau=0.1))
-    return run_analysis(path, n_bootstrap=50, progress=False, backtest="none")
+    return run_analysis(path, config=AnalyzeConfig(bootstrap=50, backtest="none"), progress=False)
 
 
 def test_report_gives_eta_per_seed_spread_and_share_from_seeds(seeded_analysis, tmp_path):
@@ -182,7 +184,7 @@ def test_plot_legend_gives_the_confidence_level_of_the_analysis(seeded_analysis)
 
 def test_report_has_no_seed_section_without_seeds(tmp_path):
     path = write_table(tmp_path / "results.csv", synthetic_rows(np.random.default_rng(4), n_seeds=1))
-    analyze(results=path, n_bootstrap=20, progress=False, plots=False, backtest="none")
+    analyze(config=AnalyzeConfig(bootstrap=20, plots=False, backtest="none"), results=path, progress=False)
     report = json.loads((tmp_path / "report.json").read_text())
     assert "seeds_per_size" not in report["study"] and "seeds" not in report["metrics"][0]
     assert "## Seeds" not in (tmp_path / "report.md").read_text()
@@ -225,7 +227,7 @@ def test_scaling_bootstrap_resamples_seeds_within_sizes():
 
 def test_backtest_scores_every_seed_of_the_held_out_size(tmp_path):
     path = write_table(tmp_path / "results.csv", synthetic_rows(np.random.default_rng(6)))
-    bt = run_analysis(path, n_bootstrap=20, progress=False, backtest="largest-size").backtest
+    bt = run_analysis(path, config=AnalyzeConfig(bootstrap=20, backtest="largest-size"), progress=False).backtest
     held = [f"s2_seed{j}" for j in range(3)]
     assert bt["held_out"]["runs"] == held
     assert sorted(r["run"] for r in bt["metrics"]) == held

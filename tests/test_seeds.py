@@ -18,6 +18,7 @@ from losslens import contracts
 from losslens.config import load_study
 from losslens.errors import CheckpointError, ConfigError
 from losslens.evaluate import sweep
+from losslens.evaluate.config import EvaluateOptions
 from losslens.train.config import Seed
 from losslens.train.loop import set_up
 from losslens.train.plan import find_run, plan_runs
@@ -40,7 +41,7 @@ def seed_grid(tmp_path_factory) -> Path:
     result = call_cli("train", str(cfg), "seeds=[0, {init: 1, data: 0}]")
     assert result.returncode == 0, result.stderr[-3000:]
     study_dir = tmp / "study"
-    sweep.evaluate_study(study_dir, tasks=[], progress=False, log=lambda msg: None)
+    sweep.evaluate_study(study_dir, EvaluateOptions(tasks=[], progress=False), log=lambda msg: None)
     return study_dir
 
 
@@ -210,12 +211,12 @@ def test_results_table_labels_each_run_with_its_seed(seed_grid: Path):
 def test_checkpoints_without_seeds_read_as_seed_zero(tmp_path):
     # meta.json as written before seeds: no seed keys. One checkpoint a run: the seed is per run.
     study_dir = make_study(tmp_path, runs={"xs_64K": [1024], "s_64K": [1024]}, tasks=[])
-    sweep.evaluate_study(study_dir, progress=False, log=lambda msg: None)
+    sweep.evaluate_study(study_dir, EvaluateOptions(progress=False), log=lambda msg: None)
     columns, _ = _read_csv(study_dir / contracts.RESULTS_FILE)
     assert tuple(columns) == contracts.RESULTS_COLUMNS  # one seed: the table is as it always was
     for ckpt in contracts.list_checkpoints(study_dir / "s_64K"):
         _set_seeds(ckpt, seed_init=2, seed_data=2)
-    sweep.evaluate_study(study_dir, progress=False, log=lambda msg: None)
+    sweep.evaluate_study(study_dir, EvaluateOptions(progress=False), log=lambda msg: None)
     columns, rows = _read_csv(study_dir / contracts.RESULTS_FILE)
     assert columns[-1] == contracts.SEED_COLUMN
     assert {r["run"]: r["seed"] for r in rows} == {"s_64K": "2", "xs_64K": "0"}
@@ -223,12 +224,12 @@ def test_checkpoints_without_seeds_read_as_seed_zero(tmp_path):
 
 def test_a_bad_seed_in_meta_json_is_named_and_leaves_the_table(tmp_path):
     study_dir = make_study(tmp_path, runs={"xs_64K": [1024], "s_64K": [1024]}, tasks=[])
-    sweep.evaluate_study(study_dir, progress=False, log=lambda msg: None)
+    sweep.evaluate_study(study_dir, EvaluateOptions(progress=False), log=lambda msg: None)
     before = (study_dir / contracts.RESULTS_FILE).read_text()
     ckpt = contracts.list_checkpoints(study_dir / "xs_64K")[0]
     _set_seeds(ckpt, seed_init="one")
     with pytest.raises(CheckpointError, match=r"meta\.json: seed_init: expected a seed \(an integer >= 0\), got 'one'"):
-        sweep.evaluate_study(study_dir, progress=False, log=lambda msg: None)
+        sweep.evaluate_study(study_dir, EvaluateOptions(progress=False), log=lambda msg: None)
     assert (study_dir / contracts.RESULTS_FILE).read_text() == before
 
 

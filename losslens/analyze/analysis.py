@@ -12,11 +12,12 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from losslens.analyze.backtest import Holdout, choose_holdout, fit_law, run_backtest
-from losslens.analyze.config import AnalyzeOptions, ForecastConfig, forecast_problem, read_analyze_config
+from losslens.analyze.config import AnalyzeConfig, analyze_config, with_overrides
 from losslens.analyze.forecast import check_setting, noise_table
 from losslens.analyze.pairs import PARALLEL_MIN_WORK, analyze_pairs
 from losslens.analyze.parallel import fork_map, max_workers
@@ -30,7 +31,6 @@ from losslens.outputs import refuse_overwriting_inputs
 
 SCALING_BOOTSTRAP_MAX = 200  # scaling-law refits are ~100x dearer than eta refits
 MIN_SIDE = 3  # points an emergent claim needs on each side of eta
-SCALING_POINTS = ("decayed", "all")  # which checkpoints the scaling law is fitted to
 EXTRA_SIZES = (10, 100)  # forecast also for these multiples of the largest trained size
 
 
@@ -57,6 +57,7 @@ class Analysis:
     backtest: dict | None = None
     backtest_note: str | None = None  # why there is no backtest
     noise: list[dict] = field(default_factory=list)  # per task x metric: noise floor, signal-to-noise
+    config: AnalyzeConfig = field(default_factory=AnalyzeConfig)  # the options it was made with
 
 
 def _mirage(task: str, verdicts: dict[str, tuple[bool, str]]) -> dict:
@@ -113,92 +114,71 @@ def _check_fits_in_memory(table: Table, series: list[Series], n_bootstrap: int) 
                 f"(here {len(s) * n_bootstrap:,}): lower --bootstrap or split the table")
 
 
-def run_analysis(results: str | Path, run_dir: str | Path | None = None, *, n_bootstrap: int = 1000,
-                 seed: int = 0, forecast_sizes: list[float] | None = None, progress: bool | None = None,
-                 scaling_points: str = "decayed", backtest: str | None = None, ci_level: float = 0.95,
-                 x: str | None = None, intermediate: str | None = None) -> Analysis:
+def run_analysis(results: str | Path, run_dir: str | Path | None = None, config: AnalyzeConfig | None = None, *,
+                 overrides: dict[str, Any] | None = None, progress: bool | None = None) -> Analysis:
     """Analyze a results table; ``run_dir`` (if given) is searched for per-example records.
 
-    ``x``: the x-axis, ``loss`` (the table's loss column) or ``bpb`` (each checkpoint's validation bits
-    per byte): thresholds, the scaling law, forecasts and the backtest are all in that unit. None: the
-    ``analyze.x`` of ``RUN_DIR/study.yaml``, else loss.
-
-    ``scaling_points``: fit the scaling law to each run's final, fully decayed checkpoint
-    (``decayed``) or to every checkpoint (``all``). ``backtest``: which runs to hold out (see
-    :func:`losslens.analyze.backtest.choose_holdout`; None: the largest size when there are 3 or more).
-    ``intermediate``: how the backtest forecasts task metrics (auto, loss, direct or a metric; see
-    :mod:`losslens.analyze.forecast`); None: ``analyze.forecast`` of ``RUN_DIR/study.yaml``, else auto.
+    The options are ``config`` (:class:`losslens.analyze.config.AnalyzeConfig`: bootstrap, seed, interval
+    level, x-axis, scaling points, backtest, forecast sizes and intermediate; None: the ``analyze`` section
+    of ``RUN_DIR/study.yaml``, else the defaults) with ``overrides`` over it, e.g. ``{"bootstrap": 200}``
+    (:func:`losslens.analyze.config.with_overrides`: what the flags of ``losslens analyze`` give).
     """
-    if scaling_points not in SCALING_POINTS:
-        raise ResultsError(f"--scaling-points: expected one of {', '.join(SCALING_POINTS)}, got {scaling_points!r}")
-    AnalyzeOptions(n_bootstrap, seed, ci_level, forecast_sizes).check()
-    opts = dict(n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes, progress=progress,
-                scaling_points=scaling_points, backtest=backtest, ci_level=ci_level, x=x, intermediate=intermediate)
+    overrides = overrides or {}
+    with_overrides(config or AnalyzeConfig(), overrides)  # a bad value is refused before any work
     with _one_blas_thread():
-        return _run_analysis(results, run_dir, **opts)
+        return _run_analysis(results, run_dir, config, overrides, progress)
 
 
-def _forecast_config(table: Table, run_dir, intermediate: str | None) -> ForecastConfig:
-    """``analyze.forecast`` of the study (defaults without one), ``--intermediate`` over it."""
-    config = read_analyze_config(run_dir).forecast if run_dir is not None else ForecastConfig()
-    if intermediate is not None:
-        config = dataclasses.replace(config, intermediate=intermediate)
-        problem = forecast_problem(config)
-        if problem:
-            raise ResultsError(f"--intermediate: {problem[1]}")
-    check_setting(table, config.intermediate)
-    return config
-
-
-def _run_analysis(results, run_dir, *, n_bootstrap, seed, forecast_sizes, progress, scaling_points, backtest,
-                  ci_level, x, intermediate) -> Analysis:
+def _run_analysis(results, run_dir, config: AnalyzeConfig | None, overrides: dict, progress: bool | None) -> Analysis:
     table = read_results(results)
     if run_dir is not None:
         check_table_matches_study(table, run_dir)
-    if x is None:  # after the table: its problems come first
-        x = read_analyze_config(run_dir).x if run_dir is not None else "loss"
-    table = with_x_axis(table, x)
-    tokenizer_warning = mixed_tokenizers_warning(table, run_dir) if x == "loss" else None
+    # The study's options after the table: its problems come first.
+    config = with_overrides(analyze_config(run_dir) if config is None else config, overrides)
+    table = with_x_axis(table, config.x)
+    tokenizer_warning = mixed_tokenizers_warning(table, run_dir) if config.x == "loss" else None
     if tokenizer_warning:
         print(tokenizer_warning, file=sys.stderr, flush=True)
-    holdout = choose_holdout(table, backtest)  # before any work: a bad --backtest fails fast
-    forecast_config = _forecast_config(table, run_dir, intermediate)
-    items = [(t, m) for t in table.tasks() for m in table.metrics(t)]
-    series = [table.series(task, metric) for task, metric in items]
-    _check_fits_in_memory(table, series, n_bootstrap)
-    jobs = [(s, run_dir, n_bootstrap, seed + i, ci_level, MIN_SIDE) for i, s in enumerate(series)]
-    metrics: dict[tuple[str, str], MetricAnalysis] = {
-        key: MetricAnalysis(s, res, align, seeds=per_seed)
-        for key, s, (res, align, per_seed) in zip(items, series, analyze_pairs(jobs, progress))}
-
+    holdout = choose_holdout(table, config.backtest)  # before any work: a bad --backtest fails fast
+    check_setting(table, config.forecast.intermediate)
+    metrics = _per_metric(table, run_dir, config, progress)
     mirage, reference = _per_task(table, metrics)
-    scaling_bootstrap = min(n_bootstrap, SCALING_BOOTSTRAP_MAX)
+    scaling_bootstrap = min(config.bootstrap, SCALING_BOOTSTRAP_MAX)
     # The laws of the whole table and the backtest (which refits on the training runs) share nothing:
     # on two cores they run side by side (each with its own seeds, so the results are the same either way).
-    stages = [partial(_laws, table, scaling_points, scaling_bootstrap, seed, ci_level)]
+    stages = [partial(_laws, table, config.scaling_points, scaling_bootstrap, config.seed, config.ci_level)]
     if isinstance(holdout, Holdout):
         emergent = [key for key, a in metrics.items() if a.threshold.verdict == EMERGENT]
-        stages.append(partial(run_backtest, table, holdout, emergent, scaling_points=scaling_points,
-                              n_bootstrap=n_bootstrap, scaling_bootstrap=scaling_bootstrap, seed=seed,
-                              ci_level=ci_level, forecast=forecast_config))
-    workers = max_workers() if len(table) * max(n_bootstrap, 1) >= PARALLEL_MIN_WORK else 1
+        stages.append(partial(run_backtest, table, holdout, emergent, scaling_points=config.scaling_points,
+                              n_bootstrap=config.bootstrap, scaling_bootstrap=scaling_bootstrap, seed=config.seed,
+                              ci_level=config.ci_level, forecast=config.forecast))
+    workers = max_workers() if len(table) * max(config.bootstrap, 1) >= PARALLEL_MIN_WORK else 1
     (scaling, scaling_error, scaling_note, alternative), *backtest_result = fork_map(_call, stages, workers)
 
-    forecasts = [] if scaling is None else _forecasts(table, metrics, scaling, forecast_sizes, ci_level, seed)
-
+    forecasts = [] if scaling is None else _forecasts(table, metrics, scaling, config)
     settings = {"results": str(results), "run_dir": None if run_dir is None else str(run_dir),
-                "n_bootstrap": n_bootstrap, "scaling_bootstrap": scaling_bootstrap, "seed": seed,
-                "ci_level": ci_level, "min_side": MIN_SIDE, "scaling_points": scaling_points,
-                "scaling_note": scaling_note, "x": x, "x_label": table.x_label, "x_warning": tokenizer_warning,
+                "n_bootstrap": config.bootstrap, "scaling_bootstrap": scaling_bootstrap, "seed": config.seed,
+                "ci_level": config.ci_level, "min_side": MIN_SIDE, "scaling_points": config.scaling_points,
+                "scaling_note": scaling_note, "x": config.x, "x_label": table.x_label, "x_warning": tokenizer_warning,
                 "backtest": holdout.spec if isinstance(holdout, Holdout) else "none",
-                "forecast": dataclasses.asdict(forecast_config)}
+                "forecast": dataclasses.asdict(config.forecast)}
     analysis = Analysis(table, metrics, mirage, reference, scaling, scaling_error, forecasts, settings, alternative,
-                        noise=noise_table(table, forecast_config))
+                        noise=noise_table(table, config.forecast), config=config)
     if backtest_result:
         analysis.backtest = backtest_result[0]
     else:
         analysis.backtest_note = holdout
     return analysis
+
+
+def _per_metric(table: Table, run_dir, config: AnalyzeConfig, progress: bool | None) -> dict:
+    """Threshold, alignment and seed summary of every task x metric (each its own bootstrap seed)."""
+    items = [(t, m) for t in table.tasks() for m in table.metrics(t)]
+    series = [table.series(task, metric) for task, metric in items]
+    _check_fits_in_memory(table, series, config.bootstrap)
+    jobs = [(s, run_dir, config.bootstrap, config.seed + i, config.ci_level, MIN_SIDE) for i, s in enumerate(series)]
+    return {key: MetricAnalysis(s, res, align, seeds=per_seed)
+            for key, s, (res, align, per_seed) in zip(items, series, analyze_pairs(jobs, progress))}
 
 
 def _per_task(table: Table, metrics: dict[tuple[str, str], MetricAnalysis]) -> tuple[dict, dict]:
@@ -231,11 +211,11 @@ def _laws(table: Table, scaling_points: str, n_bootstrap: int, seed: int, ci_lev
     return scaling, error, note, _alternative_law(table, scaling_points, ci_level)
 
 
-def _forecasts(table: Table, metrics: dict, scaling: ScalingFit, forecast_sizes, ci_level: float, seed: int):
+def _forecasts(table: Table, metrics: dict, scaling: ScalingFit, config: AnalyzeConfig):
     """For each emergent task x metric: tokens and compute at which each size reaches its eta."""
     ckpts = table.checkpoints()
     trained = sorted({float(n) for n in ckpts["n_params_nonembed"]})
-    extra = sorted(set(forecast_sizes or [trained[-1] * f for f in EXTRA_SIZES]) - set(trained))
+    extra = sorted(set(config.forecast_sizes or [trained[-1] * f for f in EXTRA_SIZES]) - set(trained))
     pos = ckpts["tokens"] > 0
     k = float(np.median(ckpts["flops"][pos] / (ckpts["n_params_nonembed"][pos] * ckpts["tokens"][pos])))
     out = []
@@ -243,7 +223,8 @@ def _forecasts(table: Table, metrics: dict, scaling: ScalingFit, forecast_sizes,
         th = a.threshold
         if th.verdict != EMERGENT:
             continue
-        rows = forecast(scaling, th.loss, th.bootstrap, trained + extra, k, ci_level=ci_level, seed=seed)
+        rows = forecast(scaling, th.loss, th.bootstrap, trained + extra, k, ci_level=config.ci_level,
+                        seed=config.seed)
         for r in rows:
             r["trained"] = r["n_params_nonembed"] in trained
         out.append({"task": task, "metric": metric, "eta": th.loss, "eta_ci": [th.ci_low, th.ci_high],
@@ -262,14 +243,12 @@ def _alternative_law(table: Table, scaling_points: str, ci_level: float) -> dict
     return None if note else {"points": other, **fit.to_dict()}
 
 
-def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = None, out: str | Path | None = None,
-            n_bootstrap: int = 1000, seed: int = 0, forecast_sizes: list[float] | None = None,
-            plots: bool = True, progress: bool | None = None, scaling_points: str = "decayed",
-            backtest: str | None = None, ci_level: float = 0.95, x: str | None = None,
-            intermediate: str | None = None) -> Analysis:
-    """Analyze ``RUN_DIR/results.csv`` (or ``results``) and write report.json, report.md and plots/.
-
-    Output goes to ``out`` (default: ``run_dir``, else the folder of ``results``).
+def analyze(run_dir: str | Path | None = None, config: AnalyzeConfig | None = None, *,
+            overrides: dict[str, Any] | None = None, results: str | Path | None = None,
+            out: str | Path | None = None, progress: bool | None = None) -> Analysis:
+    """Analyze ``RUN_DIR/results.csv`` (or ``results``) with the options of ``config`` and ``overrides``
+    (see :func:`run_analysis`) and write report.json, report.md and plots/ (unless the options' ``plots`` is
+    off). Output goes to ``out`` (default: ``run_dir``, else the folder of ``results``).
     """
     if run_dir is None and results is None:
         raise ResultsError("analyze needs a run directory or a results table")
@@ -278,14 +257,11 @@ def analyze(run_dir: str | Path | None = None, *, results: str | Path | None = N
         raise ResultsError(f"{run_dir}: run directory not found")
     out = Path(out) if out is not None else Path(run_dir) if run_dir is not None else results.parent
     refuse_overwriting_inputs([out / name for name in ("report.json", "report.md", "plots")], [results], "--out")
-    analysis = run_analysis(results, run_dir, n_bootstrap=n_bootstrap, seed=seed, forecast_sizes=forecast_sizes,
-                            progress=progress, scaling_points=scaling_points, backtest=backtest, ci_level=ci_level,
-                            x=x, intermediate=intermediate)
+    analysis = run_analysis(results, run_dir, config, overrides=overrides, progress=progress)
     # Imported here: matplotlib costs a second, and run_analysis must not need it.
     from losslens.analyze.report import write_report
 
     trackers = analysis_trackers(run_dir)  # after the table (its problems come first), before any output
     analysis.settings["out"] = str(out)
-    log_analysis(write_report(analysis, out, plots=plots), out, trackers)
+    log_analysis(write_report(analysis, out, plots=analysis.config.plots), out, trackers)
     return analysis
-

@@ -5,22 +5,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from losslens.analyze.config import AnalyzeOptions
-from losslens.analyze.table import X_AXES, ResultsError
+from losslens.analyze.config import X_AXES, AnalyzeConfig
+from losslens.errors import ResultsError
 from losslens.argtypes import flag, output_dir, unwritable_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option flag overrides a field of the study's ``analyze`` section (AnalyzeConfig), whose
+    declared range it takes; a flag not given (None) leaves the study's value, else the default."""
     parser.add_argument("run_dir", nargs="?", type=Path, help="study directory holding results.csv")
     parser.add_argument("--results", type=Path, help="results table to read (default: RUN_DIR/results.csv)")
     parser.add_argument("--out", type=output_dir, help="where report.json, report.md and plots/ go (default: RUN_DIR)")
-    parser.add_argument("--bootstrap", type=flag(AnalyzeOptions, "bootstrap"), default=1000, metavar="N",
+    parser.add_argument("--bootstrap", type=flag(AnalyzeConfig, "bootstrap"), metavar="N",
                         help="bootstrap resamples: 0 (no intervals) or at least 10 (default 1000)")
-    parser.add_argument("--seed", type=flag(AnalyzeOptions, "seed"), default=0, help="bootstrap seed (default 0)")
-    parser.add_argument("--forecast-sizes", type=flag(AnalyzeOptions, "forecast_sizes"), metavar="N1,N2",
+    parser.add_argument("--seed", type=flag(AnalyzeConfig, "seed"), help="bootstrap seed (default 0)")
+    parser.add_argument("--forecast-sizes", type=flag(AnalyzeConfig, "forecast_sizes"), metavar="N1,N2",
                         help="untrained non-embedding sizes to forecast (default: 10x and 100x the largest)")
-    parser.add_argument("--no-plots", action="store_true", help="skip the figures")
-    parser.add_argument("--scaling-points", default="decayed", metavar="decayed|all",
+    parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=None,
+                        help="draw the figures, or not (--no-plots) (default: analyze.plots of RUN_DIR/study.yaml, "
+                             "else yes)")
+    parser.add_argument("--scaling-points", metavar="decayed|all",
                         help="checkpoints the scaling law is fitted to: each run's final, fully decayed one "
                              "(default) or all, stable-phase ones included")
     parser.add_argument("--backtest", metavar="SPEC",
@@ -29,13 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--x", choices=X_AXES, default=None,
                         help="x-axis: validation loss (nats/token) or bits per byte, which compares runs with "
                              "different tokenizers (default: analyze.x of RUN_DIR/study.yaml, else loss)")
-    parser.add_argument("--intermediate", metavar="auto|loss|direct|METRIC",
+    parser.add_argument("--intermediate", dest="forecast.intermediate", metavar="auto|loss|direct|METRIC",
                         help="how the backtest forecasts task metrics: through the pretraining loss, a task's own "
                              "loss-like METRIC (e.g. bpb, loglik_byte), directly against compute, or auto: per task, "
                              "the way an inner backtest on the training runs prefers (default: "
                              "analyze.forecast.intermediate of RUN_DIR/study.yaml, else auto)")
-    parser.add_argument("--ci-level", type=flag(AnalyzeOptions, "ci_level"), default=0.95, metavar="P",
+    parser.add_argument("--ci-level", type=flag(AnalyzeConfig, "ci_level"), metavar="P",
                         help="level of every interval (default 0.95)")
+
+
+# The flags that override AnalyzeConfig fields, by their argparse dest (a dotted dest reaches into forecast).
+OPTION_FLAGS = ("bootstrap", "seed", "forecast_sizes", "plots", "scaling_points", "backtest", "x",
+                "forecast.intermediate", "ci_level")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -46,10 +55,9 @@ def main(args: argparse.Namespace) -> int:
         raise ResultsError("give a RUN_DIR or --results PATH")
     if args.out is None and args.run_dir is not None and args.run_dir.is_dir() and unwritable_folder(args.run_dir):
         raise ResultsError(f"{unwritable_folder(args.run_dir)}: the report goes there; give --out DIR")
-    analysis = analyze(args.run_dir, results=args.results, out=args.out, n_bootstrap=args.bootstrap,
-                       seed=args.seed, forecast_sizes=args.forecast_sizes, plots=not args.no_plots,
-                       scaling_points=args.scaling_points, backtest=args.backtest, ci_level=args.ci_level,
-                       x=args.x, intermediate=args.intermediate)
+    # The study's analyze section is read after the table (whose problems come first), the flags over it.
+    overrides = {k: getattr(args, k) for k in OPTION_FLAGS}
+    analysis = analyze(args.run_dir, overrides=overrides, results=args.results, out=args.out)
     out = Path(analysis.settings["out"])
     verdicts = [a.threshold.verdict for a in analysis.metrics.values()]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
@@ -68,6 +76,6 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(f"backtest: {analysis.backtest_note}")
     print(f"report: {out / REPORT_MD}")
-    if not args.no_plots:
+    if analysis.config.plots:
         print(f"plots:  {out / PLOTS_DIR}/")
     return 0

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
-from losslens.argtypes import device, flag, of_type, positive_float, shard
-from losslens.evaluate.config import AdaptiveConfig, EvalConfig, budget_problem
-from losslens.schema import Threads
-from losslens.evaluate.order import ORDERS
+from losslens.argtypes import device, flag, positive_float, shard
+from losslens.evaluate.config import LOCK_TIMEOUT, ORDERS, EvaluateOptions, budget_problem
 
 
 def budget(text: str) -> float:
@@ -36,11 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="take part I of N disjoint parts of the checkpoints, counting from 0 (0/4 ... 3/4), for "
                         "job arrays; 'slurm' reads SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and "
                         "SLURM_ARRAY_TASK_COUNT (ids may start at 1); default: the rank under accelerate launch, else all")
-    p.add_argument("--batch-size", type=flag(EvalConfig, "batch_size"), default=None, help="sequences per forward pass (default eval.batch_size)")
+    p.add_argument("--batch-size", type=flag(EvaluateOptions, "batch_size"), default=None, help="sequences per forward pass (default eval.batch_size)")
     p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1, ... (default: cuda:LOCAL_RANK if available)")
     p.add_argument("--per-example", action="store_true", default=None,
                    help="also write per-example records (prediction, reference, per-choice log-likelihoods)")
-    p.add_argument("--max-examples", type=flag(EvalConfig, "max_examples"), default=None, help="evaluate only the first N examples of each task")
+    p.add_argument("--max-examples", type=flag(EvaluateOptions, "max_examples"), default=None, help="evaluate only the first N examples of each task")
     p.add_argument("--force", action="store_true", help="recompute results that are already up to date")
     p.add_argument("--order", choices=ORDERS, default="tokens",
                    help="visit checkpoints run by run (tokens), or so that any prefix of the sweep spans every "
@@ -48,44 +47,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adaptive", action="store_true", default=None,
                    help="evaluate tasks on a coarse pass of checkpoints, then only where a task's metric moves and "
                         "around its provisional threshold (docs/evaluate.md; default eval.adaptive.enabled)")
-    p.add_argument("--eta-width", type=flag(AdaptiveConfig, "eta_width"), default=None, metavar="NATS",
+    p.add_argument("--eta-width", type=flag(EvaluateOptions, "eta_width"), default=None, metavar="NATS",
                    help="with --adaptive: a task is done when its threshold's interval is narrower "
                         "(default eval.adaptive.eta_width, 0.05)")
     p.add_argument("--budget", type=budget, default=None, metavar="N|FRACTION",
                    help="with --adaptive: evaluate at most N (checkpoint, task) units, or this fraction of the full "
                         "sweep's, coarse pass included (default eval.adaptive.budget: no limit)")
-    p.add_argument("--threads", type=of_type(Threads), default=None, help="CPU threads for torch")
-    p.add_argument("--lock-timeout", type=positive_float, default=6 * 3600,
+    p.add_argument("--threads", type=flag(EvaluateOptions, "threads"), default=None, help="CPU threads for torch")
+    p.add_argument("--lock-timeout", type=positive_float, default=LOCK_TIMEOUT,
                    help="seconds after which a claim by an evaluator on another host counts as abandoned")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
-    from losslens.evaluate.harness import parse_names
     from losslens.adaptive_judge import provisional_eta
+    from losslens.evaluate.harness import parse_names
     from losslens.evaluate.sweep import evaluate_study
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    summary = evaluate_study(
-        args.run_dir,
-        tasks=args.tasks,
-        shard=args.shard,
-        batch_size=args.batch_size,
-        device=args.device,
-        per_example=args.per_example,
-        max_examples=args.max_examples,
-        lm_eval=parse_names(args.lm_eval) if args.lm_eval is not None else None,
-        lm_eval_include=args.lm_eval_include,
-        force=args.force,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        lock_timeout=args.lock_timeout,
-        order=args.order,
-        adaptive=args.adaptive,
-        eta_width=args.eta_width,
-        budget=args.budget,
-        judge=provisional_eta,
-    )
+    # Each option flag's dest is its EvaluateOptions field: the record is built from them in one go.
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(EvaluateOptions) if f.name != "progress"}
+    options = EvaluateOptions(**given | {
+        "lm_eval": parse_names(args.lm_eval) if args.lm_eval is not None else None,
+        "progress": not args.no_progress and sys.stderr.isatty()})
+    summary = evaluate_study(args.run_dir, options, judge=provisional_eta)
     return 0 if summary.table is not None else 1

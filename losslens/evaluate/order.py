@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
-ORDERS = ("tokens", "coarse-to-fine")
-
 
 def bisection_order(n: int) -> list[int]:
     """0..n-1 as first, last, middle, quarters, eighths, ...: ``bisection_order(9) == [0, 8, 4, 2, 6, 1, 3, 5, 7]``."""
@@ -36,7 +34,7 @@ def coarse_to_fine(runs: list[list[Path]]) -> list[Path]:
 
 
 def visiting_order(runs: list[list[Path]], order: str) -> list[Path]:
-    """The sweep's checkpoints in ``order`` (one of :data:`ORDERS`)."""
+    """The sweep's checkpoints in ``order`` (one of :data:`losslens.evaluate.config.ORDERS`)."""
     if order == "coarse-to-fine":
         return coarse_to_fine(runs)
     return [c for ckpts in runs for c in ckpts]

@@ -40,6 +40,7 @@ from losslens.config import StudyConfig, load_study
 from losslens.errors import DataError, LossLensError
 from losslens.evaluate.adaptive import AdaptiveReport, Judge, run_adaptive
 from losslens.evaluate.claims import Claim
+from losslens.evaluate.config import EvaluateOptions
 from losslens.evaluate.harness import PREFIX as HARNESS_PREFIX, Harness, parse_names
 from losslens.evaluate.order import visiting_order
 from losslens.evaluate.runner import TaskSettings
@@ -99,23 +100,23 @@ def _default_device(device: Optional[str]) -> str:
 # ---------------------------------------------------------------- what to evaluate
 
 
-def plan_units(study: StudyConfig, study_dir: Path, *, tasks: Optional[list[str]] = None,
-               max_examples: Optional[int] = None, lm_eval: Optional[list[str]] = None,
-               lm_eval_include: Optional[str | Path] = None, log: Callable[[str], None] = print) -> list[Unit]:
+def plan_units(study: StudyConfig, study_dir: Path, options: Optional[EvaluateOptions] = None,
+               log: Callable[[str], None] = print) -> list[Unit]:
     """The units of a sweep, every one checked before any model work: pretraining loss, tasks, harness tasks.
 
-    ``tasks`` and ``lm_eval`` replace the study's ``eval.tasks`` and ``eval.lm_eval``.
+    ``options.tasks`` and ``options.lm_eval`` replace the study's ``eval.tasks`` and ``eval.lm_eval``.
     """
+    options = EvaluateOptions() if options is None else options
     cfg = study.eval
     settings = TaskSettings(seed=cfg.seed, bootstrap=cfg.bootstrap, confidence=cfg.confidence,
-                            max_examples=max_examples if max_examples is not None else cfg.max_examples,
+                            max_examples=_given(options.max_examples, cfg.max_examples),
                             max_new_tokens=cfg.max_new_tokens)
-    specs = cfg.tasks if tasks is None else tasks
+    specs = _given(options.tasks, cfg.tasks)
     task_list = resolve_tasks([t for t in specs if not t.startswith(HARNESS_PREFIX)], study_dir, study)
     units: list[Unit] = [PretrainUnit(study_dir, study.model.context, cfg.val_tokens or study.checkpoints.val_tokens,
                                       cfg.confidence)]
     units += [TaskUnit(t, settings, log) for t in task_list]
-    names = parse_names((cfg.lm_eval if lm_eval is None else lm_eval)
+    names = parse_names(_given(options.lm_eval, cfg.lm_eval)
                         + [t[len(HARNESS_PREFIX):] for t in specs if t.startswith(HARNESS_PREFIX)])
     if names:
         if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # lm-eval would split each checkpoint's requests
@@ -123,8 +124,9 @@ def plan_units(study: StudyConfig, study_dir: Path, *, tasks: Optional[list[str]
                                 "torchrun: use --shard i/n job arrays")
         harness_settings = {"dtype": cfg.dtype, "limit": settings.max_examples, "bootstrap": cfg.bootstrap,
                             "confidence": cfg.confidence}
-        harness = Harness(names, local_path(lm_eval_include or cfg.lm_eval_include, study_dir), harness_settings,
-                          log=log, cache_dir=study_dir / contracts.EVALS_DIR / REQUESTS_DIR)
+        include = local_path(options.lm_eval_include or cfg.lm_eval_include, study_dir)
+        harness = Harness(names, include, harness_settings, log=log,
+                          cache_dir=study_dir / contracts.EVALS_DIR / REQUESTS_DIR)
         native = {contracts.PRETRAIN_TASK: "the pretraining loss"} | {t.name: str(t.source) for t in task_list}
         for t in harness.tasks:
             if t.name in native:
@@ -137,65 +139,52 @@ def plan_units(study: StudyConfig, study_dir: Path, *, tasks: Optional[list[str]
 # ---------------------------------------------------------------- the sweep
 
 
-def evaluate_study(
-    study_dir: str | Path,
-    *,
-    tasks: Optional[list[str]] = None,
-    shard: Optional[tuple[int, int]] = None,
-    batch_size: Optional[int] = None,
-    device: Optional[str] = None,
-    per_example: Optional[bool] = None,
-    max_examples: Optional[int] = None,
-    lm_eval: Optional[list[str]] = None,
-    lm_eval_include: Optional[str | Path] = None,
-    force: bool = False,
-    progress: bool = True,
-    lock_timeout: float = 6 * 3600,
-    order: str = "tokens",
-    adaptive: Optional[bool] = None,
-    eta_width: Optional[float] = None,
-    budget: Optional[float] = None,
-    judge: Optional[Judge] = None,
-    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
-) -> SweepSummary:
+def evaluate_study(study_dir: str | Path, options: Optional[EvaluateOptions] = None, *, judge: Optional[Judge] = None,
+                   log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)) -> SweepSummary:
     """Evaluate what is not yet evaluated in a study folder, then rebuild ``results.csv``.
 
-    ``tasks`` replaces the study's ``eval.tasks``, ``lm_eval`` (harness task, group or tag names)
-    its ``eval.lm_eval``; ``shard`` = (i, n) takes the i-th of n disjoint parts of the checkpoints
-    (by default the process's rank under ``accelerate launch``, else all); ``force`` recomputes
-    done units; ``order`` is how checkpoints are visited (:mod:`losslens.evaluate.order`).
-    ``adaptive`` evaluates the tasks on part of the checkpoints only (:mod:`losslens.evaluate.adaptive`,
-    with ``eta_width`` and ``budget``; by default ``eval.adaptive``), placing thresholds with ``judge``
-    (the face passes :func:`losslens.adaptive_judge.provisional_eta`). Other arguments override the
-    study's ``eval:``.
+    ``options`` (:class:`losslens.evaluate.config.EvaluateOptions`; None: the defaults) are this sweep's
+    settings beside the study's ``eval:``, and override it where given: tasks, shard, device, order, force,
+    adaptive, ... An adaptive sweep places thresholds with ``judge`` (the face passes
+    :func:`losslens.adaptive_judge.provisional_eta`).
     """
+    options = EvaluateOptions() if options is None else options
+    options.check()
+    if options.threads:
+        import torch
+
+        torch.set_num_threads(options.threads)
     study_dir = Path(study_dir)
     study = load_study(study_dir / contracts.STUDY_FILE)
     check_unchanged_since_training(study, study_dir, strict=False)  # e.g. model.context edited after training
     world = int(os.environ.get("WORLD_SIZE", 1))
-    settings = _adaptive_settings(study, adaptive, eta_width, budget, shard, world, judge)
-    if shard is None:
-        shard = (int(os.environ.get("RANK", 0)), world) if world > 1 else (0, 1)
-    units = plan_units(study, study_dir, tasks=tasks, max_examples=max_examples, lm_eval=lm_eval,
-                       lm_eval_include=lm_eval_include, log=log)
+    settings = _adaptive_settings(study, options, world, judge)
+    shard = options.shard or ((int(os.environ.get("RANK", 0)), world) if world > 1 else (0, 1))
+    units = plan_units(study, study_dir, options, log=log)
     check_study_checkpoints(study_dir)  # a broken checkpoint stops us before results.csv is rebuilt
-    ckpts = visiting_order([contracts.list_checkpoints(run) for run in contracts.list_runs(study_dir)], order)
+    ckpts = visiting_order([contracts.list_checkpoints(run) for run in contracts.list_runs(study_dir)], options.order)
     mine = [c for c in ckpts if in_shard(c, shard)]
     summary = SweepSummary(checkpoints=len(mine))
     log(f"evaluate: {study_dir}: {len(mine)} of {len(ckpts)} checkpoints (shard {shard[0]}/{shard[1]}), "
         f"units: {', '.join(u.name for u in units)}")
-    options = RunOptions(dtype=study.eval.dtype, device=_default_device(device) if mine else "cpu",
-                         batch_size=batch_size or study.eval.batch_size, progress=progress,
-                         per_example=study.eval.per_example if per_example is None else per_example)
-    evaluator = Evaluator(study_dir, options, force, lock_timeout, summary, log, EvalTracking(study, study_dir))
+    run_options = RunOptions(dtype=study.eval.dtype, device=_default_device(options.device) if mine else "cpu",
+                             batch_size=options.batch_size or study.eval.batch_size, progress=options.progress,
+                             per_example=_given(options.per_example, study.eval.per_example))
+    evaluator = Evaluator(study_dir, run_options, options.force, options.lock_timeout, summary, log,
+                          EvalTracking(study, study_dir))
     if settings is not None:
         runs = {run.name: contracts.list_checkpoints(run) for run in contracts.list_runs(study_dir)}
         summary.adaptive = run_adaptive(runs, units, evaluator, settings, log, judge)
     else:
-        _sweep_all(mine, units, evaluator, progress)
+        _sweep_all(mine, units, evaluator, options.progress)
     summary.table, summary.rows = write_results_table(study_dir)
     _log_summary(summary, log)
     return summary
+
+
+def _given(value, default):
+    """An option's value, or the study's setting where the option is None."""
+    return default if value is None else value
 
 
 def _sweep_all(ckpts: list[Path], units: list[Unit], evaluator: Evaluator, progress: bool) -> None:
@@ -219,18 +208,16 @@ def _log_summary(summary: SweepSummary, log: Callable[[str], None]) -> None:
     log(f"evaluate: {summary.rows} rows in {summary.table}")
 
 
-def _adaptive_settings(study: StudyConfig, adaptive: Optional[bool], eta_width: Optional[float],
-                       budget: Optional[float], shard: Optional[tuple[int, int]], world: int, judge: Optional[Judge]):
-    """``eval.adaptive`` with the arguments over it, or None for a full sweep."""
-    settings = replace(study.eval.adaptive, **{k: v for k, v in (("eta_width", eta_width),
-                                                                            ("budget", budget)) if v is not None})
-    on = settings.enabled if adaptive is None else adaptive
-    if not on:
-        given = next((flag for flag, v in (("--eta-width", eta_width), ("--budget", budget)) if v is not None), None)
-        if given:
-            raise LossLensError(f"{given}: only with --adaptive (or eval.adaptive.enabled: true)")
+def _adaptive_settings(study: StudyConfig, options: EvaluateOptions, world: int, judge: Optional[Judge]):
+    """``eval.adaptive`` with the options over it, or None for a full sweep."""
+    over = {k: getattr(options, k) for k in ("eta_width", "budget") if getattr(options, k) is not None}
+    settings = replace(study.eval.adaptive, **over)
+    if not _given(options.adaptive, settings.enabled):
+        if over:
+            raise LossLensError(f"--{next(iter(over)).replace('_', '-')}: only with --adaptive "
+                                f"(or eval.adaptive.enabled: true)")
         return None
-    if (shard is not None and shard[1] > 1) or world > 1:
+    if (options.shard is not None and options.shard[1] > 1) or world > 1:
         raise LossLensError("--adaptive: one evaluator chooses the checkpoints from the results so far; "
                             "run it without --shard and without accelerate launch")
     if judge is None:
