@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from losslens.analyze.table import ResultsError, count_label, read_results
+from losslens.analyze.table import read_results
+from losslens.counts import count_label
+from losslens.errors import ResultsError
 from losslens.contracts import RESULTS_COLUMNS
 from losslens.errors import LossLensError
 from tests.conftest import write_results_csv

@@ -21,7 +21,8 @@ from losslens.analyze.forecast import check_setting, noise_table
 from losslens.analyze.pairs import PARALLEL_MIN_WORK, analyze_pairs
 from losslens.analyze.parallel import fork_map, max_workers
 from losslens.analyze.scaling import ScalingFit, forecast
-from losslens.analyze.table import ResultsError, Series, Table, check_table_matches_study, read_results, with_x_axis
+from losslens.analyze.study_folder import check_table_matches_study
+from losslens.analyze.table import ResultsError, Series, Table, read_results, with_x_axis
 from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test
 from losslens.analyze.tokenizers import mixed_tokenizers_warning
 from losslens.analyze.tracking import analysis_trackers, log_analysis

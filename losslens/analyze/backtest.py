@@ -31,8 +31,10 @@ from losslens.analyze.forecast import MetricForecaster, summarise
 from losslens.analyze.prediction import LARGEST_BUDGET, LARGEST_SIZE, NONE, scored, subset
 from losslens.analyze.scaling import FIXED_TOKENS, ScalingFit, fit_scaling_law, forecast
 from losslens.analyze.startup import startup_eta
-from losslens.analyze.table import ResultsError, Table, count_label
+from losslens.analyze.table import Table
 from losslens.analyze.threshold import EMERGENT, find_threshold
+from losslens.counts import count_label
+from losslens.errors import ResultsError
 
 CURVE_BOOTSTRAP_MAX = 100  # each replicate refits every curve model of a pair, twice
 MIN_TRAIN_SIZES = 2

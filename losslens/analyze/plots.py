@@ -28,8 +28,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
 from losslens.analyze.parallel import fork_map, max_workers
-from losslens.analyze.table import count_label
 from losslens.analyze.threshold import EMERGENT
+from losslens.counts import count_label
 from losslens.fsio import atomic_write_bytes
 
 # Okabe & Ito (2008), reordered so the first colours are the most distinct; yellow last-but-one.

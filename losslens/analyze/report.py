@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 
 from losslens.analyze.forecast_report import render_intermediates, render_noise
-from losslens.analyze.table import count_label
 from losslens.analyze.curves import BIC_MARGIN, FLAT_FRACTION
+from losslens.counts import count_label
 from losslens.fsio import atomic_write_json, atomic_write_text, files_together, jsonable
 
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
