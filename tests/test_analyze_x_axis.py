@@ -73,8 +73,8 @@ def test_bpb_moves_eta_by_the_tokenizers_bytes_per_token(tmp_path):
     th_loss = in_loss.metrics["arith", "exact_match"].threshold
     th_bpb = in_bpb.metrics["arith", "exact_match"].threshold
     assert th_loss.verdict == th_bpb.verdict == "emergent"
-    assert th_loss.loss == pytest.approx(ETA, rel=0.03)
-    assert th_bpb.loss == pytest.approx(th_loss.loss / scale, rel=1e-3)
+    assert th_loss.eta == pytest.approx(ETA, rel=0.03)
+    assert th_bpb.eta == pytest.approx(th_loss.eta / scale, rel=1e-3)
     assert th_bpb.ci_low == pytest.approx(th_loss.ci_low / scale, rel=1e-2)
     assert th_bpb.ci_high == pytest.approx(th_loss.ci_high / scale, rel=1e-2)
     # The law L(N, D) is fitted in the chosen unit: E, A and B scale, the exponents do not.

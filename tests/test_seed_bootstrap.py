@@ -74,10 +74,10 @@ def test_seed_level_widens_the_interval_and_covers_the_population_eta():
         lo, hi = th.ci_without_seeds
         covered += th.ci_low <= ETA <= th.ci_high
         covered_flat += lo <= ETA <= hi
-        raw = np.quantile(th.loss + (th.bootstrap - th.loss) / th.seed_inflation, [0.025, 0.975])
+        raw = np.quantile(th.eta + (th.bootstrap - th.eta) / th.seed_inflation, [0.025, 0.975])
         covered_uncorrected += raw[0] <= ETA <= raw[1]
         ratios.append((th.ci_high - th.ci_low) / (hi - lo))
-        assert th.ci_low <= th.loss <= th.ci_high
+        assert th.ci_low <= th.eta <= th.ci_high
     assert covered >= 90
     assert covered >= covered_uncorrected > covered_flat  # checkpoints alone take each seed's luck for the truth
     assert np.median(ratios) > 1.15
@@ -89,7 +89,7 @@ def test_one_seed_per_size_is_the_flat_bootstrap_exactly():
     plain = find_threshold(x, y, CHANCE, n_bootstrap=300, seed=3)
     labelled = find_threshold(x, y, CHANCE, n_bootstrap=300, seed=3, sizes=size, seeds=seed)
     np.testing.assert_array_equal(plain.bootstrap, labelled.bootstrap)
-    assert (plain.loss, plain.ci_low, plain.ci_high) == (labelled.loss, labelled.ci_low, labelled.ci_high)
+    assert (plain.eta, plain.ci_low, plain.ci_high) == (labelled.eta, labelled.ci_low, labelled.ci_high)
     assert not labelled.used_seeds and labelled.ci_without_seeds is None
 
 
@@ -100,7 +100,7 @@ def test_examples_stay_the_innermost_level():
     th = find_threshold(x, y, CHANCE, n_bootstrap=100, seed=0, examples=examples, sizes=size, seeds=seed)
     assert th.used_seeds and th.used_examples and th.verdict == EMERGENT
     assert th.to_dict()["threshold"]["bootstrap_over"] == "seeds within sizes, checkpoints and test examples"
-    assert th.ci_low < th.loss < th.ci_high
+    assert th.ci_low < th.eta < th.ci_high
 
 
 def test_seed_level_draws_seeds_within_sizes_then_points():
@@ -128,7 +128,7 @@ def test_table_without_seed_column_analyzes_as_before(tmp_path):
     for table in (bare.path, labelled.path):
         th = run_analysis(table, n_bootstrap=50, progress=False, backtest="none").metrics[("t", "acc")].threshold
         assert th.verdict == before.verdict == EMERGENT
-        assert (th.loss, th.ci_low, th.ci_high) == (before.loss, before.ci_low, before.ci_high)
+        assert (th.eta, th.ci_low, th.ci_high) == (before.eta, before.ci_low, before.ci_high)
         np.testing.assert_array_equal(th.bootstrap, before.bootstrap)
 
 

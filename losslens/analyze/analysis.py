@@ -208,7 +208,7 @@ def _per_task(table: Table, metrics: dict[tuple[str, str], MetricAnalysis]) -> t
     mirage, reference = {}, {}
     for task in table.tasks():
         mine = [(m, a) for (t, m), a in metrics.items() if t == task]
-        emergent = [(not a.series.discontinuous, a.threshold.ci_high - a.threshold.ci_low, m, a.threshold.loss)
+        emergent = [(not a.series.discontinuous, a.threshold.ci_high - a.threshold.ci_low, m, a.threshold.eta)
                     for m, a in mine if a.threshold.verdict == EMERGENT]
         reference[task] = (min(emergent)[2], min(emergent)[3]) if emergent else None
         if reference[task]:
@@ -244,10 +244,10 @@ def _forecasts(table: Table, metrics: dict, scaling: ScalingFit, forecast_sizes,
         th = a.threshold
         if th.verdict != EMERGENT:
             continue
-        rows = forecast(scaling, th.loss, th.bootstrap, trained + extra, k, ci_level=ci_level, seed=seed)
+        rows = forecast(scaling, th.eta, th.bootstrap, trained + extra, k, ci_level=ci_level, seed=seed)
         for r in rows:
             r["trained"] = r["n_params_nonembed"] in trained
-        out.append({"task": task, "metric": metric, "eta": th.loss, "eta_ci": [th.ci_low, th.ci_high],
+        out.append({"task": task, "metric": metric, "eta": th.eta, "eta_ci": [th.ci_low, th.ci_high],
                     "flops_per_param_token": k, "sizes": rows})
     return out
 

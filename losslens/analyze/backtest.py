@@ -193,15 +193,15 @@ def predict_crossings(law: ScalingFit | None, train: Table, held: Table, task: s
     k = float(np.median(ck["flops"][pos] / (ck["n_params_nonembed"][pos] * ck["tokens"][pos])))
     rows = []
     for run in held.runs():
-        fc = forecast(law, th.loss, th.bootstrap, [held.run_nonembed(run)], k, ci_level=ci_level, seed=seed)[0]
-        actual = actual_crossing(held, run, th.loss)
+        fc = forecast(law, th.eta, th.bootstrap, [held.run_nonembed(run)], k, ci_level=ci_level, seed=seed)[0]
+        actual = actual_crossing(held, run, th.eta)
         pred, ci = fc["tokens"], fc["tokens_ci"]
         ok = actual is not None and pred is not None and math.isfinite(pred)
-        rows.append({**base, "run": run, "eta": th.loss, "eta_ci": [th.ci_low, th.ci_high], "predicted_tokens": pred,
+        rows.append({**base, "run": run, "eta": th.eta, "eta_ci": [th.ci_low, th.ci_high], "predicted_tokens": pred,
                      "tokens_ci": ci, "actual_tokens": actual, "ratio": pred / actual if ok else None,
                      "inside": bool(ci[0] <= actual <= ci[1]) if ok and None not in ci else None,
                      "interval": fc["interval"],
-                     "note": crossing_note(pred, actual, fc["interval"], *_run_losses(held, run), th.loss)})
+                     "note": crossing_note(pred, actual, fc["interval"], *_run_losses(held, run), th.eta)})
     return rows
 
 

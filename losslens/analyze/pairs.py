@@ -51,7 +51,7 @@ def seed_summary(series: Series, pooled: ThresholdResult, examples: list | None,
         th = startup_eta(th, series.run[mine], series.tokens[mine], series.loss[mine], series.value[mine])
         found = th.verdict == EMERGENT
         per_seed.append({"seed": label, "verdict": th.verdict, "n_points": th.n_points,
-                         "eta": th.loss if found else None, "ci": [th.ci_low, th.ci_high] if found else None})
+                         "eta": th.eta if found else None, "ci": [th.ci_low, th.ci_high] if found else None})
     etas = np.array([r["eta"] for r in per_seed if r["eta"] is not None])
     widths = [r["ci"][1] - r["ci"][0] for r in per_seed if r["ci"] is not None]
     spread = {"n": len(etas), "sd": float(etas.std(ddof=1)) if len(etas) > 1 else None,

@@ -164,12 +164,12 @@ def draw_metric(ax, ma, styles: Styles, compact: bool = False, errorbars: bool =
     if th.fits and th.preferred:
         grid = np.linspace(lo, hi, 200)
         ax.plot(grid, th.fits[th.preferred].predict(grid), color="k", lw=1.3, alpha=0.75, zorder=4)
-    if np.isfinite(th.loss):
+    if np.isfinite(th.eta):
         sure = th.verdict == EMERGENT
         if np.isfinite(th.ci_low):
             ax.axvspan(th.ci_low, th.ci_high, color="0.5", alpha=0.25 if sure else 0.12, lw=0, zorder=0)
-        ax.axvline(th.loss, color="0.2", ls="--" if sure else ":", lw=1, zorder=2)
-        ax.annotate(f"η={th.loss:.2f}", (th.loss, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
+        ax.axvline(th.eta, color="0.2", ls="--" if sure else ":", lw=1, zorder=2)
+        ax.annotate(f"η={th.eta:.2f}", (th.eta, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
                     textcoords="offset points", ha="left", va="top", fontsize=6.5 if compact else 7, color="0.2")
     seed_etas = [r["eta"] for r in (ma.seeds or {}).get("per_seed", []) if r["eta"] is not None]
     if seed_etas:  # where each seed alone would put η: ticks on the lower edge

@@ -85,7 +85,7 @@ class Gap:
 class Eta:
     """The provisional threshold of a task: η and its interval (equal to η when there is none)."""
 
-    loss: float
+    eta: float
     ci_low: float
     ci_high: float
     verdict: str
@@ -303,7 +303,7 @@ def _log_report(report: AdaptiveReport, runs: dict[str, list[Path]], settings: A
         f"{sum(map(len, runs.values()))} checkpoints they visit")
     for name, state in report.tasks.items():
         eta = state.eta
-        where = (f"η {eta.loss:.3f} [{eta.ci_low:.3f}, {eta.ci_high:.3f}] ({eta.verdict})" if eta
+        where = (f"η {eta.eta:.3f} [{eta.ci_low:.3f}, {eta.ci_high:.3f}] ({eta.verdict})" if eta
                  else "no threshold")
         skipped = report.skipped[name]
         by_run = {run: [p for p, c in enumerate(ckpts) if c in set(skipped)] for run, ckpts in runs.items()}
