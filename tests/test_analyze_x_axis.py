@@ -57,9 +57,10 @@ def test_bpb_replaces_each_rows_x_by_its_checkpoints_bpb(tmp_path):
     assert by_loss.x_label == DEFAULT_X_LABEL and by_bpb.x_label == BPB_X_LABEL
     s_loss, s_bpb = by_loss.series("arith", "exact_match"), by_bpb.series("arith", "exact_match")
     np.testing.assert_array_equal(s_loss.value, s_bpb.value)
-    np.testing.assert_allclose(s_bpb.loss, s_loss.loss / (math.log(2) * BYTES_PER_TOKEN), rtol=1e-9)
-    np.testing.assert_allclose(by_bpb.checkpoints()["loss"] * math.log(2) * BYTES_PER_TOKEN,
-                               by_loss.checkpoints()["loss"], rtol=1e-9)
+    np.testing.assert_allclose(s_bpb.x, s_loss.x / (math.log(2) * BYTES_PER_TOKEN), rtol=1e-9)
+    np.testing.assert_allclose(by_bpb.checkpoints()["x"] * math.log(2) * BYTES_PER_TOKEN,
+                               by_loss.checkpoints()["x"], rtol=1e-9)
+    np.testing.assert_array_equal(by_bpb.cols["loss"], by_loss.cols["loss"])  # the loss column still holds the loss
 
 
 def test_bpb_moves_eta_by_the_tokenizers_bytes_per_token(tmp_path):

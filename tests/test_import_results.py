@@ -71,7 +71,7 @@ def test_pythia_import_analyzes_and_plots_say_the_x_axis(pythia_table, tmp_path)
     assert "LAMBADA (OpenAI) ln perplexity" in fig.axes[0].get_xlabel()
     # sciq accuracy climbs far above chance at the end of training: the table carries a real signal
     s = analysis.metrics[("sciq", "acc")].series
-    assert s.value[s.loss.argmin()] > 0.8
+    assert s.value[s.x.argmin()] > 0.8
 
 
 def test_lm_eval_04_layout_fixture(tmp_path):

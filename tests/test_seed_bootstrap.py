@@ -124,7 +124,7 @@ def test_table_without_seed_column_analyzes_as_before(tmp_path):
     labelled = read_results(write_table(tmp_path / "labelled.csv", rows))
     assert not bare.has_seeds() and not labelled.has_seeds()
     s = bare.series("t", "acc")
-    before = find_threshold(s.loss, s.value, s.chance, n_bootstrap=50, seed=0)  # no seed arguments at all
+    before = find_threshold(s.x, s.value, s.chance, n_bootstrap=50, seed=0)  # no seed arguments at all
     for table in (bare.path, labelled.path):
         th = run_analysis(table, n_bootstrap=50, progress=False, backtest="none").metrics[("t", "acc")].threshold
         assert th.verdict == before.verdict == EMERGENT

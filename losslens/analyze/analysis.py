@@ -213,7 +213,7 @@ def _per_task(table: Table, metrics: dict[tuple[str, str], MetricAnalysis]) -> t
         reference[task] = (min(emergent)[2], min(emergent)[3]) if emergent else None
         if reference[task]:
             for m, a in mine:
-                a.extrapolation = extrapolation_test(a.series.loss, a.series.value, reference[task][1])
+                a.extrapolation = extrapolation_test(a.series.x, a.series.value, reference[task][1])
         mirage[task] = _mirage(task, {m: (a.series.discontinuous, a.threshold.verdict) for m, a in mine})
     return mirage, reference
 

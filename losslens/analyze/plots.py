@@ -151,14 +151,14 @@ def draw_metric(ax, ma, styles: Styles, compact: bool = False, errorbars: bool =
     the preferred fit, and the threshold with its band (dotted where the verdict is not emergent)."""
     s, th = ma.series, ma.threshold
     errorbars = errorbars and not styles.seeded  # per-seed error bars would hide the seeds' spread
-    for run, idx in _by_run(s, s.loss):
+    for run, idx in _by_run(s, s.x):
         colour, marker = styles.of_run(run)
         has_ci = errorbars and np.isfinite(s.ci_low[idx]).all() and np.isfinite(s.ci_high[idx]).all()
         yerr = np.abs(np.vstack([s.value[idx] - s.ci_low[idx], s.ci_high[idx] - s.value[idx]])) if has_ci else None
-        ax.errorbar(s.loss[idx], s.value[idx], yerr=yerr, color=colour, marker=marker, elinewidth=0.5, mec="white",
+        ax.errorbar(s.x[idx], s.value[idx], yerr=yerr, color=colour, marker=marker, elinewidth=0.5, mec="white",
                     mew=0.4, zorder=3, **styles.run_line(compact))
-    _draw_seed_means(ax, styles, s.run, s.tokens, s.loss, s.value)
-    lo, hi = float(s.loss.min()), float(s.loss.max())
+    _draw_seed_means(ax, styles, s.run, s.tokens, s.x, s.value)
+    lo, hi = float(s.x.min()), float(s.x.max())
     if th.chance is not None:
         ax.axhline(th.chance, color="0.45", ls=":", lw=1, zorder=1)
     if th.fits and th.preferred:
@@ -196,7 +196,7 @@ def task_figure(analysis, task: str, styles: Styles) -> Figure:
 
 def _final_points(s):
     """The last checkpoint of each run in a series: (run, index)."""
-    return [(run, idx[-1]) for run, idx in _by_run(s, s.loss)]
+    return [(run, idx[-1]) for run, idx in _by_run(s, s.x)]
 
 
 def contrast_figure(analysis, task: str, styles: Styles) -> Figure:
@@ -260,9 +260,9 @@ def training_figure(analysis, styles: Styles) -> Figure:
         idx = np.flatnonzero((ck["run"] == run) & pos)
         idx = idx[np.argsort(ck["tokens"][idx])]
         colour, marker = styles.of_run(run)
-        ax_t.plot(ck["tokens"][idx], ck["loss"][idx], color=colour, marker=marker, mec="white", mew=0.4,
+        ax_t.plot(ck["tokens"][idx], ck["x"][idx], color=colour, marker=marker, mec="white", mew=0.4,
                   **styles.run_line())
-        ax_c.plot(ck["flops"][idx], ck["loss"][idx], color=colour, marker=marker, ms=4, ls="none", mec="white",
+        ax_c.plot(ck["flops"][idx], ck["x"][idx], color=colour, marker=marker, ms=4, ls="none", mec="white",
                   mew=0.4, alpha=0.9)
         if fit is not None and len(idx):
             N = float(ck["n_params_nonembed"][idx[0]])
@@ -271,7 +271,7 @@ def training_figure(analysis, styles: Styles) -> Figure:
     for ax in (ax_t, ax_c):
         ax.set_xscale("log")
         ax.set_ylabel(table.x_label)
-    _draw_seed_means(ax_t, styles, ck["run"][pos], ck["tokens"][pos], ck["tokens"][pos].astype(float), ck["loss"][pos])
+    _draw_seed_means(ax_t, styles, ck["run"][pos], ck["tokens"][pos], ck["tokens"][pos].astype(float), ck["x"][pos])
     ax_t.set_xlabel("training tokens")
     ax_t.set_title("training curves", loc="left")
     ax_c.set_xlabel("training compute (FLOPs)")

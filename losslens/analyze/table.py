@@ -17,16 +17,17 @@ from losslens.counts import count_label
 from losslens.errors import ResultsError
 from losslens.results_reader import NO_SEED, read_results_columns
 
-X_AXES = ("loss", "bpb")  # what a Series' x (``loss``) holds: the table's loss column, or the pretraining bpb
+X_AXES = ("loss", "bpb")  # what the x column holds: the table's loss column, or the pretraining bpb
+X_COLUMN = "x"  # the x-axis of every Series and of the scaling law: a copy of ``loss``, or bpb (:func:`with_x_axis`)
 BPB_METRIC = "bpb"
 BPB_X_LABEL = "validation bits per byte"
 
 
 def read_results(path: str | Path) -> Table:
     """Parse and validate a results table (the checks: :func:`losslens.results_reader.parse_results_columns`);
-    its x-axis is the ``loss`` column (see :func:`with_x_axis`)."""
+    its x-axis (``cols["x"]``) is the ``loss`` column (see :func:`with_x_axis`)."""
     read = read_results_columns(path)
-    return Table(path=Path(path), cols=read.cols, x_label=read.x_label)
+    return Table(path=Path(path), cols={**read.cols, X_COLUMN: read.cols["loss"]}, x_label=read.x_label)
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Series:
     n_params_nonembed: np.ndarray
     tokens: np.ndarray
     flops: np.ndarray
-    loss: np.ndarray
+    x: np.ndarray  # the table's x column: its loss, or bits per byte after :func:`with_x_axis`
     value: np.ndarray
     ci_low: np.ndarray  # nan where absent
     ci_high: np.ndarray
@@ -62,8 +63,8 @@ class Series:
 @dataclass
 class Table:
     """All rows of a results table as numpy columns (``cols[name]``), plus the source path and what
-    the ``loss`` column holds (``x_label``: the pretraining loss, its bits per byte after
-    :func:`with_x_axis`, or a stand-in named by the table).
+    the x-axis column ``x`` holds (``x_label``: the pretraining loss, its bits per byte after
+    :func:`with_x_axis`, or a stand-in named by the table); ``loss`` always holds the table's loss column.
 
     Per-run and per-(task, metric) indexes are built once, on first use, so that every lookup costs
     the size of its answer, not of the table: ``cols`` must not change after the first query.
@@ -163,12 +164,12 @@ class Table:
         return sorted(seen, key=lambda m: (not metric_info(m).discontinuous, seen.index(m)))
 
     def checkpoints(self) -> dict[str, np.ndarray]:
-        """One row per distinct (run, tokens): run, n_params, n_params_nonembed, tokens, step, flops, loss, seed."""
+        """One row per distinct (run, tokens): run, n_params, n_params_nonembed, tokens, step, flops, x, seed."""
         c = self.cols
         _, first = np.unique(np.rec.fromarrays([c["run"], c["tokens"]]), return_index=True)
         # by size, then run, then tokens
         idx = first[np.lexsort((c["tokens"][first], c["run"][first], c["n_params"][first]))]
-        names = ("run", "n_params", "n_params_nonembed", "tokens", "step", "flops", "loss")
+        names = ("run", "n_params", "n_params_nonembed", "tokens", "step", "flops", X_COLUMN)
         return {**{name: c[name][idx] for name in names}, "seed": self._seed_of_rows(idx)}
 
     def _seed_of_rows(self, idx: np.ndarray) -> np.ndarray:
@@ -182,13 +183,13 @@ class Table:
         return Series(
             task=task, metric=metric, run=c["run"][idx], n_params=c["n_params"][idx],
             n_params_nonembed=c["n_params_nonembed"][idx], tokens=c["tokens"][idx], flops=c["flops"][idx],
-            loss=c["loss"][idx], value=c["value"][idx], ci_low=c["ci_low"][idx], ci_high=c["ci_high"][idx],
+            x=c[X_COLUMN][idx], value=c["value"][idx], ci_low=c["ci_low"][idx], ci_high=c["ci_high"][idx],
             chance=float(np.median(chances)) if len(chances) else None, seed=self._seed_of_rows(idx),
         )
 
 
 def with_x_axis(table: Table, x: str) -> Table:
-    """The table against ``x``: ``loss`` (as read), or ``bpb``, each row's x (its ``loss`` cell) replaced
+    """The table against ``x``: ``loss`` (as read), or ``bpb``, each row's x (``cols["x"]``) replaced
     by its checkpoint's validation bits per byte (the ``pretrain``/``bpb`` row). Every Series, the
     checkpoints and so everything fitted to them are then in bits per byte, which do not depend on
     the tokenizer as tokens do."""
@@ -211,4 +212,4 @@ def with_x_axis(table: Table, x: str) -> Table:
         why = "has no" if np.isnan(row_bpb[i]) else f"has a non-positive ({row_bpb[i]:g})"
         raise ResultsError(f"{table.path}:{int(c['line'][i])}: x-axis bpb: run {str(c['run'][i])!r} at "
                            f"{int(c['tokens'][i])} tokens {why} {PRETRAIN_TASK}/{BPB_METRIC} row")
-    return dataclasses.replace(table, cols={**c, "loss": row_bpb}, x_label=BPB_X_LABEL)
+    return dataclasses.replace(table, cols={**c, X_COLUMN: row_bpb}, x_label=BPB_X_LABEL)
