@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from losslens.analyze.backtest import Holdout, choose_holdout, fit_law, run_backtest
 from losslens.analyze.config import AnalyzeOptions, ForecastConfig, forecast_problem, read_analyze_config
@@ -88,14 +89,8 @@ def _mirage(task: str, verdicts: dict[str, tuple[bool, str]]) -> dict:
 @contextmanager
 def _one_blas_thread():
     """Every fit here is tiny (5 parameters, ~100 points), where a threaded BLAS only adds
-    synchronisation: on a busy 2-core machine it doubled the run time. threadpoolctl is optional."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        limits = nullcontext()
-    else:
-        limits = threadpool_limits(limits=1, user_api="blas")
-    with limits:
+    synchronisation: on a busy 2-core machine it doubled the run time."""
+    with threadpool_limits(limits=1, user_api="blas"):
         yield
 
 

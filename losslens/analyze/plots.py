@@ -96,7 +96,7 @@ def _legend(fig: Figure, handles: list) -> None:
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False)
 
 
-def _save(fig: Figure, base: Path) -> list[Path]:
+def _save_figure(fig: Figure, base: Path) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         buf = io.BytesIO()
@@ -316,7 +316,7 @@ def _task_figures(job) -> dict[str, list[Path]]:
     task, out_dir = job
     styles = analysis_styles(_ANALYSIS)
     with rc_context(STYLE):
-        return {f"{kind}_{slug(task)}": _save(draw(_ANALYSIS, task, styles), out_dir / f"{kind}_{slug(task)}")
+        return {f"{kind}_{slug(task)}": _save_figure(draw(_ANALYSIS, task, styles), out_dir / f"{kind}_{slug(task)}")
                 for kind, draw in (("task", task_figure), ("contrast", contrast_figure))}
 
 
@@ -335,9 +335,9 @@ def write_plots(analysis, out_dir: str | Path) -> dict[str, list[Path]]:
         _ANALYSIS = None
     styles = analysis_styles(analysis)
     with rc_context(STYLE):
-        written["training"] = _save(training_figure(analysis, styles), out_dir / "training")
+        written["training"] = _save_figure(training_figure(analysis, styles), out_dir / "training")
         if tasks:
-            written["overview"] = _save(overview_figure(analysis, styles), out_dir / "overview")
+            written["overview"] = _save_figure(overview_figure(analysis, styles), out_dir / "overview")
     return written
 
 
@@ -358,7 +358,7 @@ def backtest_figure(backtest: dict, base: Path) -> list[Path]:
         ax_m.set_ylabel("predicted")
         fig.suptitle(f"backtest: {', '.join(backtest['held_out']['runs'])} held out, predicted from the other runs",
                      fontsize=9)
-        return _save(fig, base)
+        return _save_figure(fig, base)
 
 
 def _backtest_metrics(ax, backtest: dict) -> None:

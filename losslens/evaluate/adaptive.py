@@ -269,7 +269,7 @@ def _points(runs, pretrain: Unit, state: TaskState, evaluator: Evaluator):
             m = task["metrics"][state.metric]
             chance = m.get("chance") if chance is None else chance
             points.setdefault(run, []).append(Point(
-                p, loss["metrics"]["loss"]["value"], m["value"], _num(m.get("ci_low")), _num(m.get("ci_high"))))
+                p, loss["metrics"]["loss"]["value"], m["value"], _float_or_nan(m.get("ci_low")), _float_or_nan(m.get("ci_high"))))
     return points, chance, contracts.metric_info(state.metric).higher_is_better if state.metric else True
 
 
@@ -278,7 +278,7 @@ def headline_metric(metrics: dict) -> str:
     return next((m for m in metrics if contracts.metric_info(m).discontinuous), next(iter(metrics)))
 
 
-def _num(v) -> float:
+def _float_or_nan(v) -> float:
     return math.nan if v is None else float(v)
 
 
