@@ -41,7 +41,7 @@ from typing import Annotated, Literal, Optional, Union
 from losslens.records import build_dataclass, read_yaml_mapping
 from losslens.contracts import RESULTS_COLUMNS, RESULTS_SCHEMA, X_LABEL_COLUMN, metric_info
 from losslens.errors import ConfigError, DataError, ResultsError
-from losslens.fsio import atomic_write_text
+from losslens.fsio import atomic_write_text, read_text_file
 from losslens.import_wide import WideSpec, check_wide_spec, read_wide_file
 from losslens.outputs import refuse_overwriting_inputs
 from losslens.results_reader import parse_results_columns
@@ -141,12 +141,9 @@ def _number(v) -> Optional[float]:
 def read_harness_file(path: str | Path) -> HarnessFile:
     """Parse one lm-evaluation-harness result JSON (pre-0.4 or 0.4 layout)."""
     path = Path(path)
+    text = read_text_file(path, DataError)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text file") from None
+        raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     results = raw.get("results") if isinstance(raw, dict) else None

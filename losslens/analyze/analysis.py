@@ -23,11 +23,12 @@ from losslens.analyze.pairs import PARALLEL_MIN_WORK, analyze_pairs
 from losslens.analyze.parallel import fork_map, max_workers
 from losslens.analyze.scaling import ScalingFit, forecast
 from losslens.analyze.study_folder import check_table_matches_study
-from losslens.analyze.table import ResultsError, Series, Table, read_results, with_x_axis
+from losslens.analyze.table import Series, Table, read_results, with_x_axis
 from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test
 from losslens.analyze.tokenizers import mixed_tokenizers_warning
 from losslens.analyze.tracking import analysis_trackers, log_analysis
 from losslens.contracts import RESULTS_FILE
+from losslens.errors import ResultsError
 from losslens.outputs import refuse_overwriting_inputs
 
 SCALING_BOOTSTRAP_MAX = 200  # scaling-law refits are ~100x dearer than eta refits

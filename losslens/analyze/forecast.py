@@ -34,8 +34,9 @@ from losslens.analyze.config import AUTO, DIRECT_WAY, LOSS_WAY, ForecastConfig
 from losslens.analyze.scaling import ScalingFit, fit_scaling_law
 from losslens.analyze.seeds import SeedLevel
 from losslens.analyze.smoothing import moving_average, noise_floor, skip_early
-from losslens.analyze.table import ResultsError, Table
+from losslens.analyze.table import Table
 from losslens.contracts import metric_info
+from losslens.errors import ResultsError
 
 # Continuous metrics of a task that ``auto`` tries as its task loss: the loss of the correct answer.
 TASK_LOSS_NAMES = ("bits_per_byte", "bpb", "loglik_byte", "loglik_token")
