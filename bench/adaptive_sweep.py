@@ -80,7 +80,7 @@ def thresholds(study: Path, tasks: list[str], n_bootstrap: int) -> dict[str, tup
 
 
 def _eta(th) -> str:
-    return "no η" if not math.isfinite(th.loss) else f"{th.loss:.3f} [{th.ci_low:.3f}, {th.ci_high:.3f}]"
+    return "no η" if not math.isfinite(th.eta) else f"{th.eta:.3f} [{th.ci_low:.3f}, {th.ci_high:.3f}]"
 
 
 def main() -> None:
@@ -108,7 +108,7 @@ def main() -> None:
     met = units["adaptive"] <= 0.5 * units["full"]
     for task in args.tasks:
         (metric, f), (_, a) = etas["full"][task], etas["adaptive"][task]
-        inside = math.isfinite(a.loss) and f.ci_low <= a.loss <= f.ci_high
+        inside = math.isfinite(a.eta) and f.ci_low <= a.eta <= f.ci_high
         met = met and inside
         print(f"{task} ({metric}): full η {_eta(f)} {f.verdict}; adaptive η {_eta(a)} {a.verdict}; "
               f"adaptive η inside the full interval: {'yes' if inside else 'no'}")

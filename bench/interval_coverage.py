@@ -57,7 +57,7 @@ def seeds_coverage(n: int, rng, tau: float, sigma: float, checkpoints: int) -> f
     for i in range(n):
         x, y, size, seed = seed_study(rng, tau, sigma, checkpoints)
         th = find_threshold(x, y, CHANCE, n_bootstrap=200, seed=i, sizes=size, seeds=seed)
-        raw = percentile(th.loss + (th.bootstrap - th.loss) / th.seed_inflation, th.ci_level)
+        raw = percentile(th.eta + (th.bootstrap - th.eta) / th.seed_inflation, th.ci_level)
         for key, (lo, hi) in (("reported", (th.ci_low, th.ci_high)), ("no factor", raw),
                               ("no seed level", th.ci_without_seeds)):
             covered[key] += lo <= ETA <= hi

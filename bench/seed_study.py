@@ -57,7 +57,7 @@ def main() -> None:
             ratios.append(ratio)
         per = ", ".join(f"{r['seed']}: {fmt(r['eta'])}" if r["eta"] is not None else f"{r['seed']}: {r['verdict']}"
                         for r in sd["per_seed"])
-        print(f"| {task} | {metric} | {th.verdict} | {th.loss:.3f} | [{th.ci_low:.3f}, {th.ci_high:.3f}] "
+        print(f"| {task} | {metric} | {th.verdict} | {th.eta:.3f} | [{th.ci_low:.3f}, {th.ci_high:.3f}] "
               f"| [{iv['without_seeds'][0]:.3f}, {iv['without_seeds'][1]:.3f}] | {fmt(ratio, '.2f')} | {per} "
               f"| {fmt(sp['sd'])} | {fmt(sp['range'])} | {fmt(sp['within_seed_width_mean'])} |")
     median = float(np.median(ratios)) if ratios else float("nan")

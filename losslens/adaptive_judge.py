@@ -21,7 +21,7 @@ def provisional_eta(runs: dict[str, list[Point]], chance: Optional[float], highe
     points = [p for ps in runs.values() for p in ps]
     res = find_threshold([p.loss for p in points], [p.value for p in points], chance,
                          higher_is_better=higher_is_better, n_bootstrap=n_bootstrap, seed=seed)
-    if not math.isfinite(res.loss):
+    if not math.isfinite(res.eta):
         return None
-    lo, hi = (res.ci_low, res.ci_high) if math.isfinite(res.ci_low) and math.isfinite(res.ci_high) else (res.loss,) * 2
-    return Eta(res.loss, lo, hi, res.verdict, emergent=res.verdict == EMERGENT)
+    lo, hi = (res.ci_low, res.ci_high) if math.isfinite(res.ci_low) and math.isfinite(res.ci_high) else (res.eta,) * 2
+    return Eta(res.eta, lo, hi, res.verdict, emergent=res.verdict == EMERGENT)

@@ -1,4 +1,5 @@
-"""Atomic file and directory writes: write to a temporary name, fsync, rename; and plain JSON values.
+"""Atomic file and directory writes: write to a temporary name, fsync, rename; plain JSON values; and reading
+a text file with one-line errors (:func:`read_text_file`).
 
 A reader (or a process that was killed mid-write) sees either the old content or the new,
 never a partial file. Temporary names start with ``.tmp-`` so that listings can skip them.
@@ -216,3 +217,15 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def read_text_file(path: str | Path, error: type[Exception]) -> str:
+    """The UTF-8 text of ``path``, line endings as written (for ``csv``); a file that cannot be read, or is not
+    UTF-8 text, raises ``error`` with one line naming it."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a UTF-8 text file") from None

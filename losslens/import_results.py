@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
 from losslens.records import build_dataclass, read_yaml_mapping
-from losslens.analyze.table import parse_results
 from losslens.contracts import RESULTS_COLUMNS, RESULTS_SCHEMA, X_LABEL_COLUMN, metric_info
 from losslens.errors import ConfigError, DataError, ResultsError
-from losslens.fsio import atomic_write_text
+from losslens.fsio import atomic_write_text, read_text_file
 from losslens.import_wide import WideSpec, check_wide_spec, read_wide_file
 from losslens.outputs import refuse_overwriting_inputs
+from losslens.results_reader import parse_results_columns
 from losslens.metrics import metric_name, normal_interval
 from losslens.schema import NonNegativeInt, PositiveInt
 
@@ -141,12 +141,9 @@ def _number(v) -> Optional[float]:
 def read_harness_file(path: str | Path) -> HarnessFile:
     """Parse one lm-evaluation-harness result JSON (pre-0.4 or 0.4 layout)."""
     path = Path(path)
+    text = read_text_file(path, DataError)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text file") from None
+        raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     results = raw.get("results") if isinstance(raw, dict) else None
@@ -370,7 +367,7 @@ def import_results(mapping: str | Path, out: str | Path, *, root: str | Path | N
     out = Path(out)
     refuse_overwriting_inputs([out], inputs, "--out")
     try:  # nothing analyze would refuse is written: the same schema and checks, before writing
-        parse_results(buf.getvalue(), out)
+        parse_results_columns(buf.getvalue(), out)
     except ResultsError as e:
         raise DataError(f"{mapping_path}: not written, analyze would refuse the table: {e}") from None
     atomic_write_text(out, buf.getvalue())

@@ -20,6 +20,7 @@ mapping field. Imports nothing heavy.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Optional, Union
 
 from losslens.contracts import metric_info
 from losslens.errors import ConfigError, DataError
+from losslens.fsio import read_text_file
 
 TASK_SLOT = "{task}"
 
@@ -114,13 +116,9 @@ def _count(text: str, path: Path, line: int, column: str) -> Optional[int]:
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    text = read_text_file(path, DataError)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text file") from None
+        rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as e:
         raise DataError(f"{path}: not a readable CSV ({e})") from None
     if not rows:

@@ -99,7 +99,7 @@ def test_overlapping_intervals_do_not_count_as_moving():
 
 def test_gaps_that_reach_eta_come_first_and_adjacent_points_are_no_gap():
     points = _points([0.25, 0.25, 0.25, 0.25], [0, 1, 16, 32])
-    eta = Eta(loss=_loss(20), ci_low=_loss(22), ci_high=_loss(18), verdict=INSUFFICIENT)  # loss falls with position
+    eta = Eta(eta=_loss(20), ci_low=_loss(22), ci_high=_loss(18), verdict=INSUFFICIENT)  # loss falls with position
     gaps = gaps_to_refine(points, eta)
     assert [(g.lo, g.hi, g.reason) for g in gaps] == [(16, 32, ETA)]
 
@@ -109,7 +109,7 @@ def test_provisional_eta_is_analyze_threshold_on_the_points_so_far():
     points = _points([_step(_loss(p), eta=1.8) for p in positions], positions)
     eta = provisional_eta(points, chance=0.25, higher_is_better=True, n_bootstrap=200)
     assert eta is not None and eta.verdict == EMERGENT
-    assert abs(eta.loss - 1.8) < 0.1 and eta.ci_low <= eta.loss <= eta.ci_high
+    assert abs(eta.eta - 1.8) < 0.1 and eta.ci_low <= eta.eta <= eta.ci_high
     assert provisional_eta(_points([0.25] * len(positions), positions), 0.25, True, n_bootstrap=200) is None
 
 
@@ -139,7 +139,7 @@ def test_refines_only_where_the_metric_moves_and_near_eta():
         assert len(flat_far) <= 3, (run, chosen)
     assert report.units < report.total / 2
     eta = report.tasks["acc_task"].eta
-    assert eta is not None and abs(eta.loss - 1.8) < 0.05
+    assert eta is not None and abs(eta.eta - 1.8) < 0.05
 
 
 def test_the_pretraining_loss_is_evaluated_once_where_a_task_goes_and_nowhere_else():

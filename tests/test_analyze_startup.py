@@ -39,7 +39,7 @@ def test_checkpoint_rank_counts_each_run_from_its_first_trained_checkpoint():
 def test_an_eta_above_all_but_the_first_checkpoints_is_not_an_emergence():
     raw, th = verdict(eta=5.6)  # eta 5.75: above it only the first checkpoints of the two runs starting highest
     assert raw.verdict == EMERGENT  # the curve models alone call it emergent
-    assert th.verdict == INSUFFICIENT and th.loss == raw.loss
+    assert th.verdict == INSUFFICIENT and th.eta == raw.eta
     assert "first checkpoints" in th.reason and "not an emergence" in th.reason
     assert str(STARTUP_CHECKPOINTS) in th.reason
 

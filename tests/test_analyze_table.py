@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from losslens.analyze.table import ResultsError, count_label, read_results
+from losslens.analyze.table import read_results
+from losslens.counts import count_label
+from losslens.errors import ResultsError
 from losslens.contracts import RESULTS_COLUMNS
 from losslens.errors import LossLensError
 from tests.conftest import write_results_csv
@@ -44,6 +46,18 @@ def test_bad_cells_name_file_line_and_column(tmp_path, change, message):
         read_results(path)
     assert message in str(e.value) and "\n" not in str(e.value)
     assert isinstance(e.value, LossLensError)
+
+
+def test_the_first_wrong_cell_in_file_order_is_named(tmp_path):
+    # One parser for every cell: the earliest row wins over a later one, then the leftmost column
+    path = write(tmp_path, [{**ROW, "n": "2.5", "value": "x"}, {**ROW, "tokens": 2000, "loss": "abc"}])
+    with pytest.raises(ResultsError, match=r"results\.csv:2: column 'value': expected a number, got 'x'$"):
+        read_results(path)
+    path = write(tmp_path, [ROW, {**ROW, "tokens": "2e3", "n": "2.5", "chance": "inf"}])
+    with pytest.raises(ResultsError, match=r"results\.csv:3: column 'n': expected an integer, got '2\.5'$"):
+        read_results(path)
+    t = read_results(write(tmp_path, [{**ROW, "tokens": "1e3", "ci_low": "NaN", "ci_high": "nan", "n": ""}]))
+    assert t.cols["tokens"].tolist() == [1000] and np.isnan(t.cols["ci_low"][0]) and np.isnan(t.cols["n"][0])
 
 
 def test_missing_columns_empty_table_and_missing_file(tmp_path):

@@ -25,7 +25,7 @@ def test_hinge_interval_covers_eta_in_90_percent_of_50_seeds():
         r = find_threshold(x, y, CHANCE, n_bootstrap=400, seed=seed)
         verdicts.add(r.verdict)
         covered += r.ci_low <= ETA <= r.ci_high
-        assert r.ci_low < r.loss < r.ci_high
+        assert r.ci_low < r.eta < r.ci_high
     assert verdicts == {EMERGENT}
     assert covered >= 45, f"interval covered eta in {covered}/50 seeds"
 
@@ -51,7 +51,7 @@ def test_straight_line_is_smooth(seed):
     y = CHANCE + 0.1 + 0.2 * (4.5 - x) + rng.normal(0, 0.03, 48)
     r = find_threshold(x, y, CHANCE, n_bootstrap=100, seed=seed)
     assert r.verdict == SMOOTH, r.reason
-    assert np.isnan(r.loss)  # no threshold is reported for a smooth curve
+    assert np.isnan(r.eta)  # no threshold is reported for a smooth curve
 
 
 def test_line_starting_at_chance_is_smooth_not_emergent():

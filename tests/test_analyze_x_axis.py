@@ -59,9 +59,10 @@ def test_bpb_replaces_each_rows_x_by_its_checkpoints_bpb(tmp_path):
     assert by_loss.x_label == DEFAULT_X_LABEL and by_bpb.x_label == BPB_X_LABEL
     s_loss, s_bpb = by_loss.series("arith", "exact_match"), by_bpb.series("arith", "exact_match")
     np.testing.assert_array_equal(s_loss.value, s_bpb.value)
-    np.testing.assert_allclose(s_bpb.loss, s_loss.loss / (math.log(2) * BYTES_PER_TOKEN), rtol=1e-9)
-    np.testing.assert_allclose(by_bpb.checkpoints()["loss"] * math.log(2) * BYTES_PER_TOKEN,
-                               by_loss.checkpoints()["loss"], rtol=1e-9)
+    np.testing.assert_allclose(s_bpb.x, s_loss.x / (math.log(2) * BYTES_PER_TOKEN), rtol=1e-9)
+    np.testing.assert_allclose(by_bpb.checkpoints()["x"] * math.log(2) * BYTES_PER_TOKEN,
+                               by_loss.checkpoints()["x"], rtol=1e-9)
+    np.testing.assert_array_equal(by_bpb.cols["loss"], by_loss.cols["loss"])  # the loss column still holds the loss
 
 
 def test_bpb_moves_eta_by_the_tokenizers_bytes_per_token(tmp_path):
@@ -76,8 +77,8 @@ def test_bpb_moves_eta_by_the_tokenizers_bytes_per_token(tmp_path):
     th_loss = in_loss.metrics["arith", "exact_match"].threshold
     th_bpb = in_bpb.metrics["arith", "exact_match"].threshold
     assert th_loss.verdict == th_bpb.verdict == "emergent"
-    assert th_loss.loss == pytest.approx(ETA, rel=0.03)
-    assert th_bpb.loss == pytest.approx(th_loss.loss / scale, rel=1e-3)
+    assert th_loss.eta == pytest.approx(ETA, rel=0.03)
+    assert th_bpb.eta == pytest.approx(th_loss.eta / scale, rel=1e-3)
     assert th_bpb.ci_low == pytest.approx(th_loss.ci_low / scale, rel=1e-2)
     assert th_bpb.ci_high == pytest.approx(th_loss.ci_high / scale, rel=1e-2)
     # The law L(N, D) is fitted in the chosen unit: E, A and B scale, the exponents do not.

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from losslens.config import load_study
-from losslens.demo.corpus import iter_documents, parse_options
+from losslens.demo.corpus import demo_documents, parse_options
 from losslens.demo.tasks import TASK_NAMES, materialize
 from losslens.errors import ConfigError
 from tests.conftest import ROOT, run_cli
@@ -21,13 +21,13 @@ SMALL = {"n_documents": 300}
 
 
 def test_corpus_is_deterministic_in_the_seed():
-    a, b, c = (list(iter_documents(SMALL, s)) for s in (0, 0, 1))
+    a, b, c = (list(demo_documents(SMALL, s)) for s in (0, 0, 1))
     assert a == b and a != c
     assert len(a) == 300 and all(doc.strip() for doc in a)
 
 
 def test_mixture_weights_are_respected():
-    lines = "\n".join(iter_documents({"n_documents": 400, "mixture": {"prose": 0.2, "addition": 0.6, "copy": 0.2}}, 0)).splitlines()
+    lines = "\n".join(demo_documents({"n_documents": 400, "mixture": {"prose": 0.2, "addition": 0.6, "copy": 0.2}}, 0)).splitlines()
     sums = sum(bool(re.fullmatch(r"\d+\+\d+=\d+", l)) for l in lines) / len(lines)
     copies = sum(l.startswith("copy ") for l in lines) / len(lines)
     assert abs(sums - 0.6) < 0.03 and abs(copies - 0.2) < 0.03
@@ -50,7 +50,7 @@ def test_demo_configs_load(config):
 
 def test_no_test_item_occurs_in_the_training_stream(tmp_path: Path):
     study = load_study(QUICK)
-    text = "\n".join(iter_documents(study.data.generator, study.corpus_seed))
+    text = "\n".join(demo_documents(study.data.generator, study.corpus_seed))
     lines = set(text.splitlines())
     questions = {l[: max(l.find("="), l.find(":")) + 1] for l in lines}  # "12+34=" or "copy abcd:"
     for name in TASK_NAMES:

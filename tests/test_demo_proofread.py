@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from losslens.config import load_study
-from losslens.demo.corpus import Language, iter_documents, parse_options
+from losslens.demo.corpus import Language, demo_documents, parse_options
 from losslens.demo.tasks import materialize
 from losslens.errors import ConfigError
 from losslens.evaluate.tasks import load_task
@@ -29,7 +29,7 @@ def study():
 
 @pytest.fixture(scope="module")
 def training_text(study) -> str:
-    return "\n".join(iter_documents(study.data.generator, study.corpus_seed))
+    return "\n".join(demo_documents(study.data.generator, study.corpus_seed))
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_the_task_file_materializes_and_loads(study, tmp_path: Path):
 
 def test_more_errors_per_passage_and_bad_options(study):
     options = {**study.data.generator, "n_documents": 100, "proofread_words": 4, "proofread_errors": 2}
-    fixes = [line for doc in iter_documents(options, 0) for line in doc.splitlines() if line.startswith("fix ")]
+    fixes = [line for doc in demo_documents(options, 0) for line in doc.splitlines() if line.startswith("fix ")]
     assert fixes
     for line in fixes:
         misspelled, corrected = parse(line)

@@ -16,7 +16,7 @@ import pytest
 
 from losslens.analyze.table import read_results
 from losslens.contracts import DEFAULT_X_LABEL, X_LABEL_COLUMN
-from losslens.errors import LossLensError
+from losslens.errors import DataError, LossLensError
 from losslens.import_results import import_results, read_harness_file
 from tests.conftest import ROOT, run_cli
 
@@ -72,7 +72,7 @@ def test_pythia_import_analyzes_and_plots_say_the_x_axis(pythia_table, tmp_path)
     assert "LAMBADA (OpenAI) ln perplexity" in fig.axes[0].get_xlabel()
     # sciq accuracy climbs far above chance at the end of training: the table carries a real signal
     s = analysis.metrics[("sciq", "acc")].series
-    assert s.value[s.loss.argmin()] > 0.8
+    assert s.value[s.x.argmin()] > 0.8
 
 
 def test_lm_eval_04_layout_fixture(tmp_path):
@@ -180,3 +180,12 @@ def test_cli_imports_and_bad_input_exits_2_with_one_line(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
     assert "runs.small.files[1]" in bad.stderr and "missing.json not found" in bad.stderr
     assert not (tmp_path / "new.csv").exists()
+
+
+def test_an_unreadable_result_file_is_one_line(tmp_path):
+    (tmp_path / "latin1.json").write_bytes('{"results": {"t": {"acc": 0.5, "note": "café"}}}'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.json: not a UTF-8 text file$"):
+        read_harness_file(tmp_path / "latin1.json")
+    (tmp_path / "a_folder.json").mkdir()
+    with pytest.raises(DataError, match=r"a_folder\.json: cannot read \(Is a directory\)$"):
+        read_harness_file(tmp_path / "a_folder.json")

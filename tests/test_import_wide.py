@@ -70,7 +70,7 @@ def test_ladder_values_tokens_and_directions_are_the_files_own(ladder):
     bpb = table.series("arc_easy", "bpb")
     assert not bpb.higher_is_better and not bpb.discontinuous
     # a real signal: task loss falls as C4 loss falls, across all 16 runs
-    assert bpb.value[bpb.loss.argmin()] < bpb.value[bpb.loss.argmax()] - 0.5
+    assert bpb.value[bpb.x.argmin()] < bpb.value[bpb.x.argmax()] - 0.5
 
 
 def _suite(tmp_path, mapping_text: str = BASE) -> Path:

@@ -75,10 +75,10 @@ def test_seed_level_widens_the_interval_and_covers_the_population_eta():
         lo, hi = th.ci_without_seeds
         covered += th.ci_low <= ETA <= th.ci_high
         covered_flat += lo <= ETA <= hi
-        raw = np.quantile(th.loss + (th.bootstrap - th.loss) / th.seed_inflation, [0.025, 0.975])
+        raw = np.quantile(th.eta + (th.bootstrap - th.eta) / th.seed_inflation, [0.025, 0.975])
         covered_uncorrected += raw[0] <= ETA <= raw[1]
         ratios.append((th.ci_high - th.ci_low) / (hi - lo))
-        assert th.ci_low <= th.loss <= th.ci_high
+        assert th.ci_low <= th.eta <= th.ci_high
     assert covered >= 90
     assert covered >= covered_uncorrected > covered_flat  # checkpoints alone take each seed's luck for the truth
     assert np.median(ratios) > 1.15
@@ -90,7 +90,7 @@ def test_one_seed_per_size_is_the_flat_bootstrap_exactly():
     plain = find_threshold(x, y, CHANCE, n_bootstrap=300, seed=3)
     labelled = find_threshold(x, y, CHANCE, n_bootstrap=300, seed=3, sizes=size, seeds=seed)
     np.testing.assert_array_equal(plain.bootstrap, labelled.bootstrap)
-    assert (plain.loss, plain.ci_low, plain.ci_high) == (labelled.loss, labelled.ci_low, labelled.ci_high)
+    assert (plain.eta, plain.ci_low, plain.ci_high) == (labelled.eta, labelled.ci_low, labelled.ci_high)
     assert not labelled.used_seeds and labelled.ci_without_seeds is None
 
 
@@ -101,7 +101,7 @@ def test_examples_stay_the_innermost_level():
     th = find_threshold(x, y, CHANCE, n_bootstrap=100, seed=0, examples=examples, sizes=size, seeds=seed)
     assert th.used_seeds and th.used_examples and th.verdict == EMERGENT
     assert th.to_dict()["threshold"]["bootstrap_over"] == "seeds within sizes, checkpoints and test examples"
-    assert th.ci_low < th.loss < th.ci_high
+    assert th.ci_low < th.eta < th.ci_high
 
 
 def test_seed_level_draws_seeds_within_sizes_then_points():
@@ -125,12 +125,12 @@ def test_table_without_seed_column_analyzes_as_before(tmp_path):
     labelled = read_results(write_table(tmp_path / "labelled.csv", rows))
     assert not bare.has_seeds() and not labelled.has_seeds()
     s = bare.series("t", "acc")
-    before = find_threshold(s.loss, s.value, s.chance, n_bootstrap=50, seed=0)  # no seed arguments at all
+    before = find_threshold(s.x, s.value, s.chance, n_bootstrap=50, seed=0)  # no seed arguments at all
     for table in (bare.path, labelled.path):
         analysis = run_analysis(table, config=AnalyzeConfig(bootstrap=50, backtest="none"), progress=False)
         th = analysis.metrics[("t", "acc")].threshold
         assert th.verdict == before.verdict == EMERGENT
-        assert (th.loss, th.ci_low, th.ci_high) == (before.loss, before.ci_low, before.ci_high)
+        assert (th.eta, th.ci_low, th.ci_high) == (before.eta, before.ci_low, before.ci_high)
         np.testing.assert_array_equal(th.bootstrap, before.bootstrap)
 
 

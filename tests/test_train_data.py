@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -13,6 +15,7 @@ from losslens import contracts
 from losslens.errors import DataError
 from losslens.shards import open_shard, shard_dtype
 from losslens.train.config import DataConfig, TokenizerConfig
+from losslens.train import corpus
 from losslens.train.corpus import iter_documents
 from losslens.train.data import TokenStream, prepare_data
 from losslens.train.tokenizer import byte_tokenizer, char_tokenizer, train_bpe
@@ -85,6 +88,26 @@ def test_prepare_data_splits_and_reuses(tmp_path):
     with pytest.raises(DataError, match="different data config"):
         prepare_data(_files_cfg([tmp_path / "c.txt"], val_every=3), 0, tmp_path / "data")
     assert open_shard(tmp_path / "data", contracts.TRAIN_SHARD).shape == train.shape
+
+
+def sum_documents(options: dict, seed: int) -> Iterator[str]:
+    """docs/extending.md's example generator: a corpus of sums."""
+    rng = random.Random(seed)
+    for _ in range(int(options.get("n_documents", 10_000))):
+        a, b = rng.randrange(1000), rng.randrange(1000)
+        yield f"{a}+{b}={a + b}"
+
+
+def test_adding_a_corpus_generator_is_one_registry_entry(tmp_path, monkeypatch):
+    monkeypatch.setitem(corpus.GENERATORS, "sums", "tests.test_train_data:sum_documents")
+    cfg = DataConfig(source="sums", generator={"n_documents": 60}, tokenizer=TokenizerConfig(kind="char"),
+                     val_tokens=100, val_every=5)
+    docs = list(iter_documents(cfg, 0))
+    assert docs == list(sum_documents({"n_documents": 60}, 0)) and docs != list(iter_documents(cfg, 1))
+    meta = prepare_data(cfg, 0, tmp_path / "data")
+    assert meta["train_tokens"] + meta["val_tokens"] == sum(len(d) + 1 for d in docs)  # +1: end-of-text
+    with pytest.raises(DataError, match=r"unknown source 'sumz' \(known: files, demo, sums\)"):
+        list(iter_documents(DataConfig(source="sumz"), 0))
 
 
 def test_truncated_shard_is_detected(tmp_path):

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from losslens.analyze.backtest import Holdout, choose_holdout, fit_law, run_backtest
 from losslens.analyze.config import AnalyzeConfig, analyze_config, with_overrides
@@ -22,11 +23,13 @@ from losslens.analyze.forecast import check_setting, noise_table
 from losslens.analyze.pairs import PARALLEL_MIN_WORK, analyze_pairs
 from losslens.analyze.parallel import fork_map, max_workers
 from losslens.analyze.scaling import ScalingFit, forecast
-from losslens.analyze.table import ResultsError, Series, Table, check_table_matches_study, read_results, with_x_axis
+from losslens.analyze.study_folder import check_table_matches_study
+from losslens.analyze.table import Series, Table, read_results, with_x_axis
 from losslens.analyze.threshold import EMERGENT, INSUFFICIENT, SMOOTH, ThresholdResult, extrapolation_test
 from losslens.analyze.tokenizers import mixed_tokenizers_warning
 from losslens.analyze.tracking import analysis_trackers, log_analysis
 from losslens.contracts import RESULTS_FILE
+from losslens.errors import ResultsError
 from losslens.outputs import refuse_overwriting_inputs
 
 SCALING_BOOTSTRAP_MAX = 200  # scaling-law refits are ~100x dearer than eta refits
@@ -88,14 +91,8 @@ def _mirage(task: str, verdicts: dict[str, tuple[bool, str]]) -> dict:
 @contextmanager
 def _one_blas_thread():
     """Every fit here is tiny (5 parameters, ~100 points), where a threaded BLAS only adds
-    synchronisation: on a busy 2-core machine it doubled the run time. threadpoolctl is optional."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        limits = nullcontext()
-    else:
-        limits = threadpool_limits(limits=1, user_api="blas")
-    with limits:
+    synchronisation: on a busy 2-core machine it doubled the run time."""
+    with threadpool_limits(limits=1, user_api="blas"):
         yield
 
 
@@ -187,12 +184,12 @@ def _per_task(table: Table, metrics: dict[tuple[str, str], MetricAnalysis]) -> t
     mirage, reference = {}, {}
     for task in table.tasks():
         mine = [(m, a) for (t, m), a in metrics.items() if t == task]
-        emergent = [(not a.series.discontinuous, a.threshold.ci_high - a.threshold.ci_low, m, a.threshold.loss)
+        emergent = [(not a.series.discontinuous, a.threshold.ci_high - a.threshold.ci_low, m, a.threshold.eta)
                     for m, a in mine if a.threshold.verdict == EMERGENT]
         reference[task] = (min(emergent)[2], min(emergent)[3]) if emergent else None
         if reference[task]:
             for m, a in mine:
-                a.extrapolation = extrapolation_test(a.series.loss, a.series.value, reference[task][1])
+                a.extrapolation = extrapolation_test(a.series.x, a.series.value, reference[task][1])
         mirage[task] = _mirage(task, {m: (a.series.discontinuous, a.threshold.verdict) for m, a in mine})
     return mirage, reference
 
@@ -223,11 +220,11 @@ def _forecasts(table: Table, metrics: dict, scaling: ScalingFit, config: Analyze
         th = a.threshold
         if th.verdict != EMERGENT:
             continue
-        rows = forecast(scaling, th.loss, th.bootstrap, trained + extra, k, ci_level=config.ci_level,
+        rows = forecast(scaling, th.eta, th.bootstrap, trained + extra, k, ci_level=config.ci_level,
                         seed=config.seed)
         for r in rows:
             r["trained"] = r["n_params_nonembed"] in trained
-        out.append({"task": task, "metric": metric, "eta": th.loss, "eta_ci": [th.ci_low, th.ci_high],
+        out.append({"task": task, "metric": metric, "eta": th.eta, "eta_ci": [th.ci_low, th.ci_high],
                     "flops_per_param_token": k, "sizes": rows})
     return out
 

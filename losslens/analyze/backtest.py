@@ -31,8 +31,10 @@ from losslens.analyze.forecast import MetricForecaster, summarise
 from losslens.analyze.prediction import LARGEST_BUDGET, LARGEST_SIZE, NONE, scored, subset
 from losslens.analyze.scaling import FIXED_TOKENS, ScalingFit, fit_scaling_law, forecast
 from losslens.analyze.startup import startup_eta
-from losslens.analyze.table import ResultsError, Table, count_label
+from losslens.analyze.table import Table
 from losslens.analyze.threshold import EMERGENT, find_threshold
+from losslens.counts import count_label
+from losslens.errors import ResultsError
 
 CURVE_BOOTSTRAP_MAX = 100  # each replicate refits every curve model of a pair, twice
 MIN_TRAIN_SIZES = 2
@@ -117,7 +119,7 @@ def fit_law(table: Table, points: str, n_bootstrap: int, seed: int, ci_level: fl
     every = np.ones(len(ck["run"]), bool)
 
     def fit(use):
-        return fit_scaling_law(ck["n_params_nonembed"][use], ck["tokens"][use], ck["loss"][use],
+        return fit_scaling_law(ck["n_params_nonembed"][use], ck["tokens"][use], ck["x"][use],
                                n_bootstrap=n_bootstrap, seed=seed, ci_level=ci_level, seeds=ck["seed"][use])
 
     if points == "all":
@@ -137,7 +139,7 @@ def predict_losses(law: ScalingFit, held: Table) -> dict:
     ck = held.checkpoints()
     pos = ck["tokens"] > 0
     decayed = decayed_mask(ck)
-    N, D, L = ck["n_params_nonembed"][pos], ck["tokens"][pos], ck["loss"][pos]
+    N, D, L = ck["n_params_nonembed"][pos], ck["tokens"][pos], ck["x"][pos]
     pred = law.predict(N, D)
     lo, hi = law.predict_interval(N, D)
     rows = [{"run": str(r), "tokens": int(d), "decayed": bool(dec), "actual": float(a),
@@ -158,7 +160,7 @@ def _run_losses(held: Table, run: str) -> tuple[np.ndarray, np.ndarray]:
     """A run's (tokens, loss) at its checkpoints with tokens > 0, by tokens."""
     ck = held.checkpoints()
     sel = (ck["run"] == run) & (ck["tokens"] > 0)
-    t, L = ck["tokens"][sel].astype(float), ck["loss"][sel]
+    t, L = ck["tokens"][sel].astype(float), ck["x"][sel]
     order = np.argsort(t)
     return t[order], L[order]
 
@@ -179,9 +181,9 @@ def predict_crossings(law: ScalingFit | None, train: Table, held: Table, task: s
                       n_bootstrap: int, ci_level: float, seed: int) -> list[dict]:
     """(c) Tokens at which each held-out run reaches the task's eta, refitted on the training runs."""
     s = train.series(task, metric)
-    th = find_threshold(s.loss, s.value, s.chance, higher_is_better=s.higher_is_better,
+    th = find_threshold(s.x, s.value, s.chance, higher_is_better=s.higher_is_better,
                         n_bootstrap=n_bootstrap, seed=seed, ci_level=ci_level, sizes=s.n_params, seeds=s.seed)
-    th = startup_eta(th, s.run, s.tokens, s.loss, s.value)
+    th = startup_eta(th, s.run, s.tokens, s.x, s.value)
     base = {"task": task, "metric": metric, "train_verdict": th.verdict}
     if th.verdict != EMERGENT or law is None:
         why = "no scaling fit" if law is None else f"{th.verdict} on the training runs: no threshold to forecast"
@@ -191,15 +193,15 @@ def predict_crossings(law: ScalingFit | None, train: Table, held: Table, task: s
     k = float(np.median(ck["flops"][pos] / (ck["n_params_nonembed"][pos] * ck["tokens"][pos])))
     rows = []
     for run in held.runs():
-        fc = forecast(law, th.loss, th.bootstrap, [held.run_nonembed(run)], k, ci_level=ci_level, seed=seed)[0]
-        actual = actual_crossing(held, run, th.loss)
+        fc = forecast(law, th.eta, th.bootstrap, [held.run_nonembed(run)], k, ci_level=ci_level, seed=seed)[0]
+        actual = actual_crossing(held, run, th.eta)
         pred, ci = fc["tokens"], fc["tokens_ci"]
         ok = actual is not None and pred is not None and math.isfinite(pred)
-        rows.append({**base, "run": run, "eta": th.loss, "eta_ci": [th.ci_low, th.ci_high], "predicted_tokens": pred,
+        rows.append({**base, "run": run, "eta": th.eta, "eta_ci": [th.ci_low, th.ci_high], "predicted_tokens": pred,
                      "tokens_ci": ci, "actual_tokens": actual, "ratio": pred / actual if ok else None,
                      "inside": bool(ci[0] <= actual <= ci[1]) if ok and None not in ci else None,
                      "interval": fc["interval"],
-                     "note": crossing_note(pred, actual, fc["interval"], *_run_losses(held, run), th.loss)})
+                     "note": crossing_note(pred, actual, fc["interval"], *_run_losses(held, run), th.eta)})
     return rows
 
 

@@ -34,8 +34,9 @@ from losslens.analyze.config import AUTO, DIRECT_WAY, LOSS_WAY, ForecastConfig
 from losslens.analyze.scaling import ScalingFit, fit_scaling_law
 from losslens.analyze.seeds import SeedLevel
 from losslens.analyze.smoothing import moving_average, noise_floor, skip_early
-from losslens.analyze.table import ResultsError, Table
+from losslens.analyze.table import Table
 from losslens.contracts import metric_info
+from losslens.errors import ResultsError
 
 # Continuous metrics of a task that ``auto`` tries as its task loss: the loss of the correct answer.
 TASK_LOSS_NAMES = ("bits_per_byte", "bpb", "loglik_byte", "loglik_token")
@@ -97,7 +98,7 @@ def point_loss_law(table: Table) -> ScalingFit | None:
     """The pretraining loss law as a point estimate (no bootstrap, no profiles): enough to choose by."""
     ck = table.checkpoints()
     try:
-        return _law_on_finals(ck["run"], ck["n_params_nonembed"], ck["tokens"], ck["loss"], ck["seed"], 0, 0, 0.95,
+        return _law_on_finals(ck["run"], ck["n_params_nonembed"], ck["tokens"], ck["x"], ck["seed"], 0, 0, 0.95,
                               False)
     except ValueError:
         return None
@@ -164,7 +165,7 @@ def curve_points(table: Table, task: str, metric: str, ways: list[str], cfg: For
     """A task x metric's points for curves: early checkpoints skipped, y and every way's x smoothed
     along each run. Returns run, tokens, y, y_measured (unsmoothed), seeds (a SeedLevel) and x (way -> values)."""
     s = table.series(task, metric)
-    xs = {LOSS_WAY: s.loss.astype(float), DIRECT_WAY: -np.log10(np.maximum(s.flops, 1.0))}
+    xs = {LOSS_WAY: s.x.astype(float), DIRECT_WAY: -np.log10(np.maximum(s.flops, 1.0))}
     for way in ways:
         if way not in xs:
             q = table.series(task, way)

@@ -3,11 +3,7 @@ through and why (the inner backtest), how each way did on the held-out runs, and
 
 from __future__ import annotations
 
-import math
-
-
-def _num(v, fmt: str = ".3f") -> str:
-    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+from losslens.analyze.markdown import number_cell
 
 
 def _way_label(way: str) -> str:
@@ -42,7 +38,7 @@ def render_intermediates(bt: dict) -> list[str]:
         for way, s in [*blk["ways"].items(), ("chosen", blk["chosen"])]:
             name = f"**chosen** ({', '.join(f'{w} {k}' for w, k in blk['choices'].items())})" if way == "chosen" \
                 else _way_label(way)
-            L.append(f"| {metric} | {name} | {_num(s['mae'], '.4g')} | {s['inside']}/{s['n_with_interval']} |")
+            L.append(f"| {metric} | {name} | {number_cell(s['mae'], '.4g')} | {s['inside']}/{s['n_with_interval']} |")
     return L + [""] + _choice_table(bt["metrics"]) + [""]
 
 
@@ -54,10 +50,10 @@ def _choice_table(rows: list[dict]) -> list[str]:
         inner = r["intermediate"]["inner_mae"] or {}
         f = r["forecast"]
         within = "–" if f["within_noise"] is None else "yes" if f["within_noise"] else "no"
-        L.append(f"| {r['task']} | {r['metric']} | {r['run']} | {' / '.join(_num(inner.get(w), '.3g') for w in ways)} "
+        L.append(f"| {r['task']} | {r['metric']} | {r['run']} | {' / '.join(number_cell(inner.get(w), '.3g') for w in ways)} "
                  f"| {f['way']}{' (' + r['intermediate']['note'] + ')' if r['intermediate']['note'] else ''} "
-                 f"| {_num(f.get('predicted'))} | {r['actual']:.3f} | {_num(f.get('abs_error'))} "
-                 f"| {_num(r['noise']['sd'], '.3g')} | {within} |")
+                 f"| {number_cell(f.get('predicted'))} | {r['actual']:.3f} | {number_cell(f.get('abs_error'))} "
+                 f"| {number_cell(r['noise']['sd'], '.3g')} | {within} |")
     return L + ["", "'within noise': the error is no larger than the checkpoint-to-checkpoint noise of the training "
                     "runs (below), so the forecast cannot be told apart from a perfect one."]
 
@@ -73,6 +69,6 @@ def render_noise(noise: list[dict], fc: dict) -> list[str]:
          f"about 1, the benchmark cannot rank these runs. {noise_settings(fc)}", "",
          "| task | metric | noise SD | signal | signal-to-noise | runs |", "|---|---|---|---|---|---|"]
     for n in noise:
-        L.append(f"| {n['task']} | {n['metric']} | {_num(n['sd'], '.3g')} | {_num(n['signal'], '.3g')} "
-                 f"| {_num(n['snr'], '.3g')} | {n['runs']} |")
+        L.append(f"| {n['task']} | {n['metric']} | {number_cell(n['sd'], '.3g')} | {number_cell(n['signal'], '.3g')} "
+                 f"| {number_cell(n['snr'], '.3g')} | {n['runs']} |")
     return L

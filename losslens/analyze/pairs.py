@@ -31,10 +31,10 @@ def analyze_pair(series: Series, run_dir, n_bootstrap: int, seed: int, ci_level:
     examples = load_examples(run_dir, series)
     opts = dict(higher_is_better=series.higher_is_better, n_bootstrap=n_bootstrap, seed=seed, ci_level=ci_level,
                 min_side=min_side)
-    res = find_threshold(series.loss, series.value, series.chance, examples=examples, sizes=series.n_params,
+    res = find_threshold(series.x, series.value, series.chance, examples=examples, sizes=series.n_params,
                          seeds=series.seed, **opts)
-    res = startup_eta(res, series.run, series.tokens, series.loss, series.value)
-    align = {"loss": alignment_r2(series.loss, series.value, series.n_params),
+    res = startup_eta(res, series.run, series.tokens, series.x, series.value)
+    align = {"loss": alignment_r2(series.x, series.value, series.n_params),
              "compute": alignment_r2(np.log10(np.maximum(series.flops, 1.0)), series.value, series.n_params)}
     seeds = seed_summary(series, res, examples, opts) if res.used_seeds else None
     return res, align, seeds
@@ -47,11 +47,11 @@ def seed_summary(series: Series, pooled: ThresholdResult, examples: list | None,
     for label in sorted(set(series.seed.tolist())):
         mine = series.seed == label
         sub = None if examples is None else [e for e, keep in zip(examples, mine) if keep]
-        th = find_threshold(series.loss[mine], series.value[mine], series.chance, examples=sub, **opts)
-        th = startup_eta(th, series.run[mine], series.tokens[mine], series.loss[mine], series.value[mine])
+        th = find_threshold(series.x[mine], series.value[mine], series.chance, examples=sub, **opts)
+        th = startup_eta(th, series.run[mine], series.tokens[mine], series.x[mine], series.value[mine])
         found = th.verdict == EMERGENT
         per_seed.append({"seed": label, "verdict": th.verdict, "n_points": th.n_points,
-                         "eta": th.loss if found else None, "ci": [th.ci_low, th.ci_high] if found else None})
+                         "eta": th.eta if found else None, "ci": [th.ci_low, th.ci_high] if found else None})
     etas = np.array([r["eta"] for r in per_seed if r["eta"] is not None])
     widths = [r["ci"][1] - r["ci"][0] for r in per_seed if r["ci"] is not None]
     spread = {"n": len(etas), "sd": float(etas.std(ddof=1)) if len(etas) > 1 else None,

@@ -28,8 +28,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
 from losslens.analyze.parallel import fork_map, max_workers
-from losslens.analyze.table import count_label
 from losslens.analyze.threshold import EMERGENT
+from losslens.counts import count_label
 from losslens.fsio import atomic_write_bytes
 
 # Okabe & Ito (2008), reordered so the first colours are the most distinct; yellow last-but-one.
@@ -96,7 +96,7 @@ def _legend(fig: Figure, handles: list) -> None:
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False)
 
 
-def _save(fig: Figure, base: Path) -> list[Path]:
+def _save_figure(fig: Figure, base: Path) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         buf = io.BytesIO()
@@ -151,25 +151,25 @@ def draw_metric(ax, ma, styles: Styles, compact: bool = False, errorbars: bool =
     the preferred fit, and the threshold with its band (dotted where the verdict is not emergent)."""
     s, th = ma.series, ma.threshold
     errorbars = errorbars and not styles.seeded  # per-seed error bars would hide the seeds' spread
-    for run, idx in _by_run(s, s.loss):
+    for run, idx in _by_run(s, s.x):
         colour, marker = styles.of_run(run)
         has_ci = errorbars and np.isfinite(s.ci_low[idx]).all() and np.isfinite(s.ci_high[idx]).all()
         yerr = np.abs(np.vstack([s.value[idx] - s.ci_low[idx], s.ci_high[idx] - s.value[idx]])) if has_ci else None
-        ax.errorbar(s.loss[idx], s.value[idx], yerr=yerr, color=colour, marker=marker, elinewidth=0.5, mec="white",
+        ax.errorbar(s.x[idx], s.value[idx], yerr=yerr, color=colour, marker=marker, elinewidth=0.5, mec="white",
                     mew=0.4, zorder=3, **styles.run_line(compact))
-    _draw_seed_means(ax, styles, s.run, s.tokens, s.loss, s.value)
-    lo, hi = float(s.loss.min()), float(s.loss.max())
+    _draw_seed_means(ax, styles, s.run, s.tokens, s.x, s.value)
+    lo, hi = float(s.x.min()), float(s.x.max())
     if th.chance is not None:
         ax.axhline(th.chance, color="0.45", ls=":", lw=1, zorder=1)
     if th.fits and th.preferred:
         grid = np.linspace(lo, hi, 200)
         ax.plot(grid, th.fits[th.preferred].predict(grid), color="k", lw=1.3, alpha=0.75, zorder=4)
-    if np.isfinite(th.loss):
+    if np.isfinite(th.eta):
         sure = th.verdict == EMERGENT
         if np.isfinite(th.ci_low):
             ax.axvspan(th.ci_low, th.ci_high, color="0.5", alpha=0.25 if sure else 0.12, lw=0, zorder=0)
-        ax.axvline(th.loss, color="0.2", ls="--" if sure else ":", lw=1, zorder=2)
-        ax.annotate(f"η={th.loss:.2f}", (th.loss, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
+        ax.axvline(th.eta, color="0.2", ls="--" if sure else ":", lw=1, zorder=2)
+        ax.annotate(f"η={th.eta:.2f}", (th.eta, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
                     textcoords="offset points", ha="left", va="top", fontsize=6.5 if compact else 7, color="0.2")
     seed_etas = [r["eta"] for r in (ma.seeds or {}).get("per_seed", []) if r["eta"] is not None]
     if seed_etas:  # where each seed alone would put η: ticks on the lower edge
@@ -196,7 +196,7 @@ def task_figure(analysis, task: str, styles: Styles) -> Figure:
 
 def _final_points(s):
     """The last checkpoint of each run in a series: (run, index)."""
-    return [(run, idx[-1]) for run, idx in _by_run(s, s.loss)]
+    return [(run, idx[-1]) for run, idx in _by_run(s, s.x)]
 
 
 def contrast_figure(analysis, task: str, styles: Styles) -> Figure:
@@ -260,9 +260,9 @@ def training_figure(analysis, styles: Styles) -> Figure:
         idx = np.flatnonzero((ck["run"] == run) & pos)
         idx = idx[np.argsort(ck["tokens"][idx])]
         colour, marker = styles.of_run(run)
-        ax_t.plot(ck["tokens"][idx], ck["loss"][idx], color=colour, marker=marker, mec="white", mew=0.4,
+        ax_t.plot(ck["tokens"][idx], ck["x"][idx], color=colour, marker=marker, mec="white", mew=0.4,
                   **styles.run_line())
-        ax_c.plot(ck["flops"][idx], ck["loss"][idx], color=colour, marker=marker, ms=4, ls="none", mec="white",
+        ax_c.plot(ck["flops"][idx], ck["x"][idx], color=colour, marker=marker, ms=4, ls="none", mec="white",
                   mew=0.4, alpha=0.9)
         if fit is not None and len(idx):
             N = float(ck["n_params_nonembed"][idx[0]])
@@ -271,7 +271,7 @@ def training_figure(analysis, styles: Styles) -> Figure:
     for ax in (ax_t, ax_c):
         ax.set_xscale("log")
         ax.set_ylabel(table.x_label)
-    _draw_seed_means(ax_t, styles, ck["run"][pos], ck["tokens"][pos], ck["tokens"][pos].astype(float), ck["loss"][pos])
+    _draw_seed_means(ax_t, styles, ck["run"][pos], ck["tokens"][pos], ck["tokens"][pos].astype(float), ck["x"][pos])
     ax_t.set_xlabel("training tokens")
     ax_t.set_title("training curves", loc="left")
     ax_c.set_xlabel("training compute (FLOPs)")
@@ -316,7 +316,7 @@ def _task_figures(job) -> dict[str, list[Path]]:
     task, out_dir = job
     styles = analysis_styles(_ANALYSIS)
     with rc_context(STYLE):
-        return {f"{kind}_{slug(task)}": _save(draw(_ANALYSIS, task, styles), out_dir / f"{kind}_{slug(task)}")
+        return {f"{kind}_{slug(task)}": _save_figure(draw(_ANALYSIS, task, styles), out_dir / f"{kind}_{slug(task)}")
                 for kind, draw in (("task", task_figure), ("contrast", contrast_figure))}
 
 
@@ -335,9 +335,9 @@ def write_plots(analysis, out_dir: str | Path) -> dict[str, list[Path]]:
         _ANALYSIS = None
     styles = analysis_styles(analysis)
     with rc_context(STYLE):
-        written["training"] = _save(training_figure(analysis, styles), out_dir / "training")
+        written["training"] = _save_figure(training_figure(analysis, styles), out_dir / "training")
         if tasks:
-            written["overview"] = _save(overview_figure(analysis, styles), out_dir / "overview")
+            written["overview"] = _save_figure(overview_figure(analysis, styles), out_dir / "overview")
     return written
 
 
@@ -358,7 +358,7 @@ def backtest_figure(backtest: dict, base: Path) -> list[Path]:
         ax_m.set_ylabel("predicted")
         fig.suptitle(f"backtest: {', '.join(backtest['held_out']['runs'])} held out, predicted from the other runs",
                      fontsize=9)
-        return _save(fig, base)
+        return _save_figure(fig, base)
 
 
 def _backtest_metrics(ax, backtest: dict) -> None:

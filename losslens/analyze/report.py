@@ -6,8 +6,9 @@ import math
 from pathlib import Path
 
 from losslens.analyze.forecast_report import render_intermediates, render_noise
-from losslens.analyze.table import count_label
 from losslens.analyze.curves import BIC_MARGIN, FLAT_FRACTION
+from losslens.analyze.markdown import number_cell
+from losslens.counts import count_label
 from losslens.fsio import atomic_write_json, atomic_write_text, files_together, jsonable
 
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
@@ -54,10 +55,6 @@ def build_report(analysis, plots: dict[str, list[Path]], out: Path) -> dict:
         "noise": analysis.noise,
         "plots": {name: [str(p.relative_to(out)) for p in paths] for name, paths in plots.items()},
     })
-
-
-def _num(v, fmt=".3f") -> str:
-    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
 def _count(v) -> str:
@@ -131,10 +128,10 @@ def _md_verdicts(report: dict) -> list[str]:
         th = m["threshold"]
         ci = "–" if th["ci_low"] is None else f"[{th['ci_low']:.3f}, {th['ci_high']:.3f}]"
         ex = m["extrapolation"]
-        L.append(f"| {m['task']} | {m['metric']} | {m['kind'][:4]}. | **{m['verdict']}** | {_num(th['loss'])} | {ci} "
-                 f"| {m['preferred_model'] or '–'} | {_num(m['delta_bic'], '.1f')} "
-                 f"| {_num(m['alignment']['loss']['r2'], '.2f')} | {_num(m['alignment']['compute']['r2'], '.2f')} "
-                 f"| {'–' if ex is None else _num(ex['rel_error'], '.2f')} |")
+        L.append(f"| {m['task']} | {m['metric']} | {m['kind'][:4]}. | **{m['verdict']}** | {number_cell(th['loss'])} | {ci} "
+                 f"| {m['preferred_model'] or '–'} | {number_cell(m['delta_bic'], '.1f')} "
+                 f"| {number_cell(m['alignment']['loss']['r2'], '.2f')} | {number_cell(m['alignment']['compute']['r2'], '.2f')} "
+                 f"| {'–' if ex is None else number_cell(ex['rel_error'], '.2f')} |")
     L += ["", "Reasons:", ""]
     L += [f"- {m['task']} / {m['metric']}: {m['reason']}"
           + ("" if not m["plateau_fitted"] or m["verdict"] != "emergent"
@@ -161,13 +158,13 @@ def _md_seeds(report: dict) -> list[str]:
         return L + ["| – | – | no threshold found | | | | | | | |"]
     for m in rows:
         sd = m["seeds"]
-        per = "; ".join(f"{r['seed']}: {_num(r['eta'])}" if r["eta"] is not None else f"{r['seed']}: {r['verdict']}"
+        per = "; ".join(f"{r['seed']}: {number_cell(r['eta'])}" if r["eta"] is not None else f"{r['seed']}: {r['verdict']}"
                         for r in sd["per_seed"])
         sp, iv = sd["spread"], sd["interval"]
         rng = "–" if sp["range"] is None else f"{sp['range']:.3f} [{sp['min']:.3f}, {sp['max']:.3f}]"
         share = "–" if iv["share_from_seeds"] is None else f"{iv['share_from_seeds']:.0%}"
-        L.append(f"| {m['task']} | {m['metric']} | {_num(m['threshold']['loss'])} | {per} | {_num(sp['sd'])} | {rng} "
-                 f"| {_num(sp['within_seed_width_mean'])} | {_num(iv['width_with'])} | {_num(iv['width_without'])} | {share} |")
+        L.append(f"| {m['task']} | {m['metric']} | {number_cell(m['threshold']['loss'])} | {per} | {number_cell(sp['sd'])} | {rng} "
+                 f"| {number_cell(sp['within_seed_width_mean'])} | {number_cell(iv['width_with'])} | {number_cell(iv['width_without'])} | {share} |")
     return L
 
 
@@ -239,7 +236,7 @@ def _md_forecasts(report: dict) -> list[str]:
     for fc in report["forecasts"]:
         ci = fc["eta_ci"]
         how = fc["sizes"][0].get("interval", "") if fc["sizes"] else ""
-        L += [f"**{fc['task']} / {fc['metric']}** (η = {fc['eta']:.3f}, CI [{_num(ci[0])}, {_num(ci[1])}]): "
+        L += [f"**{fc['task']} / {fc['metric']}** (η = {fc['eta']:.3f}, CI [{number_cell(ci[0])}, {number_cell(ci[1])}]): "
               f"tokens and compute at which each size's loss falls below η ('never': η is below what the size "
               f"can reach). Interval: {how}.", "",
               f"| size (non-embed.) | trained | tokens | {lvl} CI | FLOPs | {lvl} CI |", "|---|---|---|---|---|---|"]
@@ -261,7 +258,7 @@ def _md_forecasts(report: dict) -> list[str]:
 
 
 def _ci(ci, fmt=".3g") -> str:
-    return "–" if not ci or ci[0] is None else f"[{_num(ci[0], fmt)}, {_num(ci[1], fmt)}]"
+    return "–" if not ci or ci[0] is None else f"[{number_cell(ci[0], fmt)}, {number_cell(ci[1], fmt)}]"
 
 
 def _yes(v) -> str:
@@ -303,7 +300,7 @@ def _md_backtest_loss(bt: dict) -> list[str]:
          "| run | tokens | actual | predicted | interval | rel. error | inside |", "|---|---|---|---|---|---|---|"]
     for r in ls["rows"]:
         if r["decayed"]:
-            L.append(f"| {r['run']} | {count_label(r['tokens'])} | {r['actual']:.4f} | {_num(r['predicted'], '.4f')} "
+            L.append(f"| {r['run']} | {count_label(r['tokens'])} | {r['actual']:.4f} | {number_cell(r['predicted'], '.4f')} "
                      f"| {_ci(r['ci'], '.4f')} | {pct(r['rel_error'])} | {_yes(r['inside'])} |")
     return L + [""]
 
@@ -334,7 +331,7 @@ def _md_backtest_metrics(bt: dict, lvl: str) -> list[str]:
             if w.get("predicted") is None:
                 cells.append(f"{w.get('note', '–')} | – | – | – | –")
                 continue
-            cells.append(f"{w['predicted']:.3f} | {_ci(w['ci'])} | {w['abs_error']:.3f} | {_num(w['rel_error'], '.1%')} "
+            cells.append(f"{w['predicted']:.3f} | {_ci(w['ci'])} | {w['abs_error']:.3f} | {number_cell(w['rel_error'], '.1%')} "
                          f"| {_yes(w['inside'])}")
         L.append(f"| {r['task']} | {r['metric']} | {r['run']} | {r['actual']:.3f} | {cells[0]} | {cells[1]} "
                  f"| {r['closer'] or '–'} |")
@@ -356,7 +353,7 @@ def _md_backtest_crossings(bt: dict, lvl: str) -> list[str]:
         tok = lambda v: "–" if v is None else _count(v)  # noqa: E731
         L.append(f"| {r['task']} | {r['metric']} | {r['run']} | {r['eta']:.3f} | {tok(r['predicted_tokens'])} "
                  f"| [{tok(r['tokens_ci'][0])}, {tok(r['tokens_ci'][1])}] | {tok(r['actual_tokens'])} "
-                 f"| {_num(r['ratio'], '.2f')} | {_yes(r['inside'])} | {r['note']} |")
+                 f"| {number_cell(r['ratio'], '.2f')} | {_yes(r['inside'])} | {r['note']} |")
     return L
 
 

@@ -38,10 +38,10 @@ def startup_eta(result: ThresholdResult, run: np.ndarray, tokens: np.ndarray, lo
         return result
     ok = np.isfinite(loss) & np.isfinite(value)
     rank = checkpoint_rank(np.asarray(run)[ok], np.asarray(tokens)[ok])
-    flat_side = loss[ok] >= result.loss
+    flat_side = loss[ok] >= result.eta
     if not flat_side.any() or rank[flat_side].max() >= STARTUP_CHECKPOINTS:
         return result
-    why = (f"eta = {result.loss:.3f} lies among the runs' first checkpoints: the {int(flat_side.sum())} points "
+    why = (f"eta = {result.eta:.3f} lies among the runs' first checkpoints: the {int(flat_side.sum())} points "
            f"above it are each within its run's first {STARTUP_CHECKPOINTS} (or at initialisation), the start "
            f"of training rather than a plateau, so this is not an emergence")
     return dataclasses.replace(result, verdict=INSUFFICIENT, reason=why)

@@ -55,14 +55,14 @@ INSUFFICIENT = "insufficient-data"
 class ThresholdResult:
     """The answer of :func:`find_threshold` for one task x metric.
 
-    ``loss``/``ci_low``/``ci_high`` hold eta and its bootstrap interval when the data
+    ``eta``/``ci_low``/``ci_high`` hold eta and its bootstrap interval when the data
     pointed to an emergent shape (verdict ``emergent``, or ``insufficient-data`` after a failed
     check), and NaN otherwise: a threshold is never reported for a smooth or flat curve.
     """
 
     verdict: str
     reason: str
-    loss: float
+    eta: float  # report.json keeps its key: threshold.loss
     ci_low: float
     ci_high: float
     preferred: str  # model with the lowest BIC
@@ -94,7 +94,7 @@ class ThresholdResult:
             seedless["ci_widened"] = "the bootstrap's percentile interval missed eta; extended to it"
         return {
             "verdict": self.verdict, "reason": self.reason,
-            "threshold": {"loss": self.loss, "ci_low": self.ci_low, "ci_high": self.ci_high,
+            "threshold": {"loss": self.eta, "ci_low": self.ci_low, "ci_high": self.ci_high,
                           "ci_level": self.ci_level, "n_bootstrap": self.n_bootstrap,
                           "bootstrap_over": ", ".join(over[:-1]) + " and " + over[-1] if len(over) > 1 else over[0],
                           **seedless},
@@ -183,7 +183,7 @@ class _Points:
         x, found = self.x, math.isfinite(eta)
         plateau = self.chance if plateau is None else plateau
         return ThresholdResult(
-            verdict=verdict, reason=reason, loss=float(eta), ci_low=float(lo), ci_high=float(hi),
+            verdict=verdict, reason=reason, eta=float(eta), ci_low=float(lo), ci_high=float(hi),
             preferred=preferred, delta_bic=float(delta), fits=fits or {}, chance=self.chance,
             plateau=math.nan if plateau is None else float(plateau), plateau_fitted=self.chance is None,
             higher_is_better=self.higher_is_better, n_points=len(x), n_above=int((x >= eta).sum()) if found else 0,

@@ -170,7 +170,7 @@ def _skill_line(kind: str, rng: np.random.Generator, opts: DemoOptions, language
             return prompt + answer
 
 
-def iter_documents(options: dict, seed: int) -> Iterator[str]:
+def demo_documents(options: dict, seed: int) -> Iterator[str]:
     """The demo corpus, document by document (deterministic in ``options`` and ``seed``)."""
     opts = parse_options(options)
     language = Language(opts, seed)

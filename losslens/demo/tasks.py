@@ -34,8 +34,8 @@ from losslens.demo.corpus import (
     Language,
     addition_line,
     copy_line,
+    demo_documents,
     is_test_item,
-    iter_documents,
     parse_options,
     proofread_line,
 )
@@ -90,7 +90,7 @@ def copy_items(opts, rng):
 
 def next_word_items(opts, rng, seed):
     language = Language(opts, seed)
-    training_text = "\n".join(iter_documents(vars(opts), seed))
+    training_text = "\n".join(demo_documents(vars(opts), seed))
     made = 0
     while made < N_ITEMS["next_word"]:
         ids = language.walk(rng, int(rng.integers(4, 7)))
@@ -108,7 +108,7 @@ def next_word_items(opts, rng, seed):
 
 def proofread_items(opts, rng, seed):
     language = Language(opts, seed)
-    training_text = "\n".join(iter_documents(vars(opts), seed))
+    training_text = "\n".join(demo_documents(vars(opts), seed))
     seen = set()
     for _ in range(200 * N_ITEMS["proofread"]):  # bounded: a small vocabulary has few held-out questions
         if len(seen) == N_ITEMS["proofread"]:

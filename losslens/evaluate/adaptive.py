@@ -85,7 +85,7 @@ class Gap:
 class Eta:
     """The provisional threshold of a task: η and its interval (equal to η when there is none)."""
 
-    loss: float
+    eta: float
     ci_low: float
     ci_high: float
     verdict: str
@@ -269,7 +269,7 @@ def _points(runs, pretrain: Unit, state: TaskState, evaluator: Evaluator):
             m = task["metrics"][state.metric]
             chance = m.get("chance") if chance is None else chance
             points.setdefault(run, []).append(Point(
-                p, loss["metrics"]["loss"]["value"], m["value"], _num(m.get("ci_low")), _num(m.get("ci_high"))))
+                p, loss["metrics"]["loss"]["value"], m["value"], _float_or_nan(m.get("ci_low")), _float_or_nan(m.get("ci_high"))))
     return points, chance, contracts.metric_info(state.metric).higher_is_better if state.metric else True
 
 
@@ -278,7 +278,7 @@ def headline_metric(metrics: dict) -> str:
     return next((m for m in metrics if contracts.metric_info(m).discontinuous), next(iter(metrics)))
 
 
-def _num(v) -> float:
+def _float_or_nan(v) -> float:
     return math.nan if v is None else float(v)
 
 
@@ -303,7 +303,7 @@ def _log_report(report: AdaptiveReport, runs: dict[str, list[Path]], settings: A
         f"{sum(map(len, runs.values()))} checkpoints they visit")
     for name, state in report.tasks.items():
         eta = state.eta
-        where = (f"η {eta.loss:.3f} [{eta.ci_low:.3f}, {eta.ci_high:.3f}] ({eta.verdict})" if eta
+        where = (f"η {eta.eta:.3f} [{eta.ci_low:.3f}, {eta.ci_high:.3f}] ({eta.verdict})" if eta
                  else "no threshold")
         skipped = report.skipped[name]
         by_run = {run: [p for p, c in enumerate(ckpts) if c in set(skipped)] for run, ckpts in runs.items()}

@@ -17,7 +17,7 @@ from losslens.train.config import DataConfig
 
 # source name -> "module:function" with signature (options: dict, seed: int) -> Iterator[str]
 GENERATORS: dict[str, str] = {
-    "demo": "losslens.demo.corpus:iter_documents",
+    "demo": "losslens.demo.corpus:demo_documents",
 }
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
