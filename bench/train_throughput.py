@@ -67,15 +67,18 @@ def losslens_tokens_per_s(study, accelerator, data_dir) -> float:
     return statistics.median(windows)
 
 
-def run_tokens_per_s(study, accelerator, data_dir) -> float:
-    """Tokens over the wall time of a whole fresh run (its tracker run opened and closed included)."""
+def run_tokens_per_s(study, accelerator, data_dir) -> tuple[float, float]:
+    """Tokens over the wall time of a whole fresh run (its tracker run opened and closed included), and
+    over the CPU time of this process (every thread, the trackers' too): the work they add, which
+    other jobs on a shared machine disturb far less than the wall clock."""
     plan = plan_runs(study)[0]
     shutil.rmtree(study.output_dir / plan.name, ignore_errors=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     train_run(study, plan, accelerator, data_dir)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     accelerator.free_memory()
-    return plan.tokens_at(plan.total_steps) / elapsed
+    tokens = plan.tokens_at(plan.total_steps)
+    return tokens / elapsed, tokens / cpu
 
 
 def compare_trackers(raw: dict, trackers: list[str], rounds: int) -> None:
@@ -85,17 +88,19 @@ def compare_trackers(raw: dict, trackers: list[str], rounds: int) -> None:
     accelerator = make_accelerator(off)
     data_dir = prepare_study_dir(off, accelerator)
     run_tokens_per_s(on, accelerator, data_dir)  # untimed: creates the stores (MLflow's database) and warms up
-    ratios = []
+    ratios, cpu_ratios = [], []
     for r in range(rounds):  # A B, then B A: the second run of a pair ran faster here, whichever it was
         if r % 2 == 0:
             a, b = run_tokens_per_s(off, accelerator, data_dir), run_tokens_per_s(on, accelerator, data_dir)
         else:
             b, a = run_tokens_per_s(on, accelerator, data_dir), run_tokens_per_s(off, accelerator, data_dir)
-        ratios.append(b / a)
-        print(f"round {r}: trackers off {a:,.0f} tok/s, on ({','.join(trackers)}) {b:,.0f} tok/s, "
-              f"on/off {ratios[-1]:.3f}", flush=True)
+        ratios.append(b[0] / a[0])
+        cpu_ratios.append(b[1] / a[1])
+        print(f"round {r}: trackers off {a[0]:,.0f} tok/s ({a[1]:,.0f} per CPU s), on ({','.join(trackers)}) "
+              f"{b[0]:,.0f} tok/s ({b[1]:,.0f} per CPU s), on/off {ratios[-1]:.3f} (CPU {cpu_ratios[-1]:.3f})",
+              flush=True)
     print(f"median of {rounds} rounds; steps per run {plan_runs(off)[0].total_steps}, "
-          f"log every {off.train.log_every}")
+          f"log every {off.train.log_every}; tokens per CPU second on/off {statistics.median(cpu_ratios):.3f}")
     print(f"ratio trackers-on/off: {statistics.median(ratios):.3f}")
 
 
