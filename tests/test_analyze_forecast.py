@@ -218,3 +218,23 @@ def test_bad_forecast_settings_name_the_field(tmp_path, key, value, why):
     (tmp_path / "run" / "study.yaml").write_text(study.read_text())
     with pytest.raises(ConfigError, match=rf"study\.yaml: analyze\.forecast\.{key}: "):
         read_analyze_config(tmp_path / "run")
+
+
+def test_backtest_rows_do_not_depend_on_the_worker_count(tmp_path, monkeypatch):
+    """Each task's forecasts draw from their own random stream, so spreading the tasks over forked
+    workers gives the same intervals as one process (and two tasks with the same data get different draws)."""
+    import csv
+
+    from losslens.analyze.parallel import WORKERS_ENV
+
+    path = make_study(tmp_path / "one.csv", "task", checkpoints=5)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    write_results_csv(path, rows + [{**r, "task": "u"} for r in rows])
+    runs = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv(WORKERS_ENV, workers)
+        runs[workers] = backtest(path, n_bootstrap=8)["metrics"]
+    assert json.dumps(runs["1"], sort_keys=True) == json.dumps(runs["2"], sort_keys=True)
+    by_task = {t: [r["two_stage"]["ci"] for r in runs["1"] if r["task"] == t and r["metric"] == "acc"] for t in "tu"}
+    assert by_task["t"] and by_task["t"] != by_task["u"]

@@ -28,6 +28,7 @@ import numpy as np
 
 from losslens.analyze.config import ForecastConfig
 from losslens.analyze.forecast import MetricForecaster, summarise
+from losslens.analyze.parallel import fork_map, max_workers
 from losslens.analyze.prediction import LARGEST_BUDGET, LARGEST_SIZE, NONE, scored, subset
 from losslens.analyze.scaling import FIXED_TOKENS, ScalingFit, fit_scaling_law, forecast
 from losslens.analyze.startup import startup_eta
@@ -253,12 +254,13 @@ def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]]
         law, law_note = _training_law(train, held, scaling_points, scaling_bootstrap, seed, ci_level)
     except ValueError as e:
         law_error = str(e)
-    rng = np.random.default_rng(seed)
     n_curve = min(n_bootstrap, CURVE_BOOTSTRAP_MAX)
     forecaster = MetricForecaster(train, held, holdout.spec, law, forecast or ForecastConfig(),
                                   scaling_bootstrap=scaling_bootstrap, n_curve=n_curve, seed=seed, ci_level=ci_level)
-    metrics = [row for task in table.tasks() for metric in table.metrics(task)
-               for row in forecaster.rows(task, metric, rng)]
+    # One task per worker job, each with its own random stream: the rows do not depend on the worker count.
+    jobs = [(forecaster, task, table.metrics(task), seed, i) for i, task in enumerate(table.tasks())]
+    workers = max_workers() if n_curve and len(jobs) > 1 else 1
+    metrics = [row for rows in fork_map(_task_rows, jobs, workers) for row in rows]
     crossings = [row for i, (task, metric) in enumerate(emergent)
                  for row in predict_crossings(law, train, held, task, metric, n_bootstrap, ci_level, seed + i)]
     closer = [r["closer"] for r in metrics if r["closer"]]
@@ -273,6 +275,13 @@ def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]]
                     "two_stage_closer": closer.count("two-stage"), "direct_closer": closer.count("direct"),
                     "by_metric": _summary_by_metric(metrics)},
     }
+
+
+def _task_rows(job) -> list[dict]:
+    """The metric forecast rows of one task (its task laws fitted once for all its metrics)."""
+    forecaster, task, metrics, seed, index = job
+    rng = np.random.default_rng([seed, index])
+    return [row for metric in metrics for row in forecaster.rows(task, metric, rng)]
 
 
 def _summary_by_metric(rows: list[dict]) -> dict:

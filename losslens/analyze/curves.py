@@ -251,11 +251,21 @@ def _sigmoid_polish(d: CurveData, bound: bool, start):
         mm, ww, hh, cc = unpack(p)
         return cc + hh * expit((mm - x) / ww) - d.y
 
+    def jac(p):
+        # Analytic: a finite-difference Jacobian costs one residual per parameter per step, and the
+        # bootstrap polishes thousands of sigmoids (most of analyze's time before it was given).
+        mm, ww, hh, _ = unpack(p)
+        u = (mm - x) / ww
+        z = expit(u)
+        slope = hh * z * (1.0 - z)
+        cols = [slope / ww, -slope * u] + [z] * free_h + [np.ones_like(x) if free_h else 1.0 - z] * free_c
+        return np.column_stack(cols)
+
     x0 = [m, math.log(w)] + [h] * free_h + [c0] * free_c
     lo = [-np.inf, math.log(span * 1e-4)] + [0.0] * free_h + [-np.inf] * free_c
     hi = [np.inf, math.log(span * 100)] + [np.inf] * free_h + [d.ceiling if bound else np.inf] * free_c
     try:
-        res = optimize.least_squares(resid, np.clip(x0, lo, hi), bounds=(lo, hi), max_nfev=400)
+        res = optimize.least_squares(resid, np.clip(x0, lo, hi), jac=jac, bounds=(lo, hi), max_nfev=400)
         if 2 * res.cost < rss:
             return (*unpack(res.x), 2 * float(res.cost))
     except (ValueError, FloatingPointError):
