@@ -16,6 +16,11 @@ from typing import Any, Callable, get_args, get_origin
 from losslens.schema import constraints, value_problem
 
 
+def flag_name(field_name: str) -> str:
+    """The flag that sets a field of an options record: ``ci_level`` -> ``--ci-level``."""
+    return "--" + field_name.replace("_", "-")
+
+
 def flag(cls: type, name: str) -> Callable[[str], Any]:
     """The ``type=`` of a flag that sets field ``name`` of dataclass ``cls``: the text read as the field's
     number type (or a comma-separated list of them) and checked against the range declared there, so a

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
+from losslens.argtypes import flag_name
 from losslens.contracts import MAX_PARAMS, STUDY_FILE
 from losslens.errors import ConfigError
 from losslens.records import build_dataclass, read_yaml_mapping
@@ -87,11 +88,6 @@ class AnalyzeConfig:
         if problem:
             where = "--intermediate" if problem[0] == "intermediate" else f"analyze.forecast.{problem[0]}"
             raise ConfigError(f"{where}: {problem[1]}")
-
-
-def flag_name(field_name: str) -> str:
-    """The ``losslens analyze`` flag that sets a field: ``ci_level`` -> ``--ci-level``."""
-    return "--" + field_name.replace("_", "-")
 
 
 def with_overrides(config: AnalyzeConfig, overrides: dict[str, Any]) -> AnalyzeConfig:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from losslens.analyze.config import X_AXES
 from losslens.contracts import DEFAULT_X_LABEL, PRETRAIN_TASK, SEED_COLUMN, metric_info
 from losslens.counts import count_label
 from losslens.errors import ResultsError
 from losslens.results_reader import NO_SEED, read_results_columns
 
-X_AXES = ("loss", "bpb")  # what the x column holds: the table's loss column, or the pretraining bpb
 X_COLUMN = "x"  # the x-axis of every Series and of the scaling law: a copy of ``loss``, or bpb (:func:`with_x_axis`)
 BPB_METRIC = "bpb"
 BPB_X_LABEL = "validation bits per byte"

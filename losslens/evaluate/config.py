@@ -6,6 +6,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, Optional
 
+from losslens.argtypes import flag_name
 from losslens.errors import ConfigError
 from losslens.schema import PROBABILITY, Bootstrap, PositiveFloat, PositiveInt, Range, SeedInt, Threads, check_fields
 
@@ -86,7 +87,7 @@ class EvaluateOptions:
 
     def check(self) -> None:
         """Raise ConfigError naming the flag (``--batch-size: ...``) of the first setting out of its range."""
-        check_fields(self, label=lambda name: "--" + name.replace("_", "-"))
+        check_fields(self, label=flag_name)
         if self.order not in ORDERS:
             raise ConfigError(f"--order: expected one of {', '.join(ORDERS)}, got {self.order!r}")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
