@@ -117,3 +117,18 @@ def test_prediction_interval_widens_with_how_far_it_extrapolates():
         widths.append(hi - lo)
     # residual scatter (sd 0.01) is the floor; the slope's uncertainty (sd ~0.006) adds ~0.011 at x = 1.5
     assert widths[0] < widths[1] < widths[2] and widths[2] > 1.25 * widths[0]
+
+
+def test_a_sigmoid_with_no_finite_optimum_stops_at_its_declared_box():
+    """A saturating exponential (bits per byte against compute) is a sigmoid's tail with no finite
+    optimum: midpoint and height run off together. The fit ends on the box's edge, not where the
+    optimiser's budget ran out."""
+    rng = np.random.default_rng(0)
+    x = np.sort(rng.uniform(-21.0, -19.0, 200))
+    y = 0.7 + 0.5 * np.exp(x + 20.0) + rng.normal(0, 0.005, len(x))  # lower is better
+    fit = fit_models(x, y, None, higher_is_better=False, ceiling=0.0)["sigmoid"]
+    span, (lo, hi) = np.ptp(x), (x.min(), x.max())
+    assert lo - curves.SIGMOID_REACH * span - 1e-9 <= fit.params["midpoint"] <= hi + curves.SIGMOID_REACH * span + 1e-9
+    assert fit.params["width"] <= curves.SIGMOID_WIDTHS[1] * span * (1 + 1e-9)
+    assert abs(fit.params["floor"]) < 20 * np.ptp(y)  # unboxed, it ran to 37 times the data's range here
+

@@ -47,6 +47,12 @@ EMERGENT, SMOOTH, NOT_LEARNED = "emergent", "smooth", "not-learned"
 BIC_MARGIN = 2.0  # the BIC difference a claim needs (Kass & Raftery 1995: "positive evidence")
 FLAT_FRACTION = 0.05  # a sigmoid point is "on the floor" below 5 % of the sigmoid's height
 HINGE_GRID = 256  # eta candidates for the hinge's profile search
+# Where a sigmoid may bend, in spans of the data's x: its midpoint at most one span beyond the data,
+# its width from 1e-4 to 3 spans. Outside, the data see only an exponential tail (midpoint and height
+# trade off) or a straight stretch (width and height do): a ridge with no optimum, along which a fit
+# runs until the optimiser's budget stops it, wherever that is. The line is the model for the latter.
+SIGMOID_REACH = 1.0
+SIGMOID_WIDTHS = (1e-4, 3.0)
 
 
 @dataclass(frozen=True)
@@ -262,8 +268,9 @@ def _sigmoid_polish(d: CurveData, bound: bool, start):
         return np.column_stack(cols)
 
     x0 = [m, math.log(w)] + [h] * free_h + [c0] * free_c
-    lo = [-np.inf, math.log(span * 1e-4)] + [0.0] * free_h + [-np.inf] * free_c
-    hi = [np.inf, math.log(span * 100)] + [np.inf] * free_h + [d.ceiling if bound else np.inf] * free_c
+    reach, (narrow, wide) = SIGMOID_REACH * span, SIGMOID_WIDTHS
+    lo = [float(x.min()) - reach, math.log(span * narrow)] + [0.0] * free_h + [-np.inf] * free_c
+    hi = [float(x.max()) + reach, math.log(span * wide)] + [np.inf] * free_h + [d.ceiling if bound else np.inf] * free_c
     try:
         res = optimize.least_squares(resid, np.clip(x0, lo, hi), jac=jac, bounds=(lo, hi), max_nfev=400)
         if 2 * res.cost < rss:
