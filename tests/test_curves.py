@@ -132,3 +132,16 @@ def test_a_sigmoid_with_no_finite_optimum_stops_at_its_declared_box():
     assert fit.params["width"] <= curves.SIGMOID_WIDTHS[1] * span * (1 + 1e-9)
     assert abs(fit.params["floor"]) < 20 * np.ptp(y)  # unboxed, it ran to 37 times the data's range here
 
+
+@pytest.mark.parametrize("floor, ceiling", [(0.25, 1.0), (None, 1.0), (0.25, None), (None, None)])
+def test_refits_of_many_resamples_at_once_equal_one_at_a_time(floor, ceiling):
+    rng = np.random.default_rng(1)
+    x = np.sort(rng.uniform(1.5, 4.0, 300))
+    y = 0.25 + 0.5 * expit((2.5 - x) / 0.2) + rng.normal(0, 0.03, len(x))
+    data = curves.CurveData(x, y, floor, ceiling)
+    picks = [rng.integers(0, len(x), len(x)) for _ in range(12)]
+    together = curves.fit_resampled("sigmoid", data, picks)
+    alone = [curves.fit_one("sigmoid", curves.CurveData(x[p], y[p], floor, ceiling)) for p in picks]
+    for a, b in zip(alone, together):
+        assert a.note == b.note
+        assert a.params == pytest.approx(b.params, rel=1e-9, abs=1e-12)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 
 import numpy as np
 
@@ -256,13 +257,16 @@ def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]]
         law_error = str(e)
     n_curve = min(n_bootstrap, CURVE_BOOTSTRAP_MAX)
     forecaster = MetricForecaster(train, held, holdout.spec, law, forecast or ForecastConfig(),
-                                  scaling_bootstrap=scaling_bootstrap, n_curve=n_curve, seed=seed, ci_level=ci_level)
+                                  n_curve=n_curve, seed=seed, ci_level=ci_level)
     # One task per worker job, each with its own random stream: the rows do not depend on the worker count.
-    jobs = [(forecaster, task, table.metrics(task), seed, i) for i, task in enumerate(table.tasks())]
-    workers = max_workers() if n_curve and len(jobs) > 1 else 1
-    metrics = [row for rows in fork_map(_task_rows, jobs, workers) for row in rows]
-    crossings = [row for i, (task, metric) in enumerate(emergent)
-                 for row in predict_crossings(law, train, held, task, metric, n_bootstrap, ci_level, seed + i)]
+    # The crossings (each seeded on its own too) follow in the same pool, filling the workers' last gaps.
+    tasks = [partial(_task_rows, forecaster, task, table.metrics(task), seed, i) for i, task in enumerate(table.tasks())]
+    crossing_jobs = [partial(predict_crossings, law, train, held, task, metric, n_bootstrap, ci_level, seed + i)
+                     for i, (task, metric) in enumerate(emergent)]
+    workers = max_workers() if n_curve and len(tasks) > 1 else 1
+    done = list(fork_map(_call, tasks + crossing_jobs, workers))
+    metrics = [row for rows in done[:len(tasks)] for row in rows]
+    crossings = [row for rows in done[len(tasks):] for row in rows]
     closer = [r["closer"] for r in metrics if r["closer"]]
     return {
         "held_out": holdout.to_dict(table), "train_runs": train.runs(), "scaling_points": scaling_points,
@@ -277,9 +281,12 @@ def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]]
     }
 
 
-def _task_rows(job) -> list[dict]:
+def _call(job):
+    return job()
+
+
+def _task_rows(forecaster: MetricForecaster, task: str, metrics: list[str], seed: int, index: int) -> list[dict]:
     """The metric forecast rows of one task (its task laws fitted once for all its metrics)."""
-    forecaster, task, metrics, seed, index = job
     rng = np.random.default_rng([seed, index])
     return [row for metric in metrics for row in forecaster.rows(task, metric, rng)]
 

@@ -83,6 +83,9 @@ class CurveModel:
     eta: Optional[Callable[[dict], float]] = None  # where an emergent model's threshold is
     plateau: Optional[Callable[[dict], float]] = None  # the level before the ability, where it has one
     bootstrap_eta: Optional[Callable] = None  # (x, W, Y, floor, lo, hi) -> eta per resample, batched
+    # (data, W, resampled) -> ``fit``'s result on each resample (W: draw counts, one column per resample),
+    # the searches shared among resamples; None: ``fit`` on each resample in turn.
+    fit_resamples: Optional[Callable] = None
 
 
 CURVES: dict[str, CurveModel] = {}
@@ -122,14 +125,30 @@ def oriented_data(x, y, chance, higher_is_better: bool, ceiling=None) -> tuple[C
 def fit_one(model: str, data: CurveData, sign: float = 1.0) -> Optional[Fit]:
     """``model`` fitted to oriented ``data``, as a Fit in the metric's units (``sign`` undoes the
     orientation); None where the model does not apply (constant without a chance level)."""
+    return _as_fit(CURVES[model], data, CURVES[model].fit(data), sign)
+
+
+def fit_resampled(model: str, data: CurveData, picks: list[np.ndarray], sign: float = 1.0) -> list[Fit]:
+    """``model`` refitted on each resample of ``data`` (``picks``: the indices each drew), the same fits as
+    :func:`fit_one` on the resampled points; a model with ``fit_resamples`` shares its searches among them."""
     m = CURVES[model]
-    out = m.fit(data)
+    resampled = [CurveData(data.x[p], data.y[p], data.floor, data.ceiling) for p in picks]
+    if m.fit_resamples is None or not picks:
+        outs = [m.fit(d) for d in resampled]
+    else:
+        W = np.stack([np.bincount(p, minlength=len(data.x)) for p in picks], axis=1).astype(float)
+        outs = m.fit_resamples(data, W, resampled)
+    fits = [_as_fit(m, d, out, sign) for d, out in zip(resampled, outs)]
+    return [f for f in fits if f is not None]
+
+
+def _as_fit(m: CurveModel, data: CurveData, out, sign: float) -> Optional[Fit]:
     if out is None:
         return None
     params, k, note = out
     rss = float(((data.y - m.predict(params, data.x)) ** 2).sum())
     metric_units = {p: sign * float(params[p]) if p in m.levels else float(params[p]) for p in m.params}
-    return Fit(model, metric_units, rss, k, lsq.bic(rss, len(data.x), k), note)
+    return Fit(m.name, metric_units, rss, k, lsq.bic(rss, len(data.x), k), note)
 
 
 def fit_models(x, y, chance, higher_is_better: bool = True, ceiling=None) -> dict[str, Fit]:
@@ -280,13 +299,19 @@ def _sigmoid_polish(d: CurveData, bound: bool, start):
     return m, w, h, c0, rss
 
 
-def _fit_sigmoid(d: CurveData):
-    """The sigmoid, its height free or (with a ceiling, unless the data show saturation) to the ceiling."""
-    free = _sigmoid_polish(d, False, _sigmoid_search(d))
+def _has_bound(d: CurveData) -> bool:
+    return d.ceiling is not None and (d.floor is None or d.floor < d.ceiling)
+
+
+def _fit_sigmoid(d: CurveData, searched=None):
+    """The sigmoid, its height free or (with a ceiling, unless the data show saturation) to the ceiling.
+    ``searched``: the (free, bound) grid searches' results where they were made for many resamples at once."""
+    free_start, bound_start = searched or (_sigmoid_search(d), _sigmoid_search(d, bound=True) if _has_bound(d) else None)
+    free = _sigmoid_polish(d, False, free_start)
     k = 3 + d.free
     chosen, note = free, ""
-    if d.ceiling is not None and (d.floor is None or d.floor < d.ceiling):
-        bound = _sigmoid_polish(d, True, _sigmoid_search(d, bound=True))
+    if _has_bound(d):
+        bound = _sigmoid_polish(d, True, bound_start)
         gain = lsq.bic(bound[4], len(d.x), k - 1) - lsq.bic(free[4], len(d.x), k)
         # Saturation is a top below the bound; a free top above it is a curve the metric cannot follow.
         if gain >= BIC_MARGIN and free[2] + free[3] < d.ceiling:
@@ -300,23 +325,57 @@ def _fit_sigmoid(d: CurveData):
     return {"floor": float(c), "height": float(h), "midpoint": float(m), "width": float(w)}, k, note
 
 
-def _bootstrap_sigmoid(x, W, Y, co, lo, hi, rounds: int = 3) -> np.ndarray:
-    """:func:`_sigmoid_search`'s onset on every resample: the same coarse grid and ``rounds`` finer
-    ones, each resample's grid following its own best cell, evaluated a shared grid at a time."""
+def _search_many(x, W, Y, lo, hi, rss, design=_sigmoid_design, rounds: int = 3) -> list[tuple[float, float]]:
+    """:func:`_sigmoid_search`'s best (midpoint, width) on every resample: the same coarse grid and
+    ``rounds`` finer ones, each resample's grid following its own best cell, evaluated a shared grid at
+    a time (``rss``: the profile's residuals, as :func:`losslens.analyze.lsq.grid_search_many` takes)."""
     coarse = {key: _sigmoid_grid(*key) for key in set(zip(lo, hi))}
     grids = [coarse[key] for key in zip(lo, hi)]
     for _ in range(rounds):
-        best = lsq.grid_search_many(x, W, Y, co, grids, _sigmoid_design)
+        best = lsq.grid_search_many(x, W, Y, grids, design, rss)
         # Resamples with one grid and one best cell share the next grid: build it once.
         finer = {(id(grid), g): grid for grid, g in zip(grids, best)}
         finer = {key: _finer_grid(grid, key[1]) for key, grid in finer.items()}
         grids = [finer[(id(grid), g)] for grid, g in zip(grids, best)]
-    best = lsq.grid_search_many(x, W, Y, co, grids, _sigmoid_design)
-    return np.array([sigmoid_onset(dict(zip(("midpoint", "width"), _cell(grid, g)))) for grid, g in zip(grids, best)])
+    return [_cell(grid, g) for grid, g in zip(grids, lsq.grid_search_many(x, W, Y, grids, design, rss))]
+
+
+def _bootstrap_sigmoid(x, W, Y, co, lo, hi) -> np.ndarray:
+    """:func:`_sigmoid_search`'s onset on every resample (see :func:`_search_many`)."""
+    cells = _search_many(x, W, Y, lo, hi, lsq.profile_rss(co))
+    return np.array([sigmoid_onset({"midpoint": m, "width": w}) for m, w in cells])
+
+
+def _sigmoid_resamples(d: CurveData, W: np.ndarray, resampled: list[CurveData]) -> list:
+    """:func:`_fit_sigmoid` on every resample, the grid searches of all made at once."""
+    lo = [float(r.x.min()) for r in resampled]
+    hi = [float(r.x.max()) for r in resampled]
+    Y = np.broadcast_to(d.y[:, None], W.shape)
+    searches = [_search_many(d.x, W, Y, lo, hi, lsq.profile_rss(d.floor))]
+    if _has_bound(d):  # the height fixed to reach the ceiling: see _sigmoid_profile
+        if d.floor is None:
+            searches.append(_search_many(d.x, W, d.ceiling - Y, lo, hi, lsq.profile_rss(0.0),
+                                         lambda g, x, rows: 1.0 - _sigmoid_design(g, x, rows)))
+        else:
+            searches.append(_search_many(d.x, W, Y - d.floor, lo, hi, lsq.fixed_slope_rss(d.ceiling - d.floor)))
+    out = []
+    for b, r in enumerate(resampled):
+        starts = [_at_cell(r, cells[b], bound) for bound, cells in zip((False, True), searches)]
+        out.append(_fit_sigmoid(r, (starts[0], starts[1] if len(starts) > 1 else None)))
+    return out
+
+
+def _at_cell(d: CurveData, cell: tuple[float, float], bound: bool):
+    """(m, w, h, c, rss) of the sigmoid at one (midpoint, width), its levels profiled out, as
+    :func:`_sigmoid_search` returns it."""
+    grid = (np.array([cell[0]]), np.array([cell[1]]))
+    rss, h, c = _sigmoid_profile(grid, d, bound)
+    return cell[0], cell[1], h[0], c[0], float(rss[0])
 
 
 register(CurveModel("sigmoid", ("floor", "height", "midpoint", "width"), ("floor", "height"), _fit_sigmoid,
-                    _sigmoid_predict, _sigmoid_verdict, sigmoid_onset, lambda p: p["floor"], _bootstrap_sigmoid))
+                    _sigmoid_predict, _sigmoid_verdict, sigmoid_onset, lambda p: p["floor"], _bootstrap_sigmoid,
+                    _sigmoid_resamples))
 
 
 # --- the hinge ---------------------------------------------------------------------------
@@ -361,7 +420,7 @@ def _bootstrap_hinge(x, W, Y, co, lo, hi, grid: int = HINGE_GRID) -> np.ndarray:
     """:func:`hinge_eta` on every resample: the same ``grid``-point profile, then each resample's eta
     polished between its best cell's neighbours (golden sections, all resamples at once)."""
     grids = [(np.linspace(a, b, grid),) for a, b in zip(lo, hi)]
-    best = lsq.grid_search_many(x, W, Y, co, grids, _hinge_design)
+    best = lsq.grid_search_many(x, W, Y, grids, _hinge_design, lsq.profile_rss(co))
     left = np.array([g[0][max(i - 1, 0)] for g, i in zip(grids, best)])
     right = np.array([g[0][min(i + 1, grid - 1)] for g, i in zip(grids, best)])
     at_grid = np.array([g[0][i] for g, i in zip(grids, best)])

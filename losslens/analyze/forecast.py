@@ -256,9 +256,10 @@ class MetricForecaster:
     ``cfg.intermediate`` (auto: by the inner backtest), all scored on the held-out runs."""
 
     def __init__(self, train: Table, held: Table, spec: str, loss_law: ScalingFit | None, cfg: ForecastConfig, *,
-                 scaling_bootstrap: int, n_curve: int, seed: int, ci_level: float):
+                 n_curve: int, seed: int, ci_level: float):
         self.train, self.held, self.cfg, self.n_curve, self.ci_level = train, held, cfg, n_curve, ci_level
-        self.laws = Laws(train, loss_law, scaling_bootstrap, seed, ci_level)
+        # A task law's replicates pair one to one with the curve's (prediction.two_stage): more are never used.
+        self.laws = Laws(train, loss_law, n_curve, seed, ci_level)
         split = inner_split(train, spec) if cfg.intermediate == AUTO else "intermediate fixed by the settings"
         self.inner, self.inner_laws = None, None
         self.inner_note = split if isinstance(split, str) else ""

@@ -78,10 +78,21 @@ def weighted_profile(X: np.ndarray, W: np.ndarray, Y: np.ndarray, c: float | Non
     return syy - s * sxy
 
 
-def grid_search_many(x, W, Y, co, grids: list, design) -> list[int]:
-    """For each resample b, the index of the best row of ``design(grids[b], x, rows)``. Resamples that
-    share a grid (most do: it depends on little) share one design matrix and one matrix product,
-    computed a block of rows at a time (see ``BLOCK``)."""
+def profile_rss(c: float | None):
+    """:func:`weighted_profile` with level ``c``, as :func:`grid_search_many` takes it."""
+    return lambda X, W, Y: weighted_profile(X, W, Y, c)
+
+
+def fixed_slope_rss(s: float):
+    """RSS of Y = s X (no free parameter) for many resamples at once (X: G x n, W and Y: n x B) -> G x B."""
+    return lambda X, W, Y: (W * Y * Y).sum(axis=0) - 2 * s * (X @ (W * Y)) + s * s * ((X * X) @ W)
+
+
+def grid_search_many(x, W, Y, grids: list, design, rss) -> list[int]:
+    """For each resample b, the index of the row of ``design(grids[b], x, rows)`` with the least
+    ``rss(design rows, W, Y)`` (e.g. :func:`profile_rss`). Resamples that share a grid (most do: it
+    depends on little) share one design matrix and one matrix product, computed a block of rows at a
+    time (see ``BLOCK``)."""
     best = [0] * len(grids)
     groups: dict[tuple, list[int]] = {}
     for b, grid in enumerate(grids):
@@ -90,9 +101,9 @@ def grid_search_many(x, W, Y, co, grids: list, design) -> list[int]:
         drawn = np.flatnonzero(W[:, members].any(axis=1))  # points no member drew add nothing to its sums
         Wd, Yd, xd = W[np.ix_(drawn, members)], Y[np.ix_(drawn, members)], x[drawn]
         grid, step = grids[members[0]], max(1, BLOCK // len(drawn))
-        rss = np.concatenate([weighted_profile(design(grid, xd, slice(i, i + step)), Wd, Yd, co)
-                              for i in range(0, math.prod(len(a) for a in grid), step)])
-        for b, g in zip(members, np.argmin(rss, axis=0)):
+        sums = np.concatenate([rss(design(grid, xd, slice(i, i + step)), Wd, Yd)
+                               for i in range(0, math.prod(len(a) for a in grid), step)])
+        for b, g in zip(members, np.argmin(sums, axis=0)):
             best[b] = int(g)
     return best
 

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from losslens.analyze.curves import Fit, fit_models, fit_one, oriented_data
+from losslens.analyze.curves import Fit, fit_models, fit_resampled, oriented_data
 from losslens.analyze.intervals import around, percentile
 from losslens.analyze.seeds import SeedLevel
 from losslens.analyze.table import Table
@@ -69,11 +69,9 @@ def fit_curve(x, y, chance, higher_is_better: bool, bounds: tuple[float, float],
     ceiling = ceiling_of(bounds, higher_is_better)
     fits = fit_models(x, y, chance, higher_is_better, ceiling)
     best = min(fits.values(), key=lambda f: f.bic)
-    reps = []
-    for _ in range(n_bootstrap):
-        pick = rng.integers(0, len(x), len(x)) if seeds is None else seeds.picks(rng)
-        if np.ptp(x[pick]) > 0:
-            reps.append(fit_one(best.model, *oriented_data(x[pick], y[pick], chance, higher_is_better, ceiling)))
+    picks = [rng.integers(0, len(x), len(x)) if seeds is None else seeds.picks(rng) for _ in range(n_bootstrap)]
+    data, sign = oriented_data(x, y, chance, higher_is_better, ceiling)
+    reps = fit_resampled(best.model, data, [p for p in picks if np.ptp(x[p]) > 0], sign)
     return Curve(best.model, best, reps, y - best.predict(x), (float(bounds[0]), float(bounds[1])))
 
 
