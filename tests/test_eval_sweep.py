@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from losslens import contracts, metrics
+from losslens.errors import LossLensError
 from losslens.evaluate import sweep
 from losslens.evaluate.claims import Claim
 from losslens.evaluate.config import EvaluateOptions
@@ -122,6 +123,26 @@ def test_only_what_changed_is_evaluated_again(tmp_path):
     assert second.rows == 2 * N_METRICS
     gen_n = {r["n"] for r in _read_csv(study_dir / contracts.RESULTS_FILE) if r["task"] == "gen"}
     assert gen_n == {"1"}
+
+
+def test_a_table_analyze_would_refuse_is_not_written(tmp_path):
+    """The sweep checks its table as analyze will read it before writing: the table as it was stays, and
+    the error names the result file of the offending row."""
+    study_dir = make_study(tmp_path, runs={"xs_64K": [1024]})
+    _quiet(study_dir)
+    table = study_dir / contracts.RESULTS_FILE
+    before = table.read_text()
+    result = next((study_dir / contracts.EVALS_DIR).rglob("mc.json"))
+    data = json.loads(result.read_text())
+    data["metrics"]["acc"]["value"] = 1.5  # an accuracy no evaluation can give
+    result.write_text(json.dumps(data))
+    with pytest.raises(LossLensError) as refused:
+        sweep.write_results_table(study_dir)
+    assert "not rewritten" in str(refused.value) and "'acc'" in str(refused.value)
+    assert str(result) in str(refused.value)
+    assert table.read_text() == before
+    done = call_cli("evaluate", str(study_dir))  # the command: one line, exit 2, the table kept
+    assert done.returncode == 2 and str(result) in done.stderr and table.read_text() == before
 
 
 @pytest.fixture

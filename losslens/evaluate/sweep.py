@@ -26,6 +26,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import time
 import zlib
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from losslens import contracts
 from losslens.config import StudyConfig, load_study
-from losslens.errors import DataError, LossLensError
+from losslens.errors import DataError, LossLensError, ResultsError
 from losslens.evaluate.adaptive import AdaptiveReport, Judge, run_adaptive
 from losslens.evaluate.claims import Claim
 from losslens.evaluate.config import EvaluateOptions
@@ -50,6 +51,7 @@ from losslens.evaluate.inputs import result_fingerprint
 from losslens.evaluate.units import CheckpointContext, PretrainUnit, RunOptions, TaskUnit, Unit
 from losslens.evaluate.weights import check_study_checkpoints, checkpoint_fingerprint
 from losslens.fsio import atomic_write_json, atomic_write_text
+from losslens.results_reader import parse_results_columns
 from losslens.study_dir import check_unchanged_since_training
 
 REQUESTS_DIR = ".harness-requests"  # under RUN_DIR/evals: harness tasks' built requests, by fingerprint
@@ -351,6 +353,9 @@ def _metric_order(name: str) -> tuple:
     return (known.index(name), name) if name in known else (len(known), name)
 
 
+SOURCE = "_source"  # each row's result file, for messages (not a column)
+
+
 def collect_rows(study_dir: Path) -> list[dict]:
     """Rows of results.csv from the JSON files of the study's current checkpoints.
 
@@ -363,7 +368,7 @@ def collect_rows(study_dir: Path) -> list[dict]:
         for ckpt in contracts.list_checkpoints(run):
             current = checkpoint_fingerprint(ckpt)
             folder = study_dir / contracts.EVALS_DIR / run.name / ckpt.name
-            results = [r for r in (_read_json(p) for p in sorted(folder.glob("*.json")))
+            results = [{**r, SOURCE: p} for p, r in ((p, _read_json(p)) for p in sorted(folder.glob("*.json")))
                        if r is not None and r.get("checkpoint_hash") == current]
             pretrain = next((r for r in results if r.get("task") == contracts.PRETRAIN_TASK), None)
             if pretrain is None:
@@ -379,6 +384,7 @@ def collect_rows(study_dir: Path) -> list[dict]:
                         **{k: meta.get(k) for k in _META_COLUMNS}, contracts.SEED_COLUMN: seed, "loss": loss,
                         "task": r["task"], "metric": metric, "value": agg["value"], "ci_low": agg.get("ci_low"),
                         "ci_high": agg.get("ci_high"), "n": agg.get("n"), "chance": agg.get("chance"),
+                        SOURCE: r[SOURCE],
                     })
     rows.sort(key=lambda r: (r["run"], r["tokens"]))  # stable: keeps task and metric order within
     return rows
@@ -403,5 +409,21 @@ def write_results_table(study_dir: str | Path) -> tuple[Path, int]:
         writer.writerow(columns)
         for r in rows:
             writer.writerow([_cell(r[c]) for c in columns])
+        _check_analyzable(buf.getvalue(), table, rows)
         atomic_write_text(table, buf.getvalue())
     return table, len(rows)
+
+
+def _check_analyzable(text: str, table: Path, rows: list[dict]) -> None:
+    """Nothing analyze would refuse is written (the import checks its tables the same way): the table
+    as it was stays, and the error names the result file the offending row came from."""
+    if not rows:
+        return  # a header alone: no checkpoint has its pretraining loss yet, which analyze says itself
+    try:
+        parse_results_columns(text, table)
+    except ResultsError as e:
+        # The table's errors start "TABLE:LINE:", and line 2 holds rows[0].
+        line = re.match(rf"{re.escape(str(table))}:(\d+):", str(e))
+        row = rows[int(line.group(1)) - 2] if line and 2 <= int(line.group(1)) < len(rows) + 2 else None
+        source = f" (that row comes from {row[SOURCE]})" if row else ""
+        raise ResultsError(f"{table}: not rewritten, analyze would refuse the new table: {e}{source}") from None
