@@ -5,12 +5,14 @@ fitted (by least squares, in oriented units where larger is better: a lower-is-b
 Brier is negated, so that "rising" always means improving), how it predicts, the verdict it stands
 for, and, for the emergent models, where its threshold eta is and how the bootstrap refits eta on
 many resamples at once. Thresholds (:mod:`losslens.analyze.threshold`) and backtests
-(:mod:`losslens.analyze.backtest`) both fit through :func:`fit_models` and :func:`fit_one`.
+(:mod:`losslens.analyze.backtest`) both fit through :func:`fit_models` and :func:`fit_one`, and
+refit a model's bootstrap replicates through :func:`fit_resampled`.
 
     constant  y = chance                              (k = 0; only when a chance level is given)
     flat      y = c                                   (k = 1: a level of its own, e.g. below chance)
     linear    y = a + b x, b <= 0                     (k = 2)
-    sigmoid   y = c + h / (1 + exp((x - m) / w))      (h >= 0, w > 0; k = 3, or 4 with c free)
+    sigmoid   y = c + h / (1 + exp((x - m) / w))      (h >= 0, w > 0; k = 3, or 4 with c free;
+                                                       m and w within SIGMOID_REACH, SIGMOID_WIDTHS)
     hinge     y = c + s * max(0, eta - x)             (s >= 0, eta in [min x, max x]; k = 2, or 3)
 
 ``c`` in the sigmoid and hinge is the chance level when one is given, else a plateau fitted from
@@ -27,7 +29,8 @@ kept only when its top is below the ceiling and its BIC beats the ceiling's by `
 
 Adding a model is one :func:`register` call: a fit in oriented units returning (params, k, note),
 a ``predict`` that is linear in the parameters named in ``levels`` (so one formula serves both
-orientations), and its verdict rule.
+orientations), and its verdict rule; optionally a ``fit_resamples`` that makes the fits of many
+resamples share their work (the sigmoid's grid searches), with the same results as ``fit`` on each.
 """
 
 from __future__ import annotations
