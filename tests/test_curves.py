@@ -133,6 +133,19 @@ def test_a_sigmoid_with_no_finite_optimum_stops_at_its_declared_box():
     assert abs(fit.params["floor"]) < 20 * np.ptp(y)  # unboxed, it ran to 37 times the data's range here
 
 
+def test_a_sigmoid_on_its_box_edge_is_smooth_not_emergent():
+    """A log-likelihood that grows exponentially as loss falls (the demo's next-word log-likelihood): the
+    sigmoid wants its midpoint far below the data and stops on the box's edge, where its "floor" (5 % of a
+    height set by the box) takes in half the points. That floor is the box's, not the data's: smooth."""
+    x = np.sort(np.random.default_rng(0).uniform(1.0, 3.8, 100))
+    y = -5 + 0.5 * np.exp(-(x - 3.8) / 1.8) + np.random.default_rng(1).normal(0, 0.03, len(x))
+    fit = fit_models(x, y, None)["sigmoid"]
+    on_floor = int((expit((fit.params["midpoint"] - x) / fit.params["width"]) < curves.FLAT_FRACTION).sum())
+    assert 3 <= on_floor <= len(x) - 3  # the old rule alone would call it emergent
+    assert curves.at_box_edge(fit.params, x) and fit.verdict(x, 3) == SMOOTH
+    assert find_threshold(x, y, None).verdict != "emergent"
+
+
 @pytest.mark.parametrize("floor, ceiling", [(0.25, 1.0), (None, 1.0), (0.25, None), (None, None)])
 def test_refits_of_many_resamples_at_once_equal_one_at_a_time(floor, ceiling):
     rng = np.random.default_rng(1)

@@ -203,10 +203,24 @@ def _sigmoid_predict(p, x):
 
 
 def _sigmoid_verdict(p, x, min_side: int) -> str:
-    """A soft hinge (emergent) when ``min_side`` points sit on its floor and ``min_side`` above it."""
+    """A soft hinge (emergent) when ``min_side`` points sit on its floor and ``min_side`` above it, and
+    its bend is one the data show: a sigmoid on the edge of its box (:data:`SIGMOID_REACH`,
+    :data:`SIGMOID_WIDTHS`) is the family's smooth limit, an exponential tail or a line, whose "floor"
+    is wherever the box ends."""
+    if at_box_edge(p, x):
+        return SMOOTH
     z = expit((p["midpoint"] - x) / p["width"])
     on_floor = int((z < FLAT_FRACTION).sum())
     return EMERGENT if on_floor >= min_side and len(x) - on_floor >= min_side else SMOOTH
+
+
+def at_box_edge(p, x, tol: float = 1e-6) -> bool:
+    """Whether a sigmoid fitted to points at ``x`` stopped on its box: midpoint at its reach, or widest width."""
+    lo, hi = float(np.min(x)), float(np.max(x))
+    span = (hi - lo) or 1.0
+    reach = SIGMOID_REACH * span * (1 - tol)
+    return (p["midpoint"] <= lo - reach or p["midpoint"] >= hi + reach
+            or p["width"] >= SIGMOID_WIDTHS[1] * span * (1 - tol))
 
 
 def _sigmoid_grid(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
