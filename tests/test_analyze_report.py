@@ -249,3 +249,22 @@ def test_no_forecast_rows_for_untrained_sizes_when_no_parameter_is_identified():
     assert "| 0.1B |" not in md and "| 100M |" not in md
     report["scaling"]["not_identified"] = {"E": "flat profile"}  # the law still says something
     assert "| 100M | no |" in "\n".join(_md_forecasts(report))
+
+
+def test_a_fitted_curve_is_drawn_within_the_metrics_bounds(tmp_path):
+    """A threshold's curve describes the data and may pass an accuracy of 1 between the last points (a free
+    sigmoid top); the figure draws it within [0, 1]."""
+    from matplotlib.figure import Figure
+
+    from losslens.analyze.analysis import run_analysis
+    from losslens.analyze.curves import Fit
+    from losslens.analyze.plots import analysis_styles, draw_metric
+    from tests.test_analyze_x_axis import make_table
+
+    analysis = run_analysis(make_table(tmp_path / "results.csv"), overrides={"bootstrap": 0, "backtest": "none"})
+    ma = analysis.metrics[("arith", "exact_match")]
+    ma.threshold.fits[ma.threshold.preferred] = Fit("linear", {"intercept": 5.0, "slope": -1.0}, 0.0, 2, 0.0)
+    ax = Figure().subplots()
+    draw_metric(ax, ma, analysis_styles(analysis))
+    curve = [line for line in ax.get_lines() if line.get_color() == "k"]
+    assert len(curve) == 1 and 0.0 <= curve[0].get_ydata().min() and curve[0].get_ydata().max() == 1.0

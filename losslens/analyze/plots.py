@@ -29,6 +29,7 @@ from matplotlib.ticker import NullFormatter
 
 from losslens.analyze.parallel import fork_map, max_workers
 from losslens.analyze.threshold import EMERGENT
+from losslens.contracts import metric_info
 from losslens.counts import count_label
 from losslens.fsio import atomic_write_bytes
 
@@ -163,7 +164,10 @@ def draw_metric(ax, ma, styles: Styles, compact: bool = False, errorbars: bool =
         ax.axhline(th.chance, color="0.45", ls=":", lw=1, zorder=1)
     if th.fits and th.preferred:
         grid = np.linspace(lo, hi, 200)
-        ax.plot(grid, th.fits[th.preferred].predict(grid), color="k", lw=1.3, alpha=0.75, zorder=4)
+        # Drawn within the values the metric can take: a threshold's sigmoid describes the data, and its
+        # free top may pass an accuracy of 1 between the last points.
+        curve = np.clip(th.fits[th.preferred].predict(grid), *metric_info(s.metric).bounds)
+        ax.plot(grid, curve, color="k", lw=1.3, alpha=0.75, zorder=4)
     if np.isfinite(th.eta):
         sure = th.verdict == EMERGENT
         if np.isfinite(th.ci_low):
