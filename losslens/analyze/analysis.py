@@ -21,7 +21,7 @@ from losslens.analyze.backtest import Holdout, choose_holdout, fit_law, run_back
 from losslens.analyze.config import AnalyzeConfig, analyze_config, with_overrides
 from losslens.analyze.forecast import check_setting, noise_table
 from losslens.analyze.pairs import PARALLEL_MIN_WORK, analyze_pairs
-from losslens.analyze.parallel import fork_map, max_workers
+from losslens.analyze.parallel import call, fork_map, max_workers
 from losslens.analyze.scaling import ScalingFit, forecast
 from losslens.analyze.study_folder import check_table_matches_study
 from losslens.analyze.table import Series, Table, read_results, with_x_axis
@@ -150,7 +150,7 @@ def _run_analysis(results, run_dir, config: AnalyzeConfig | None, overrides: dic
                               n_bootstrap=config.bootstrap, scaling_bootstrap=scaling_bootstrap, seed=config.seed,
                               ci_level=config.ci_level, forecast=config.forecast))
     workers = max_workers() if len(table) * max(config.bootstrap, 1) >= PARALLEL_MIN_WORK else 1
-    (scaling, scaling_error, scaling_note, alternative), *backtest_result = fork_map(_call, stages, workers)
+    (scaling, scaling_error, scaling_note, alternative), *backtest_result = fork_map(call, stages, workers)
 
     forecasts = [] if scaling is None else _forecasts(table, metrics, scaling, config)
     settings = {"results": str(results), "run_dir": None if run_dir is None else str(run_dir),
@@ -192,10 +192,6 @@ def _per_task(table: Table, metrics: dict[tuple[str, str], MetricAnalysis]) -> t
                 a.extrapolation = extrapolation_test(a.series.x, a.series.value, reference[task][1])
         mirage[task] = _mirage(task, {m: (a.series.discontinuous, a.threshold.verdict) for m, a in mine})
     return mirage, reference
-
-
-def _call(stage):
-    return stage()
 
 
 def _laws(table: Table, scaling_points: str, n_bootstrap: int, seed: int, ci_level: float):

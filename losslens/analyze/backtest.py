@@ -29,7 +29,7 @@ import numpy as np
 
 from losslens.analyze.config import ForecastConfig
 from losslens.analyze.forecast import MetricForecaster, summarise
-from losslens.analyze.parallel import fork_map, max_workers
+from losslens.analyze.parallel import call, fork_map, max_workers
 from losslens.analyze.prediction import LARGEST_BUDGET, LARGEST_SIZE, NONE, scored, subset
 from losslens.analyze.scaling import FIXED_TOKENS, ScalingFit, fit_scaling_law, forecast
 from losslens.analyze.startup import startup_eta
@@ -264,7 +264,7 @@ def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]]
     crossing_jobs = [partial(predict_crossings, law, train, held, task, metric, n_bootstrap, ci_level, seed + i)
                      for i, (task, metric) in enumerate(emergent)]
     workers = max_workers() if n_curve and len(tasks) > 1 else 1
-    done = list(fork_map(_call, tasks + crossing_jobs, workers))
+    done = list(fork_map(call, tasks + crossing_jobs, workers))
     metrics = [row for rows in done[:len(tasks)] for row in rows]
     crossings = [row for rows in done[len(tasks):] for row in rows]
     closer = [r["closer"] for r in metrics if r["closer"]]
@@ -279,10 +279,6 @@ def run_backtest(table: Table, holdout: Holdout, emergent: list[tuple[str, str]]
                     "two_stage_closer": closer.count("two-stage"), "direct_closer": closer.count("direct"),
                     "by_metric": _summary_by_metric(metrics)},
     }
-
-
-def _call(job):
-    return job()
 
 
 def _task_rows(forecaster: MetricForecaster, task: str, metrics: list[str], seed: int, index: int) -> list[dict]:

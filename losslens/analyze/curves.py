@@ -323,7 +323,9 @@ def _has_bound(d: CurveData) -> bool:
 def _fit_sigmoid(d: CurveData, searched=None):
     """The sigmoid, its height free or (with a ceiling, unless the data show saturation) to the ceiling.
     ``searched``: the (free, bound) grid searches' results where they were made for many resamples at once."""
-    free_start, bound_start = searched or (_sigmoid_search(d), _sigmoid_search(d, bound=True) if _has_bound(d) else None)
+    if searched is None:
+        searched = (_sigmoid_search(d), _sigmoid_search(d, bound=True) if _has_bound(d) else None)
+    free_start, bound_start = searched
     free = _sigmoid_polish(d, False, free_start)
     k = 3 + d.free
     chosen, note = free, ""
@@ -368,18 +370,15 @@ def _sigmoid_resamples(d: CurveData, W: np.ndarray, resampled: list[CurveData]) 
     lo = [float(r.x.min()) for r in resampled]
     hi = [float(r.x.max()) for r in resampled]
     Y = np.broadcast_to(d.y[:, None], W.shape)
-    searches = [_search_many(d.x, W, Y, lo, hi, lsq.profile_rss(d.floor))]
-    if _has_bound(d):  # the height fixed to reach the ceiling: see _sigmoid_profile
-        if d.floor is None:
-            searches.append(_search_many(d.x, W, d.ceiling - Y, lo, hi, lsq.profile_rss(0.0),
-                                         lambda g, x, rows: 1.0 - _sigmoid_design(g, x, rows)))
-        else:
-            searches.append(_search_many(d.x, W, Y - d.floor, lo, hi, lsq.fixed_slope_rss(d.ceiling - d.floor)))
-    out = []
-    for b, r in enumerate(resampled):
-        starts = [_at_cell(r, cells[b], bound) for bound, cells in zip((False, True), searches)]
-        out.append(_fit_sigmoid(r, (starts[0], starts[1] if len(starts) > 1 else None)))
-    return out
+    free = _search_many(d.x, W, Y, lo, hi, lsq.profile_rss(d.floor))
+    bound = None
+    if _has_bound(d) and d.floor is None:  # the height fixed to reach the ceiling: see _sigmoid_profile
+        bound = _search_many(d.x, W, d.ceiling - Y, lo, hi, lsq.profile_rss(0.0),
+                             lambda g, x, rows: 1.0 - _sigmoid_design(g, x, rows))
+    elif _has_bound(d):
+        bound = _search_many(d.x, W, Y - d.floor, lo, hi, lsq.fixed_slope_rss(d.ceiling - d.floor))
+    return [_fit_sigmoid(r, (_at_cell(r, free[b], False), bound and _at_cell(r, bound[b], True)))
+            for b, r in enumerate(resampled)]
 
 
 def _at_cell(d: CurveData, cell: tuple[float, float], bound: bool):

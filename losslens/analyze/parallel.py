@@ -24,6 +24,11 @@ WORKERS_ENV = "LOSSLENS_ANALYZE_WORKERS"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+def call(job: Callable):
+    """``job()``: for :func:`fork_map` over prepared calls (``functools.partial``s of module functions)."""
+    return job()
+
+
 def max_workers() -> int:
     """The cap on worker processes: ``LOSSLENS_ANALYZE_WORKERS``, else the cores we may use."""
     text = os.environ.get(WORKERS_ENV, "").strip()
