@@ -22,7 +22,7 @@ SIZES = (1e5, 3e5, 1e6, 3e6)
 
 @pytest.fixture(autouse=True)
 def _one_blas_thread():
-    """As analyze does: L-BFGS-B's BLAS calls on 5 parameters only synchronise threads (10x slower on a busy machine)."""
+    """As analyze does: BLAS calls on 5 x 5 matrices only synchronise threads (10x slower on a busy machine)."""
     with threadpool_limits(limits=1, user_api="blas"):
         yield
 BUDGETS = (2e6, 8e6, 3.2e7)

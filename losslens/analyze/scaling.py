@@ -4,8 +4,9 @@ Fitted as in Hoffmann et al. (2022, approach 3): with a = ln A, b = ln B, e = ln
 
     ln L_hat = logsumexp(a - alpha ln N, b - beta ln D, e),
 
-minimize sum_i Huber_delta(ln L_hat_i - ln L_i) with delta = 1e-3 by L-BFGS-B from the best
-few starts of a grid of initialisations. N is the non-embedding parameter count, D the
+minimize sum_i Huber_delta(ln L_hat_i - ln L_i) with delta = 1e-3 by damped Newton steps
+(:mod:`losslens.analyze.law_solver`, many fits at once) from the best few starts of a grid of
+initialisations. N is the non-embedding parameter count, D the
 training tokens. Points with a single token count cannot separate B / D^beta from E: the
 reduced form L(N) = E' + A / N^alpha is fitted instead (``form == "fixed-tokens"``), valid at
 that token count only.
@@ -35,9 +36,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import stats
 from scipy.special import logsumexp
 
+from losslens.analyze import law_solver
 from losslens.analyze.intervals import around, around_arrays, percentile
 from losslens.analyze.seeds import SeedLevel
 
@@ -48,27 +50,6 @@ BOOT_GRID_STARTS = 1  # per bootstrap replicate, polished besides the full-data 
 PROFILE_GRID = 9  # values per profiled parameter
 PROFILE_REFINE = 5  # bisection steps at each end of a profile interval: 1/32 of a grid step
 NOT_IDENTIFIED = "not identified"
-
-
-def _objective(theta: np.ndarray, lnN: np.ndarray, lnD: np.ndarray, lnL: np.ndarray, delta: float):
-    """Huber loss of the log-space residuals, and its gradient in theta = (a, b, e, alpha, beta)."""
-    a, b, e, alpha, beta = theta
-    # The three terms row by row, not stacked: the same arithmetic in the same order (identical results),
-    # with fewer numpy calls, which is what this costs on ~16 points (it runs ~500 times per fit).
-    t0, t1 = a - alpha * lnN, b - beta * lnD
-    top = np.maximum(np.maximum(t0, t1), e)
-    w0, w1, w2 = np.exp(t0 - top), np.exp(t1 - top), np.exp(e - top)  # stable logsumexp; w / total: its gradient
-    total = w0 + w1 + w2
-    r = top + np.log(total) - lnL
-    abs_r = np.abs(r)
-    small = abs_r <= delta
-    value = np.where(small, 0.5 * r ** 2, delta * (abs_r - 0.5 * delta)).sum()
-    q = np.where(small, r, delta * np.sign(r)) / total  # d Huber / d r, times d lse / d term over w
-    p0, p1 = w0 * q, w1 * q
-    grad = np.array([p0.sum(), p1.sum(), (w2 * q).sum(), -(p0 * lnN).sum(), -(p1 * lnD).sum()])
-    # Divided by delta: the sum of Huber terms is ~1e-4 here, and L-BFGS-B's tolerances are
-    # absolute enough to stop at once on a scale that small.
-    return value / delta, grad / delta
 
 
 def _rss(theta, lnN, lnD, lnL) -> float:
@@ -87,29 +68,24 @@ _FIXED_TOKENS_BOUNDS = [_BOUNDS[0], (-30, -30), _BOUNDS[2], _BOUNDS[3], (0.0, 0.
 _INDEX = {"E": 2, "alpha": 3, "beta": 4, "A": 0, "B": 1}
 
 
-def _grid_values(starts, lnN, lnD, lnL, delta):
-    """Objective at every start at once (vectorized), to pick the starts worth polishing."""
+def _point_values(starts, lnN, lnD, lnL, delta):
+    """Each start's Huber term at each point (starts x points), to pick the starts worth polishing."""
     a, b, e, al, be = (starts[:, i][:, None] for i in range(5))
     terms = np.stack([a - al * lnN, b - be * lnD, np.broadcast_to(e, (len(starts), len(lnN)))])
     r = np.abs(logsumexp(terms, axis=0) - lnL)
-    return np.where(r <= delta, 0.5 * r ** 2, delta * (r - 0.5 * delta)).sum(axis=1)
+    return np.where(r <= delta, 0.5 * r ** 2, delta * (r - 0.5 * delta))
 
 
 def _polish(starts, lnN, lnD, lnL, delta, bounds):
-    best = None
-    for theta0 in starts:
-        theta0 = np.clip(theta0, [lo for lo, _ in bounds], [hi for _, hi in bounds])
-        res = optimize.minimize(_objective, theta0, args=(lnN, lnD, lnL, delta), jac=True,
-                                method="L-BFGS-B", bounds=bounds,
-                                options={"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-8})
-        if best is None or res.fun < best.fun:
-            best = res
-    return best.x, float(best.fun) * delta
+    """The best optimum reached from ``starts`` (every point counted once): (theta, objective)."""
+    thetas, values = law_solver.minimize(starts, lnN, lnD, lnL, np.ones((len(starts), len(lnL))), delta, bounds)
+    best = int(np.argmin(values))
+    return thetas[best], float(values[best])
 
 
 def _best_starts(lnN, lnD, lnL, delta, bounds, k):
     starts = np.clip(_STARTS, [lo for lo, _ in bounds], [hi for _, hi in bounds])
-    return starts[np.argsort(_grid_values(starts, lnN, lnD, lnL, delta))[:k]]
+    return starts[np.argsort(_point_values(starts, lnN, lnD, lnL, delta).sum(axis=1))[:k]]
 
 
 def _natural(t) -> np.ndarray:
@@ -217,44 +193,71 @@ def _profile_grid(name: str, lnL: np.ndarray) -> np.ndarray:
     return np.linspace(0.0, 3.0, PROFILE_GRID)  # alpha, beta: 3 is far steeper than any measured law
 
 
-def _fixed_fit(i: int, v: float, start: np.ndarray, data: tuple, bounds) -> np.ndarray:
-    """The law refitted with parameter ``i`` fixed at ``v`` (fitting units), warm-started at ``start``."""
-    b = list(bounds)
-    b[i] = (v, v)
-    s = start.copy()
-    s[i] = v
-    return _polish([s], *data, b)[0]
+def _fixed_fits(jobs: list[tuple[int, float, np.ndarray]], lnN, lnD, lnL, delta, bounds) -> np.ndarray:
+    """The law refitted once per job (i, v, start): parameter ``i`` fixed at ``v`` (fitting units), the
+    rest warm-started at ``start``; all jobs in one batch."""
+    starts = np.array([start for _, _, start in jobs], float)
+    limits = np.repeat(np.asarray(bounds, float)[None], len(jobs), axis=0)
+    for k, (i, v, _) in enumerate(jobs):
+        starts[k, i] = v
+        limits[k, i] = v
+    return law_solver.minimize(starts, lnN, lnD, lnL, np.ones((len(jobs), len(lnL))), delta, limits)[0]
 
 
-def _profile(name, theta, lnN, lnD, lnL, delta, bounds, limit):
-    """Fix ``name`` at each grid value and at its optimum, refit the rest, walking outward from the
-    optimum (each fit warm-started at its neighbour's, so the profile follows its valley); then refine
-    each end of the kept values by bisection towards its rejected neighbour (``PROFILE_REFINE`` steps).
-    Returns (kept values, kept natural rows); the optimum is always kept."""
-    i, data = _INDEX[name], (lnN, lnD, lnL, delta)
-    grid = _profile_grid(name, lnL)
-    inside = (lambda t: _rss(t, lnN, lnD, lnL) <= limit)
-    kept, rows = [theta[i]], [_natural(theta)]
-    for side in (grid[grid < theta[i]][::-1], grid[grid > theta[i]]):
-        prev, last, last_t, rejected = theta, theta[i], theta, None
-        for v in side:
-            t = prev = _fixed_fit(i, v, prev, data, bounds)
-            if inside(t):
-                kept.append(v), rows.append(_natural(t))
-                last, last_t, rejected = v, t, None
-            elif rejected is None:
-                rejected = v  # the first value outside, beyond the farthest kept one so far
-        if rejected is not None:
-            a, b, t_a = last, rejected, last_t
-            for _ in range(PROFILE_REFINE):
-                mid = (a + b) / 2
-                t = _fixed_fit(i, mid, t_a, data, bounds)
-                if inside(t):
-                    kept.append(mid), rows.append(_natural(t))
-                    a, t_a = mid, t
-                else:
-                    b = mid
-    return [math.exp(v) if name == "E" else float(v) for v in kept], rows
+@dataclass
+class _Walk:
+    """One side of one parameter's profile: its grid values outward from the optimum, each fit warm-started
+    at the one before (so the walk follows the valley), then bisection between the farthest kept value
+    and the first rejected one beyond it."""
+
+    name: str
+    index: int
+    values: list[float]  # grid values not yet fitted, nearest first
+    start: np.ndarray  # warm start for the next grid value
+    last: float  # the farthest kept value, and its fit
+    last_fit: np.ndarray
+    rejected: float | None = None
+    kept: list[tuple[float, np.ndarray]] = field(default_factory=list)
+
+    def next_job(self, refining: bool):
+        if not refining:
+            return (self.index, self.values[0], self.start) if self.values else None
+        return None if self.rejected is None else (self.index, (self.last + self.rejected) / 2, self.last_fit)
+
+    def take(self, v: float, fit: np.ndarray, inside: bool, refining: bool) -> None:
+        if not refining:
+            self.values.pop(0)
+            self.start = fit
+        if inside:
+            self.kept.append((v, fit))
+            self.last, self.last_fit = v, fit
+            if not refining:
+                self.rejected = None
+        elif refining or self.rejected is None:
+            self.rejected = v  # the first value outside, beyond the farthest kept one so far
+
+
+def _profiles(names, theta, lnN, lnD, lnL, delta, bounds, limit) -> dict[str, tuple[list[float], list]]:
+    """Each parameter of ``names`` fixed at each grid value and at its optimum, the rest refitted, walking
+    outward from the optimum on both sides (:class:`_Walk`), the ends refined by ``PROFILE_REFINE``
+    bisection steps. Every walk steps together: one batch of fits per step. Returns, per name, (kept
+    values, kept natural rows); the optimum is always kept."""
+    walks = []
+    for name in names:
+        i, grid = _INDEX[name], _profile_grid(name, lnL)
+        for side in (grid[grid < theta[i]][::-1], grid[grid > theta[i]]):
+            walks.append(_Walk(name, i, list(side), theta, theta[i], theta))
+    for refining in [False] * PROFILE_GRID + [True] * PROFILE_REFINE:
+        todo = [(w, job) for w in walks if (job := w.next_job(refining)) is not None]
+        if todo:
+            fits = _fixed_fits([job for _, job in todo], lnN, lnD, lnL, delta, bounds)
+            for (w, (_, v, _)), fit in zip(todo, fits):
+                w.take(v, fit, _rss(fit, lnN, lnD, lnL) <= limit, refining)
+    out = {}
+    for name in names:
+        kept = [(theta[_INDEX[name]], theta)] + [k for w in walks if w.name == name for k in w.kept]
+        out[name] = ([math.exp(v) if name == "E" else float(v) for v, _ in kept], [_natural(t) for _, t in kept])
+    return out
 
 
 def _identify(fit: ScalingFit, theta, lnN, lnD, lnL, delta, bounds) -> None:
@@ -271,12 +274,13 @@ def _identify(fit: ScalingFit, theta, lnN, lnD, lnL, delta, bounds) -> None:
     rss0 = _rss(theta, lnN, lnD, lnL)
     limit = rss0 * (1 + stats.f.ppf(fit.ci_level, 1, dof) / dof) + 1e-12
     region = [fit.params]
+    profiles = _profiles(free, theta, lnN, lnD, lnL, delta, bounds, limit)
     for p in free:
         i = _INDEX[p]
         lo, hi = bounds[i]
         if min(theta[i] - lo, hi - theta[i]) <= 1e-6 * (hi - lo):
             fit.not_identified[p] = f"at a bound of the fit ({math.exp(theta[i]) if p == 'E' else theta[i]:.3g})"
-        kept, rows = _profile(p, theta, lnN, lnD, lnL, delta, bounds, limit)
+        kept, rows = profiles[p]
         region += rows
         if kept:
             fit.profile[p] = (min(kept), max(kept))
@@ -302,17 +306,27 @@ def _identify(fit: ScalingFit, theta, lnN, lnD, lnL, delta, bounds) -> None:
 def _bootstrap(theta, lnN, lnD, lnL, delta, bounds, n_bootstrap, seed, full_form,
                seeds: SeedLevel | None = None) -> np.ndarray:
     """Parameter rows refitted on resampled points (seeds within sizes first, where given), each from
-    several starts (see the module docstring)."""
+    several starts (see the module docstring); all refits in one batch (:mod:`law_solver`)."""
     rng = np.random.default_rng(seed)
-    rows = []
+    n = len(lnL)
+    counts = []
     for _ in range(n_bootstrap):
-        pick = rng.integers(0, len(lnL), len(lnL)) if seeds is None else seeds.picks(rng)
-        if len(np.unique(lnN[pick])) < 2 or (full_form and len(np.unique(lnD[pick])) < 2):
+        pick = rng.integers(0, n, n) if seeds is None else seeds.picks(rng)
+        drawn = np.bincount(pick, minlength=n)
+        if len(np.unique(lnN[drawn > 0])) < 2 or (full_form and len(np.unique(lnD[drawn > 0])) < 2):
             continue  # this resample cannot separate the terms
-        n, d, l = lnN[pick], lnD[pick], lnL[pick]
-        starts = [theta, *_best_starts(n, d, l, delta, bounds, BOOT_GRID_STARTS)]
-        rows.append(_natural(_polish(starts, n, d, l, delta, bounds)[0]))
-    return np.array(rows).reshape(-1, 5)
+        counts.append(drawn)
+    if not counts:
+        return np.empty((0, 5))
+    counts = np.array(counts, float)
+    # A resample only reweights the points, so the grid's objective on every resample is one product.
+    grid = np.clip(_STARTS, [lo for lo, _ in bounds], [hi for _, hi in bounds])
+    best_grid = np.argsort(_point_values(grid, lnN, lnD, lnL, delta) @ counts.T, axis=0)[:BOOT_GRID_STARTS]
+    starts = np.concatenate([np.broadcast_to(theta, (len(counts), 5))[None], grid[best_grid]])  # S x R x 5
+    thetas, values = law_solver.minimize(starts.reshape(-1, 5), lnN, lnD, lnL, np.tile(counts, (len(starts), 1)),
+                                         delta, bounds)
+    best = np.argmin(values.reshape(len(starts), -1), axis=0)
+    return np.array([_natural(t) for t in thetas.reshape(len(starts), -1, 5)[best, np.arange(len(counts))]])
 
 
 def fit_scaling_law(n_params, tokens, losses, *, n_bootstrap: int = 0, seed: int = 0,
