@@ -11,13 +11,15 @@ Why not scipy: a bootstrap refits hundreds of these 5-parameter problems, and sc
 take one at a time. L-BFGS-B needed ~500 evaluations per refit on the OLMo ladder (with delta =
 1e-3 the objective is almost piecewise linear, and a quasi-Newton model learns such curvature
 slowly), at ~100 us each of which two thirds were scipy's per-call bookkeeping. Here every
-problem takes a Newton step with its exact 5 x 5 Hessian in the same numpy calls. Measured on the
-ladder's bootstraps (bench/RESULTS.md): no replicate's optimum higher than L-BFGS-B's, a lower one
-in 2-7 % of them (L-BFGS-B had stopped on a flat valley floor), in a twentieth of the time.
+problem takes a Newton step with its exact 5 x 5 Hessian in the same numpy calls. On the ladder's
+nine laws x 200 resamples (``bench/law_solver.py``, same starts): a tenth of the CPU; 53 of 1,800
+replicates ended lower than L-BFGS-B's (by up to 7 %: it had stopped on flat valley floors), 4 in
+another local minimum up to 0.5 % higher, where L-BFGS-B started from the solver's end finds
+nothing lower.
 
-Each step solves (H + lambda S) s = -g in the variables scaled by S = diag(sum_i c_i (d r_i /
-d theta)^2), with H's eigenvalues taken by absolute value so that s always points downhill
-(Dauphin et al. 2014). A step is kept only where it lowers that problem's objective; its lambda then
+Each step solves (|H| + lambda I) s = -g in the variables scaled by S = diag(sum_i c_i (d r_i /
+d theta)^2), where |H| is the Hessian with its eigenvalues taken by absolute value, so that s always
+points downhill (Dauphin et al. 2014). A step is kept only where it lowers that problem's objective; its lambda then
 shrinks, otherwise grows (Levenberg-Marquardt), so every objective falls monotonically. Bounds:
 a parameter whose ends are equal is fixed; one at a bound whose gradient points out of the box is
 held there for the step; steps are clipped into the box. A problem stops after three kept steps in
