@@ -1,5 +1,7 @@
 """The one exception type users see: a clear, one-line message, exit code 2."""
 
+from __future__ import annotations
+
 
 class LossLensError(Exception):
     """Bad input or an unrecoverable condition, described in one line.
@@ -24,7 +26,16 @@ class CheckpointError(LossLensError):
 
 
 class ResultsError(LossLensError):
-    """A results table (or a per-example record) that cannot be analyzed."""
+    """A results table (or a per-example record) that cannot be analyzed. ``line``: the table's line at
+    fault, where there is one (the message then starts "PATH:LINE: ")."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.line = line
+
+    @classmethod
+    def at(cls, path, line: int, message: str) -> ResultsError:
+        return cls(f"{path}:{line}: {message}", line=int(line))
 
 
 class TrainingDiverged(LossLensError):

@@ -49,12 +49,12 @@ def _check_runs_and_keys(path: Path, cols: dict[str, np.ndarray], lines: list[in
     repeat = _first_repeat(key)
     if len(two_sizes) and (repeat is None or two_sizes[0] <= repeat[0]):
         i = int(two_sizes[0])
-        raise ResultsError(f"{path}:{lines[i]}: column 'n_params': run {str(run[i])!r} has two sizes: "
-                           f"{cols['n_params'][head[i]]} and {cols['n_params'][i]}")
+        raise ResultsError.at(path, lines[i], f"column 'n_params': run {str(run[i])!r} has two sizes: "
+                                              f"{cols['n_params'][head[i]]} and {cols['n_params'][i]}")
     if repeat is not None:
         i, j = repeat
-        raise ResultsError(
-            f"{path}:{lines[i]}: duplicate row for run {str(run[i])!r}, tokens {cols['tokens'][i]}, task "
+        raise ResultsError.at(
+            path, lines[i], f"duplicate row for run {str(run[i])!r}, tokens {cols['tokens'][i]}, task "
             f"{str(cols['task'][i])!r}, metric {str(cols['metric'][i])!r} (first on line {lines[j]})")
 
 
@@ -68,8 +68,8 @@ def _check_bounds(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> 
     bad_value = np.flatnonzero((value < low) | (value > high))
     if len(bad_value):
         i = int(bad_value[0])
-        raise ResultsError(f"{path}:{lines[i]}: column 'value': metric {str(cols['metric'][i])!r} lies in "
-                           f"[{low[i]:g}, {high[i]:g}], got {value[i]:g}")
+        raise ResultsError.at(path, lines[i], f"column 'value': metric {str(cols['metric'][i])!r} lies in "
+                                              f"[{low[i]:g}, {high[i]:g}], got {value[i]:g}")
 
 
 def _check_one_checkpoint_one_row(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
@@ -84,9 +84,9 @@ def _check_one_checkpoint_one_row(path: Path, cols: dict[str, np.ndarray], lines
     firsts = [(int(rows[0]), c) for c, rows in conflicts.items() if len(rows)]
     if firsts:
         i, c = min(firsts)
-        raise ResultsError(f"{path}:{lines[i]}: column {c!r}: {cols[c][i]:.10g} for run {str(cols['run'][i])!r} at "
-                           f"{cols['tokens'][i]} tokens, but line {lines[head[i]]} says {cols[c][head[i]]:.10g}; "
-                           f"one checkpoint has one {c}")
+        raise ResultsError.at(path, lines[i], f"column {c!r}: {cols[c][i]:.10g} for run {str(cols['run'][i])!r} at "
+                                              f"{cols['tokens'][i]} tokens, but line {lines[head[i]]} says "
+                                              f"{cols[c][head[i]]:.10g}; one checkpoint has one {c}")
 
 
 def _check_consistency(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> None:
@@ -113,7 +113,7 @@ def _check_consistency(path: Path, cols: dict[str, np.ndarray], lines: list[int]
     firsts = [(int(np.flatnonzero(bad)[0]), column, why) for bad, column, why in checks if bad.any()]
     if firsts:
         i, column, why = min(firsts, key=lambda f: f[0])
-        raise ResultsError(f"{path}:{lines[i]}: column {column!r}: {why(i)}")
+        raise ResultsError.at(path, lines[i], f"column {column!r}: {why(i)}")
 
 
 def _falls_within_run(cols: dict[str, np.ndarray], column: str) -> np.ndarray:

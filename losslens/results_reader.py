@@ -72,8 +72,9 @@ def _read_cells(text: str, path: Path) -> tuple[dict[str, list[str]], list[int]]
     A row with fewer cells than the header, or a last line without its line break, is a table cut mid-line
     (a copy or a write that stopped): refused, since the rows after it are missing."""
     if text and not text.endswith(("\n", "\r")):
-        raise ResultsError(f"{path}:{text.count(chr(10)) + 1}: the last line has no line break: the table was cut "
-                           f"mid-line (truncated?); if that row is complete, end it with a newline")
+        raise ResultsError.at(path, text.count(chr(10)) + 1,
+                              "the last line has no line break: the table was cut mid-line (truncated?); "
+                              "if that row is complete, end it with a newline")
     try:
         reader = csv.reader(io.StringIO(text, newline=""))
         header = [h.strip() for h in next(reader, [])]
@@ -82,18 +83,19 @@ def _read_cells(text: str, path: Path) -> tuple[dict[str, list[str]], list[int]]
             raise ResultsError(f"{path}: missing column(s) {', '.join(missing)} (have: {', '.join(header) or 'none'})")
         twice = next((c for i, c in enumerate(header) if c in header[:i]), None)
         if twice is not None:  # which of the two would be read is a guess
-            raise ResultsError(f"{path}:1: column {twice!r} appears twice in the header")
+            raise ResultsError.at(path, 1, f"column {twice!r} appears twice in the header")
         raw, lines = [], []
         for row in reader:
             if not row:
                 continue  # a blank line, as csv.DictReader skips it
             if len(row) != len(header):
-                raise ResultsError(f"{path}:{reader.line_num}: {len(row)} cells, but the header has {len(header)} "
-                                   + ("(cut mid-line?)" if len(row) < len(header) else "columns"))
+                raise ResultsError.at(path, reader.line_num,
+                                      f"{len(row)} cells, but the header has {len(header)} "
+                                      + ("(cut mid-line?)" if len(row) < len(header) else "columns"))
             raw.append(row)
             lines.append(reader.line_num)
     except csv.Error as e:  # e.g. a quoted cell left open by a cut
-        raise ResultsError(f"{path}:{reader.line_num}: not a readable CSV row ({e})") from None
+        raise ResultsError.at(path, reader.line_num, f"not a readable CSV row ({e})") from None
     if not lines:
         raise ResultsError(f"{path}: no rows")
     position = {name: header.index(name) for name in [*RESULTS_COLUMNS, X_LABEL_COLUMN, TOKENIZER_COLUMN, SEED_COLUMN]
@@ -114,7 +116,7 @@ def _typed_columns(path: Path, texts: dict[str, list[str]], lines: list[int]) ->
             wrong.append((problem[0], position, name, problem[1]))
     if wrong:
         i, _, name, problem = min(wrong)
-        raise ResultsError(f"{path}:{lines[i]}: column {name!r}: {problem}")
+        raise ResultsError.at(path, lines[i], f"column {name!r}: {problem}")
     _check_ranges(path, cols, lines)
     for c in ("n_params", "n_params_nonembed", "tokens", "step"):
         cols[c] = cols[c].astype(np.int64)
@@ -183,7 +185,7 @@ def _check_ranges(path: Path, cols: dict[str, np.ndarray], lines: list[int]) -> 
         i, name = min(firsts)
         value = cols[name][i]
         shown = int(value) if RESULTS_SCHEMA[name].kind is int and abs(value) < 2**63 else float(value)
-        raise ResultsError(f"{path}:{lines[i]}: column {name!r}: {RESULTS_SCHEMA[name].range.problem(shown)}")
+        raise ResultsError.at(path, lines[i], f"column {name!r}: {RESULTS_SCHEMA[name].range.problem(shown)}")
 
 
 # ---------------------------------------------------------------- what holds for the whole table or a run
@@ -194,11 +196,11 @@ def _x_label(path: Path, labels: dict[str, int]) -> str:
     if not labels:
         return DEFAULT_X_LABEL
     if "" in labels:
-        raise ResultsError(f"{path}:{labels['']}: column {X_LABEL_COLUMN!r}: empty (label every row, or drop the column)")
+        raise ResultsError.at(path, labels[''], f"column {X_LABEL_COLUMN!r}: empty (label every row, or drop the column)")
     if len(labels) > 1:
         (a, la), (b, lb) = sorted(labels.items(), key=lambda kv: kv[1])[:2]
-        raise ResultsError(f"{path}:{lb}: column {X_LABEL_COLUMN!r}: {b!r}, but line {la} says {a!r}; "
-                           f"a table has one x-axis")
+        raise ResultsError.at(path, lb, f"column {X_LABEL_COLUMN!r}: {b!r}, but line {la} says {a!r}; "
+                                        f"a table has one x-axis")
     return next(iter(labels))
 
 
@@ -209,14 +211,15 @@ def _seed_column(path: Path, cells: list[str] | None, run: np.ndarray, lines: li
     seed = np.array(cells, dtype=str)
     empty = np.flatnonzero(seed == "")
     if len(empty):
-        raise ResultsError(f"{path}:{lines[empty[0]]}: column {SEED_COLUMN!r}: empty (label every run's seed, "
-                           f"or drop the column)")
+        raise ResultsError.at(path, lines[empty[0]], f"column {SEED_COLUMN!r}: empty (label every run's seed, "
+                                                     f"or drop the column)")
     head = first_row_of(run)
     two = np.flatnonzero(seed != seed[head])
     if len(two):
         i = int(two[0])
-        raise ResultsError(f"{path}:{lines[i]}: column {SEED_COLUMN!r}: run {str(run[i])!r} has seed {str(seed[i])!r}, "
-                           f"but line {lines[head[i]]} says {str(seed[head[i]])!r}; a run has one seed")
+        raise ResultsError.at(path, lines[i], f"column {SEED_COLUMN!r}: run {str(run[i])!r} has seed "
+                                              f"{str(seed[i])!r}, but line {lines[head[i]]} says "
+                                              f"{str(seed[head[i]])!r}; a run has one seed")
     return seed
 
 

@@ -26,7 +26,6 @@ import io
 import json
 import math
 import os
-import re
 import sys
 import time
 import zlib
@@ -422,8 +421,6 @@ def _check_analyzable(text: str, table: Path, rows: list[dict]) -> None:
     try:
         parse_results_columns(text, table)
     except ResultsError as e:
-        # The table's errors start "TABLE:LINE:", and line 2 holds rows[0].
-        line = re.match(rf"{re.escape(str(table))}:(\d+):", str(e))
-        row = rows[int(line.group(1)) - 2] if line and 2 <= int(line.group(1)) < len(rows) + 2 else None
+        row = rows[e.line - 2] if e.line is not None and 2 <= e.line < len(rows) + 2 else None  # line 2: rows[0]
         source = f" (that row comes from {row[SOURCE]})" if row else ""
         raise ResultsError(f"{table}: not rewritten, analyze would refuse the new table: {e}{source}") from None
