@@ -119,3 +119,10 @@ def test_wandb_offline_resumes_by_name_against_tokens_and_survives_its_process_k
     run.finish()
     warnings = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning:")]
     assert len(warnings) == 1 and "tracker wandb, run s_32K" in warnings[0]
+
+    again = TrackerRun.open(["wandb"], Where(tmp_path, "st", "m_32K"))  # the next run gets a new W&B service
+    again.log({"train/loss": 0.25}, 512)
+    again.finish()
+    assert not [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning:")]
+    [file] = (tmp_path / "wandb").glob("offline-run-*-m_32K-*/run-*.wandb")
+    assert [row["train/loss"] for row in _history(file, 1)] == [0.25]

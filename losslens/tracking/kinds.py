@@ -96,6 +96,9 @@ class Kind:
     def finish(self, tracker) -> None:
         tracker.finish()
 
+    def abandon(self, tracker) -> None:
+        """After the tracker failed and was closed as far as it could be: release what outlives a run."""
+
 
 class TensorBoard(Kind):
     """Event files in ``STUDY/tensorboard/<run>/``: ``tensorboard --logdir STUDY/tensorboard`` shows the study."""
@@ -188,6 +191,14 @@ class WandB(Kind):
 
     def log_image(self, tracker, name: str, png: Path, tokens: int) -> None:
         tracker.log_images({name: [str(png)]})
+
+    def abandon(self, tracker) -> None:
+        # A W&B run that failed has usually lost its service process; without this, the process's exit
+        # prints a ConnectionResetError traceback from W&B's atexit hook, and the next wandb.init in this
+        # process would talk to the dead service instead of starting a new one.
+        import wandb
+
+        wandb.teardown()
 
 
 def wandb_run_id(where: Where) -> str:

@@ -126,10 +126,11 @@ class TrackerRun:
             except Exception as e:  # see the module docstring: drop the tracker, keep going
                 self.live.remove((k, tracker))
                 self._warn(k, e)
-                try:
-                    k.finish(tracker)  # release what it holds (MLflow's active run), if it still can
-                except Exception:  # already reported; a tracker that failed may fail to close too
-                    pass
+                for release in (k.finish, k.abandon):  # what it holds (MLflow's active run, W&B's service)
+                    try:
+                        release(tracker)
+                    except Exception:  # already reported; a tracker that failed may fail to close too
+                        pass
 
     def _warn(self, k: Kind, error: Exception) -> None:
         why = " ".join(str(error).split())  # one line, however the tracker words it
