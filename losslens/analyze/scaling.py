@@ -83,8 +83,13 @@ def _polish(starts, lnN, lnD, lnL, delta, bounds):
     return thetas[best], float(values[best])
 
 
+def _grid_starts(bounds) -> np.ndarray:
+    """The grid of starts, moved inside ``bounds``."""
+    return np.clip(_STARTS, [lo for lo, _ in bounds], [hi for _, hi in bounds])
+
+
 def _best_starts(lnN, lnD, lnL, delta, bounds, k):
-    starts = np.clip(_STARTS, [lo for lo, _ in bounds], [hi for _, hi in bounds])
+    starts = _grid_starts(bounds)
     return starts[np.argsort(_point_values(starts, lnN, lnD, lnL, delta).sum(axis=1))[:k]]
 
 
@@ -320,7 +325,7 @@ def _bootstrap(theta, lnN, lnD, lnL, delta, bounds, n_bootstrap, seed, full_form
         return np.empty((0, 5))
     counts = np.array(counts, float)
     # A resample only reweights the points, so the grid's objective on every resample is one product.
-    grid = np.clip(_STARTS, [lo for lo, _ in bounds], [hi for _, hi in bounds])
+    grid = _grid_starts(bounds)
     best_grid = np.argsort(_point_values(grid, lnN, lnD, lnL, delta) @ counts.T, axis=0)[:BOOT_GRID_STARTS]
     starts = np.concatenate([np.broadcast_to(theta, (len(counts), 5))[None], grid[best_grid]])  # S x R x 5
     thetas, values = law_solver.minimize(starts.reshape(-1, 5), lnN, lnD, lnL, np.tile(counts, (len(starts), 1)),
